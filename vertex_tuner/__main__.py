@@ -1,0 +1,5 @@
+"""``python -m vertex_tuner`` runs the CLI."""
+
+from vertex_tuner.cli import main
+
+main()

@@ -1,0 +1,254 @@
+"""The interfaces between the tuning service and the outside world.
+
+The service talks to three collaborators, each behind an abstract class here: :class:`Storage`
+(Cloud Storage), :class:`Tuner` (Vertex tuning jobs) and :class:`Generator` (generateContent).
+Adapters for the real Google clients live in :mod:`vertex_tuner.backends.gcs` and
+:mod:`vertex_tuner.backends.genai`; in-memory fakes for unit tests in
+:mod:`vertex_tuner.backends.fake`. The types crossing these interfaces are frozen dataclasses of
+our own, so nothing above this layer imports ``google.*``.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+Method = Literal["supervised", "preference", "distillation"]
+
+#: Called with (bytes sent so far, total bytes) while an upload runs.
+ProgressCallback = Callable[[int, int], None]
+
+
+class JobState(str, enum.Enum):
+    """A tuning job's state, as Vertex names it without the ``JOB_STATE_`` prefix."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    QUEUED = "QUEUED"
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLING = "CANCELLING"
+    CANCELLED = "CANCELLED"
+    PAUSED = "PAUSED"
+    EXPIRED = "EXPIRED"
+    UPDATING = "UPDATING"
+    PARTIALLY_SUCCEEDED = "PARTIALLY_SUCCEEDED"
+
+    @classmethod
+    def parse(cls, value: str | None) -> JobState:
+        """Map ``JOB_STATE_RUNNING``, ``RUNNING`` or an unknown string to a member."""
+        if not value:
+            return cls.UNSPECIFIED
+        name = value.removeprefix("JOB_STATE_")
+        try:
+            return cls(name)
+        except ValueError:
+            return cls.UNSPECIFIED
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the job will not change state again.
+
+        google-genai's ``has_ended`` leaves out PARTIALLY_SUCCEEDED; we do not.
+        """
+        return self in TERMINAL_STATES
+
+    @property
+    def is_success(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.PARTIALLY_SUCCEEDED)
+
+
+TERMINAL_STATES = frozenset(
+    {
+        JobState.SUCCEEDED,
+        JobState.FAILED,
+        JobState.CANCELLED,
+        JobState.EXPIRED,
+        JobState.PARTIALLY_SUCCEEDED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    checkpoint_id: str
+    epoch: int | None = None
+    step: int | None = None
+    endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class DataStats:
+    """What Vertex reports about the dataset it tuned on (``supervisedTuningDataStats``)."""
+
+    example_count: int | None = None
+    billable_tokens: int | None = None
+    tuning_step_count: int | None = None
+    truncated_examples: int = 0
+    truncated_example_indices: tuple[int, ...] = ()
+    dropped_example_reasons: tuple[str, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One tuning job, as read from Vertex."""
+
+    name: str
+    state: JobState
+    sub_state: str | None = None
+    display_name: str | None = None
+    description: str | None = None
+    base_model: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    tuned_model: str | None = None
+    endpoint: str | None = None
+    checkpoints: tuple[Checkpoint, ...] = ()
+    data_stats: DataStats | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+    create_time: str | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+    update_time: str | None = None
+    epochs_completed: int | None = None
+    steps_completed: int | None = None
+
+
+@dataclass(frozen=True)
+class TuningRequest:
+    """Everything needed to create one tuning job."""
+
+    method: Method
+    #: A base model id (``gemini-2.5-flash``) or a tuned model (``projects/…/models/ID[@V]``).
+    base_model: str
+    training_uri: str
+    display_name: str
+    description: str
+    labels: Mapping[str, str]
+    validation_uri: str | None = None
+    epochs: int | None = None
+    learning_rate_multiplier: float | None = None
+    adapter_size: int | None = None
+    beta: float | None = None
+    teacher_model: str | None = None
+    checkpoint_id: str | None = None
+    kms_key_name: str | None = None
+    service_account: str | None = None
+    output_uri: str | None = None
+    export_last_checkpoint_only: bool | None = None
+
+
+class Tuner(ABC):
+    """Vertex AI tuning jobs: create, read, list, cancel."""
+
+    @abstractmethod
+    def create(self, request: TuningRequest) -> Job:
+        """Create a job. Not idempotent: raises AmbiguousCreateError when the outcome is unknown."""
+
+    @abstractmethod
+    def get(self, name: str) -> Job:
+        """Read a job by its full resource name; NotFoundError when there is none."""
+
+    @abstractmethod
+    def list(self, *, labels: Mapping[str, str] | None = None) -> Iterator[Job]:
+        """Jobs in the project and location, newest first, filtered by exact label values."""
+
+    @abstractmethod
+    def cancel(self, name: str) -> None:
+        """Ask Vertex to cancel a job (best effort: the job goes through CANCELLING)."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    uri: str
+    size: int
+    generation: int
+    crc32c: str | None = None
+    md5: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    uri: str
+    generation: int
+    size: int
+    bytes_sent: int
+    #: True when an object with this name was already there and nothing was sent.
+    skipped: bool
+    crc32c: str | None = None
+
+
+class Storage(ABC):
+    """Cloud Storage objects named by ``gs://bucket/path`` URIs."""
+
+    @abstractmethod
+    def stat(self, uri: str) -> ObjectInfo | None:
+        """The object's metadata, or None when it does not exist."""
+
+    @abstractmethod
+    def upload_file(
+        self,
+        path: Path,
+        uri: str,
+        *,
+        if_generation_match: int | None = 0,
+        progress: ProgressCallback | None = None,
+    ) -> UploadResult:
+        """Upload a file; with ``if_generation_match=0`` an existing object is left as it is.
+
+        With the default precondition an existing object is not an error: the result says
+        ``skipped=True`` and ``bytes_sent=0``. The upload's CRC32C is checked by the adapter.
+        """
+
+    @abstractmethod
+    def read(self, uri: str) -> tuple[bytes, int]:
+        """The object's bytes and generation; NotFoundError when it does not exist."""
+
+    @abstractmethod
+    def write(self, uri: str, data: bytes, *, if_generation_match: int | None) -> int:
+        """Write bytes under a generation precondition (0: must not exist); returns the generation.
+
+        Raises PreconditionFailed when the precondition does not hold.
+        """
+
+    @abstractmethod
+    def delete(self, uri: str, *, if_generation_match: int | None = None) -> None:
+        """Delete an object; a missing object is not an error."""
+
+    @abstractmethod
+    def list(self, prefix_uri: str) -> Iterator[ObjectInfo]:
+        """Objects whose URI starts with ``prefix_uri``."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+class Generator(ABC):
+    """generateContent against a base model or a tuned endpoint."""
+
+    @abstractmethod
+    def generate(
+        self,
+        model: str,
+        contents: Sequence[Mapping[str, Any]],
+        *,
+        system_instruction: str | None = None,
+        temperature: float | None = 0.0,
+        max_output_tokens: int | None = None,
+    ) -> Generation:
+        """Generate one reply. ``model`` is a base model id or ``projects/…/endpoints/ID``.
+
+        ``contents`` is Gemini ``contents`` JSON (``[{"role": "user", "parts": [{"text": …}]}]``).
+        """

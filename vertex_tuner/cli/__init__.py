@@ -1,0 +1,52 @@
+"""The ``vertex-tuner`` command line.
+
+Each command lives in its own module and is imported only when it runs, so ``--help`` and
+``validate`` never pay for importing the Google client libraries. The CLI is the only part of
+the package that exits the process; see :mod:`vertex_tuner.cli._common` for the exit codes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+from vertex_tuner._version import __version__
+
+#: command name -> "module:attribute", in the order ``--help`` lists them.
+COMMANDS: dict[str, str] = {
+    "validate": "vertex_tuner.cli.validate:validate",
+    "sandbox": "vertex_tuner.cli.sandbox:sandbox",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module the first time the command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        command: Any = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vertex-tuner")
+def cli() -> None:
+    """Validate, submit, follow, evaluate and promote Gemini tuning jobs on Vertex AI.
+
+    Job specs live in jobs/*.yaml. Add --sandbox to any cloud command to run it against local
+    emulators instead of Google Cloud.
+    """
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="vertex-tuner")

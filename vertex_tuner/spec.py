@@ -1,0 +1,579 @@
+"""Job specs: the YAML files in ``jobs/`` that say what to tune, from what, and how.
+
+A spec is parsed with PyYAML's node API so that every value keeps the line it came from, then
+``${VAR}`` / ``${VAR:-default}`` references are expanded, then pydantic checks the shape
+(unknown keys are errors) and :func:`_check_model_rules` checks what the chosen base model
+allows. Every problem becomes a :class:`~vertex_tuner.errors.SpecError` that names the file, the
+line and the field path, and says what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import orjson
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from vertex_tuner import models
+from vertex_tuner.errors import Location, SpecError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+Method = Literal["supervised", "preference", "distillation"]
+DatasetFormat = Literal["auto", "gemini", "messages", "text-pairs", "csv", "preference"]
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,47}$")
+_LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
+_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+#: Labels vertex-tuner sets itself; a spec may not use these keys.
+RESERVED_LABELS = frozenset(
+    {"vertex-tuner-spec", "vertex-tuner-fingerprint", "vertex-tuner-version"}
+)
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds in ``6h``, ``90m``, ``1h30m``, ``45s``, ``2d`` or a plain number of seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError("must be positive")
+        return float(value)
+    text = str(value).strip().replace(" ", "")
+    match = _DURATION_RE.match(text)
+    if not text or match is None or not any(match.groups()):
+        raise ValueError(f"{value!r} is not a duration; write it like 6h, 90m, 1h30m or 45s")
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    total = days * 86400 + hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise ValueError("must be positive")
+    return float(total)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _fraction_or_path(value: float | str | None) -> float | str | None:
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        if not 0 < value < 1:
+            raise ValueError("a fraction must be between 0 and 1 (exclusive), e.g. 0.1")
+        return float(value)
+    return value
+
+
+class DatasetSpec(_Model):
+    """Where the training data is and how to read it."""
+
+    train: str = Field(description="Path relative to the spec file, or gs://")
+    validation: float | str | None = Field(
+        default=None, description="A fraction split off train (deterministic), or a path"
+    )
+    format: DatasetFormat = "auto"
+    columns: dict[Literal["prompt", "response", "system"], str] | None = Field(
+        default=None, description="CSV/TSV column mapping"
+    )
+    max_dropped_fraction: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.01,
+        description="Fail a finished job when Vertex dropped or truncated more than this share",
+    )
+
+    @field_validator("validation")
+    @classmethod
+    def _validation(cls, v: float | str | None) -> float | str | None:
+        return _fraction_or_path(v)
+
+
+class Hyperparameters(_Model):
+    epochs: Annotated[int, Field(ge=1, le=100)] | None = None
+    learning_rate_multiplier: Annotated[float, Field(gt=0, le=10)] | None = None
+    adapter_size: Literal[1, 2, 4, 8, 16, 32] | None = None
+    beta: Annotated[float, Field(gt=0, le=10)] | None = Field(
+        default=None, description="Preference tuning only: weight of the KL penalty"
+    )
+    export_last_checkpoint_only: bool | None = None
+
+
+class DistillationSpec(_Model):
+    teacher_model: str
+
+
+class GcpSpec(_Model):
+    project: str | None = None
+    location: str = "us-central1"
+    bucket: str = "vertex-tuner"
+    prefix: str = "vertex-tuner"
+    service_account: str | None = None
+    kms_key_name: str | None = None
+    output_uri: str | None = None
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: str) -> str:
+        v = v.removeprefix("gs://").rstrip("/")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]", v):
+            raise ValueError(
+                f"{v!r} is not a bucket name (3-63 lowercase letters, digits, '-', '_', '.')"
+            )
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        return v.strip("/")
+
+
+class BudgetSpec(_Model):
+    max_cost_usd: Annotated[float, Field(gt=0)] | None = None
+
+
+class WaitSpec(_Model):
+    timeout: float = Field(default=6 * 3600.0, description="e.g. 6h, 90m")
+    poll_interval_max: float = Field(default=60.0, description="Longest pause between polls")
+
+    @field_validator("timeout", "poll_interval_max", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
+class EvaluationSpec(_Model):
+    holdout: float | str | None = None
+    metrics: list[str] = Field(default_factory=lambda: ["exact_match", "rouge_l"])
+    promote_if: str | None = None
+    max_examples: Annotated[int, Field(ge=1)] | None = None
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    json_schema: str | None = Field(default=None, description="Path to a JSON Schema file")
+    label_field: str | None = Field(
+        default=None, description="For JSON outputs: the field that holds the label"
+    )
+
+    @field_validator("holdout")
+    @classmethod
+    def _holdout(cls, v: float | str | None) -> float | str | None:
+        return _fraction_or_path(v)
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: list[str]) -> list[str]:
+        known = _known_metrics()
+        if known is not None:
+            unknown = [m for m in v if m not in known]
+            if unknown:
+                raise ValueError(
+                    f"unknown metric {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                )
+        if not v:
+            raise ValueError("name at least one metric")
+        return v
+
+    @field_validator("promote_if")
+    @classmethod
+    def _gate(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from vertex_tuner.evaluation.gate import parse_gate
+
+        try:
+            parse_gate(v)
+        except ValueError as exc:
+            raise ValueError(f"invalid gate: {exc}") from exc
+        return v
+
+
+def _known_metrics() -> frozenset[str] | None:
+    try:
+        from vertex_tuner.evaluation.metrics import known_metric_names
+    except ImportError:  # pragma: no cover - the evaluation package is part of the install
+        return None
+    return frozenset(known_metric_names())
+
+
+class JobSpec(_Model):
+    """A job spec, as written in ``jobs/*.yaml``."""
+
+    name: str
+    description: str = ""
+    base_model: str = models.DEFAULT_BASE_MODEL
+    method: Method = "supervised"
+    dataset: DatasetSpec
+    hyperparameters: Hyperparameters = Hyperparameters()
+    distillation: DistillationSpec | None = None
+    gcp: GcpSpec = GcpSpec()
+    labels: dict[str, str] = Field(default_factory=dict)
+    budget: BudgetSpec = BudgetSpec()
+    wait: WaitSpec = WaitSpec()
+    evaluation: EvaluationSpec | None = None
+    registry: str | None = Field(
+        default=None, description="Run store: a local path or gs://bucket/prefix"
+    )
+
+    #: The file this spec was read from; set by :func:`load_spec`.
+    spec_path: Path = Field(default=Path("spec.yaml"), exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(
+                "must start with a lowercase letter and use only lowercase letters, digits "
+                "and '-' (at most 48 characters), e.g. support-tone"
+            )
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not _LABEL_KEY_RE.match(key):
+                raise ValueError(
+                    f"label key {key!r} must start with a lowercase letter and use only "
+                    "lowercase letters, digits, '_' and '-' (at most 63 characters)"
+                )
+            if not _LABEL_VALUE_RE.match(str(value)):
+                raise ValueError(
+                    f"label {key}={value!r}: values use only lowercase letters, digits, "
+                    "'_' and '-' (at most 63 characters)"
+                )
+            if key in RESERVED_LABELS:
+                raise ValueError(f"label key {key!r} is set by vertex-tuner itself")
+        if len(v) > 60:
+            raise ValueError("at most 60 labels (Vertex allows 64 and vertex-tuner sets 3)")
+        return v
+
+    @model_validator(mode="after")
+    def _method_fields(self) -> JobSpec:
+        if self.method == "distillation" and self.distillation is None:
+            raise ValueError("method 'distillation' needs distillation.teacher_model")
+        if self.method != "distillation" and self.distillation is not None:
+            raise ValueError("the distillation section is only for method 'distillation'")
+        if self.hyperparameters.beta is not None and self.method != "preference":
+            raise ValueError("hyperparameters.beta is only for method 'preference'")
+        return self
+
+    # --- derived values -------------------------------------------------------------------
+
+    @property
+    def base_dir(self) -> Path:
+        return self.spec_path.parent
+
+    def resolve_path(self, path: str) -> Path:
+        """A dataset path relative to the spec file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def is_continuous(self) -> bool:
+        """Whether the base is a tuned model (or an alias of one) rather than a Gemini base."""
+        return models.is_tuned_model_name(self.base_model) or "@" in self.base_model
+
+    def result_fields(self) -> dict[str, Any]:
+        """The normalised fields that change what a job produces (part of the fingerprint)."""
+        return {
+            "base_model": self.base_model,
+            "method": self.method,
+            "hyperparameters": self.hyperparameters.model_dump(mode="json"),
+            "teacher_model": self.distillation.teacher_model if self.distillation else None,
+            "kms_key_name": self.gcp.kms_key_name,
+        }
+
+    def digest(self) -> str:
+        """sha256 of the whole normalised spec (for the record, not the fingerprint)."""
+        body = self.model_dump(mode="json")
+        return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def _compose(text: str, file: str) -> yaml.Node | None:
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise SpecError(
+            f"invalid YAML: {problem}",
+            location=Location(file, line),
+            hint="check indentation and quoting around this line",
+        ) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"invalid YAML: {exc}", location=Location(file)) from None
+
+
+def _build(
+    node: yaml.Node,
+    path: tuple[str | int, ...],
+    lines: dict[tuple[str | int, ...], int],
+    expand: _Expander,
+) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+            child = (*path, key)
+            if key in out:
+                raise SpecError(
+                    f"duplicate key {key!r}",
+                    location=Location(expand.file, key_node.start_mark.line + 1, _dotted(child)),
+                )
+            lines[child] = key_node.start_mark.line + 1
+            out[key] = _build(value_node, child, lines, expand)
+            lines[child] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, (*path, i), lines, expand) for i, item in enumerate(node.value)]
+    value = expand.loader.construct_object(node, deep=True)
+    if isinstance(value, str):
+        return expand(value, path, node.start_mark.line + 1)
+    return value
+
+
+class _Expander:
+    """Expands ``${VAR}`` and ``${VAR:-default}`` in string values."""
+
+    def __init__(self, file: str, environ: Mapping[str, str], lenient_sections: frozenset[str]):
+        self.file = file
+        self.environ = environ
+        #: Builds scalars with YAML's own type resolution (ints, floats, bools, dates).
+        self.loader = yaml.SafeLoader("")
+        self.lenient_sections = lenient_sections
+        #: Field paths whose variables were unset and left empty (lenient sections only).
+        self.unresolved: dict[str, str] = {}
+
+    def __call__(self, text: str, path: tuple[str | int, ...], line: int) -> str | None:
+        if "${" not in text:
+            return text
+        missing: list[str] = []
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            value = self.environ.get(name)
+            if value not in (None, ""):
+                return value
+            if default is not None:
+                return default
+            missing.append(name)
+            return ""
+
+        expanded = _VAR_RE.sub(replace, text)
+        if missing:
+            field = _dotted(path)
+            if path and path[0] in self.lenient_sections:
+                self.unresolved[field] = missing[0]
+                return None
+            raise SpecError(
+                f"environment variable {missing[0]} is not set",
+                location=Location(self.file, line, field),
+                hint=f"export {missing[0]}=… or write ${{{missing[0]}:-default}} in the spec",
+            )
+        return expanded
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def load_spec(
+    path: str | os.PathLike[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    offline: bool = False,
+) -> JobSpec:
+    """Read, expand and check a job spec.
+
+    ``offline`` is for uses that never reach Google Cloud (``validate``, ``--sandbox``): an unset
+    variable inside the ``gcp`` section then leaves that field empty instead of failing, since
+    those settings are not used there. Everywhere else an unset variable is an error.
+    """
+    spec_path = Path(path)
+    file = _display_path(spec_path)
+    try:
+        text = spec_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(
+            "no such spec file",
+            location=Location(file),
+            hint="specs live in jobs/*.yaml; check the path",
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"the spec is not UTF-8 text ({exc.reason})", location=Location(file)
+        ) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read the spec: {exc.strerror}", location=Location(file)) from None
+
+    expand = _Expander(
+        file,
+        os.environ if environ is None else environ,
+        frozenset({"gcp"}) if offline else frozenset(),
+    )
+    node = _compose(text, file)
+    if node is None:
+        raise SpecError(
+            "the spec is empty",
+            location=Location(file, 1),
+            hint="start from jobs/support_tone.yaml",
+        )
+    lines: dict[tuple[str | int, ...], int] = {}
+    data = _build(node, (), lines, expand)
+    if not isinstance(data, dict):
+        raise SpecError(
+            "a spec must be a mapping of keys to values",
+            location=Location(file, node.start_mark.line + 1),
+        )
+    _drop_none_in_lenient(data, expand.unresolved)
+    try:
+        spec = JobSpec.model_validate({**data, "spec_path": spec_path})
+    except ValidationError as exc:
+        raise _spec_error(exc, file, lines) from None
+    _check_model_rules(spec, file, lines)
+    return spec
+
+
+def _drop_none_in_lenient(data: dict[str, Any], unresolved: Mapping[str, str]) -> None:
+    for field in unresolved:
+        parts = field.split(".")
+        target: Any = data
+        for part in parts[:-1]:
+            target = target.get(part) if isinstance(target, dict) else None
+        if isinstance(target, dict) and target.get(parts[-1]) is None:
+            target.pop(parts[-1], None)
+
+
+def _spec_error(
+    exc: ValidationError, file: str, lines: Mapping[tuple[str | int, ...], int]
+) -> SpecError:
+    problems: list[tuple[Location, str]] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        line = _nearest_line(loc, lines)
+        message = _pydantic_message(err)
+        problems.append((Location(file, line, _dotted(loc) or None), message))
+    first_loc, first_msg = problems[0]
+    more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+    return SpecError(
+        first_msg + more,
+        location=first_loc,
+        problems=problems,
+        hint="see the spec reference in the README (section 'Job specs')",
+    )
+
+
+def _nearest_line(
+    loc: tuple[str | int, ...], lines: Mapping[tuple[str | int, ...], int]
+) -> int | None:
+    for n in range(len(loc), -1, -1):
+        line = lines.get(loc[:n])
+        if line is not None:
+            return line
+    return None
+
+
+def _pydantic_message(err: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key; check its spelling against the spec reference"
+    if kind == "missing":
+        return "this key is required"
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+def _check_model_rules(
+    spec: JobSpec, file: str, lines: Mapping[tuple[str | int, ...], int]
+) -> None:
+    """What the chosen base model allows: adapter sizes, regions, CMEK, methods."""
+
+    def error(path: tuple[str, ...], message: str, hint: str | None = None) -> SpecError:
+        return SpecError(
+            message, location=Location(file, _nearest_line(path, lines), _dotted(path)), hint=hint
+        )
+
+    if spec.is_continuous:
+        # A tuned model or an alias: its limits are its base model's, checked at submit time.
+        return
+    info = models.model_info(spec.base_model)
+    if info is None:
+        known = ", ".join(sorted(models.MODELS))
+        raise error(
+            ("base_model",),
+            f"{spec.base_model!r} is not a tunable Gemini model",
+            hint=f"use one of {known}, a tuned model (projects/…/models/ID@V) or an "
+            "alias (name@alias)",
+        )
+    if info.retired:
+        raise error(("base_model",), f"{info.id} is retired and can no longer be tuned")
+    size = spec.hyperparameters.adapter_size
+    if size is not None and size not in info.adapter_sizes:
+        allowed = ", ".join(str(s) for s in info.adapter_sizes)
+        raise error(
+            ("hyperparameters", "adapter_size"),
+            f"adapter size {size} is not available for {info.id}",
+            hint=f"{info.id} allows {allowed}",
+        )
+    location = spec.gcp.location
+    if info.regions is not None and location not in info.regions:
+        raise error(
+            ("gcp", "location"),
+            f"{info.id} cannot be tuned in {location}",
+            hint=f"use one of {', '.join(sorted(info.regions))}",
+        )
+    if spec.gcp.kms_key_name and not info.supports_cmek:
+        raise error(
+            ("gcp", "kms_key_name"),
+            f"{info.id} does not support customer-managed encryption keys (CMEK)",
+            hint="remove gcp.kms_key_name or pick a 2.5 model",
+        )
+    if spec.method == "preference" and not info.supports_preference:
+        raise error(("method",), f"{info.id} does not support preference tuning")
+    if spec.method == "distillation":
+        if not info.supports_distillation_student:
+            raise error(
+                ("base_model",),
+                f"{info.id} cannot be a distillation student",
+                hint="distillation students: "
+                + ", ".join(
+                    m.id for m in models.MODELS.values() if m.supports_distillation_student
+                ),
+            )
+        if location != models.DISTILLATION_REGION:
+            raise error(
+                ("gcp", "location"), f"distillation runs only in {models.DISTILLATION_REGION}"
+            )
+        assert spec.distillation is not None
+        if spec.distillation.teacher_model not in models.DISTILLATION_TEACHERS:
+            raise error(
+                ("distillation", "teacher_model"),
+                f"{spec.distillation.teacher_model!r} is not a distillation teacher",
+                hint="use one of " + ", ".join(sorted(models.DISTILLATION_TEACHERS)),
+            )
