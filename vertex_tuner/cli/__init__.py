@@ -17,6 +17,13 @@ from vertex_tuner._version import __version__
 #: command name -> "module:attribute", in the order ``--help`` lists them.
 COMMANDS: dict[str, str] = {
     "validate": "vertex_tuner.cli.validate:validate",
+    "submit": "vertex_tuner.cli.jobs:submit",
+    "status": "vertex_tuner.cli.jobs:status",
+    "wait": "vertex_tuner.cli.jobs:wait",
+    "cancel": "vertex_tuner.cli.jobs:cancel",
+    "list": "vertex_tuner.cli.jobs:list_",
+    "runs": "vertex_tuner.cli.jobs:runs",
+    "show": "vertex_tuner.cli.jobs:show",
     "sandbox": "vertex_tuner.cli.sandbox:sandbox",
 }
 

@@ -1,0 +1,112 @@
+"""Pure functions that turn results into text and rich tables for people to read."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import orjson
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from vertex_tuner.backends.interface import Job
+    from vertex_tuner.records import RunRecord
+    from vertex_tuner.service import Plan
+
+
+def _short(name: str | None) -> str:
+    return name.rsplit("/", 1)[-1] if name else "-"
+
+
+def record_table(record: RunRecord) -> Table:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="dim")
+    table.add_column()
+    rows: list[tuple[str, str]] = [
+        ("run", record.run_id),
+        ("spec", f"{record.spec_name} ({record.spec_path or '-'})"),
+        ("job", record.job_name or "-"),
+        ("state", record.state + (f" / {record.sub_state}" if record.sub_state else "")),
+        ("base model", record.base_model),
+        ("tuned model", record.tuned_model or "-"),
+        ("endpoint", record.endpoint or "-"),
+        ("train", f"{record.train.uri or '-'} ({record.train.examples} examples)"),
+    ]
+    if record.validation is not None:
+        rows.append(
+            (
+                "validation",
+                f"{record.validation.uri or '-'} ({record.validation.examples} examples)",
+            )
+        )
+    if record.estimate is not None:
+        cost = record.estimate.cost_usd
+        rows.append(
+            (
+                "estimate",
+                f"{record.estimate.billable_tokens:,} tokens"
+                + (f" ≈ ${cost:,.2f}" if cost is not None else ""),
+            )
+        )
+    if record.billed_tokens is not None:
+        rows.append(("billed", f"{record.billed_tokens:,} tokens (reported by Vertex)"))
+    if record.data_stats is not None and record.data_stats.truncated_examples:
+        rows.append(
+            (
+                "truncated",
+                f"{record.data_stats.truncated_examples} examples "
+                f"({(record.dropped_fraction or 0):.1%})",
+            )
+        )
+    if record.error is not None:
+        rows.append(("error", f"[red]{record.error.message}[/]"))
+    if record.sandbox:
+        rows.append(("sandbox", "yes: local emulators, not Google Cloud"))
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def jobs_table(jobs: Sequence[Job]) -> Table:
+    table = Table("job", "spec", "state", "created", "tuned model")
+    for job in jobs:
+        table.add_row(
+            _short(job.name),
+            job.labels.get("vertex-tuner-spec", "-"),
+            job.state.value,
+            job.create_time or "-",
+            _short(job.tuned_model),
+        )
+    return table
+
+
+def runs_table(records: Sequence[RunRecord]) -> Table:
+    table = Table("run", "state", "job", "tuned model", "created")
+    for record in records:
+        table.add_row(
+            record.run_id,
+            record.state,
+            _short(record.job_name),
+            _short(record.tuned_model),
+            record.created_at,
+        )
+    return table
+
+
+def plan_text(plan: Plan) -> str:
+    est = plan.estimate
+    cost = f"${est.cost_usd:,.2f}" if est.cost_usd is not None else "unknown"
+    lines = [
+        f"plan: {plan.action} ({plan.reason})",
+        f"fingerprint: {plan.fingerprint}",
+        f"estimate: ~{est.billable_tokens:,} billable tokens over {est.epochs} epoch(s), "
+        f"{cost} (estimated locally; prices as of {est.prices_as_of or '-'})",
+    ]
+    if plan.budget_usd is not None:
+        verdict = "OVER BUDGET" if plan.over_budget else "within budget"
+        lines.append(f"budget: ${plan.budget_usd:,.2f} ({verdict})")
+    for path, uri in plan.uploads:
+        lines.append(f"upload: {path.name} -> {uri}")
+    lines.append("request:")
+    lines.append(orjson.dumps(plan.to_json()["request"], option=orjson.OPT_INDENT_2).decode())
+    return "\n".join(lines)

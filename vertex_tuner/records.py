@@ -1,0 +1,99 @@
+"""Run records: what was tuned from what, kept for every job vertex-tuner submits or attaches to.
+
+A record is written when a job is created (so a killed process can be resumed), and rewritten as
+the job moves on. Records are pydantic models at the storage boundary; unknown keys written by a
+newer version are kept when an older version rewrites the record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class DatasetRef(_Record):
+    """One dataset file as uploaded: where, which bytes, how many examples."""
+
+    uri: str | None = None
+    sha256: str
+    size: int
+    examples: int
+    source: str | None = None
+
+
+class Estimate(_Record):
+    billable_tokens: int
+    epochs: int
+    cost_usd: float | None = None
+    price_per_million: float | None = None
+    prices_as_of: str | None = None
+    note: str = "estimated locally: about 4 characters per token"
+
+
+class DataStatsRecord(_Record):
+    example_count: int | None = None
+    billable_tokens: int | None = None
+    tuning_step_count: int | None = None
+    truncated_examples: int = 0
+    truncated_example_indices: list[int] = Field(default_factory=list)
+    dropped_example_reasons: list[str] = Field(default_factory=list)
+
+
+class ErrorRecord(_Record):
+    code: int | None = None
+    message: str
+
+
+class RunRecord(_Record):
+    """Everything known about one tuning job and the inputs that made it."""
+
+    run_id: str
+    spec_name: str
+    spec_path: str | None = None
+    spec_digest: str
+    fingerprint: str
+    tool_version: str
+    git_commit: str | None = None
+    sandbox: bool = False
+    project: str | None = None
+    location: str | None = None
+
+    job_name: str | None = None
+    state: str = "PLANNED"
+    sub_state: str | None = None
+    created_at: str
+    updated_at: str
+    job_create_time: str | None = None
+    job_end_time: str | None = None
+
+    method: str
+    base_model: str
+    display_name: str
+    description: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+
+    train: DatasetRef
+    validation: DatasetRef | None = None
+    holdout: DatasetRef | None = None
+
+    tuned_model: str | None = None
+    endpoint: str | None = None
+    checkpoints: list[dict[str, Any]] = Field(default_factory=list)
+
+    estimate: Estimate | None = None
+    data_stats: DataStatsRecord | None = None
+    #: Billable tokens Vertex reported, times epochs.
+    billed_tokens: int | None = None
+    dropped_fraction: float | None = None
+
+    error: ErrorRecord | None = None
+    evaluation: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
