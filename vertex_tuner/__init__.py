@@ -6,13 +6,65 @@ stays fast and never imports a Google client library.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vertex_tuner._version import __version__
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from vertex_tuner.errors import (
+        BudgetExceeded,
+        DatasetError,
+        GateFailed,
+        JobFailed,
+        SpecError,
+        VertexTunerError,
+        WaitTimeout,
+    )
+    from vertex_tuner.records import RunRecord
+    from vertex_tuner.resolve import Resolved, genai_client_for, resolve
+    from vertex_tuner.runstore import RunStore
+    from vertex_tuner.service import TuningService
+    from vertex_tuner.spec import JobSpec, load_spec
+    from vertex_tuner.wiring import open_service
 
-_LAZY: dict[str, str] = {}
+__all__ = [
+    "BudgetExceeded",
+    "DatasetError",
+    "GateFailed",
+    "JobFailed",
+    "JobSpec",
+    "Resolved",
+    "RunRecord",
+    "RunStore",
+    "SpecError",
+    "TuningService",
+    "VertexTunerError",
+    "WaitTimeout",
+    "__version__",
+    "genai_client_for",
+    "load_spec",
+    "open_service",
+    "resolve",
+]
+
+_LAZY: dict[str, str] = {
+    "BudgetExceeded": "vertex_tuner.errors",
+    "DatasetError": "vertex_tuner.errors",
+    "GateFailed": "vertex_tuner.errors",
+    "JobFailed": "vertex_tuner.errors",
+    "SpecError": "vertex_tuner.errors",
+    "VertexTunerError": "vertex_tuner.errors",
+    "WaitTimeout": "vertex_tuner.errors",
+    "JobSpec": "vertex_tuner.spec",
+    "load_spec": "vertex_tuner.spec",
+    "Resolved": "vertex_tuner.resolve",
+    "resolve": "vertex_tuner.resolve",
+    "genai_client_for": "vertex_tuner.resolve",
+    "RunRecord": "vertex_tuner.records",
+    "RunStore": "vertex_tuner.runstore",
+    "TuningService": "vertex_tuner.service",
+    "open_service": "vertex_tuner.wiring",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -74,11 +74,11 @@ def _service(
     quiet: bool = False,
 ) -> Iterator[tuple[TuningService, Any]]:
     from vertex_tuner.cli._progress import ConsoleObserver
-    from vertex_tuner.cli._wiring import service
+    from vertex_tuner.wiring import open_service
 
     observer = ConsoleObserver(stderr_console(), quiet=quiet)
     try:
-        with service(
+        with open_service(
             spec=spec,
             sandbox=sandbox,
             registry=registry,
@@ -398,7 +398,7 @@ def show(run_id: str, registry: str | None, sandbox: bool, as_json: bool) -> Non
 @contextlib.contextmanager
 def _store(registry: str | None, sandbox: bool) -> Iterator[RunStore]:
     """A run store for read-only commands; only a gs:// one needs a storage backend."""
-    from vertex_tuner.cli._wiring import backends, registry_location, run_store
+    from vertex_tuner.wiring import backends, registry_location, run_store
 
     location = registry_location(None, registry, sandbox=sandbox)
     if not location.startswith("gs://"):

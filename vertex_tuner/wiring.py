@@ -1,7 +1,7 @@
-"""Building the service's collaborators from command-line flags.
+"""Building a ready :class:`~vertex_tuner.service.TuningService` for the cloud or the sandbox.
 
 This is where ``--sandbox`` makes its one difference: which backends and which run store. The
-service itself never knows.
+service itself never knows. The CLI and Python callers both use :func:`open_service`.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def backends(*, sandbox: bool, project: str | None, location: str) -> Iterator[B
 
 
 @contextlib.contextmanager
-def service(
+def open_service(
     *,
     spec: JobSpec | None,
     sandbox: bool,
@@ -78,7 +78,10 @@ def service(
     location: str | None = None,
     observer: Observer | None = None,
 ) -> Iterator[TuningService]:
-    """A ready TuningService for one command."""
+    """A ready TuningService; with ``sandbox=True`` the local emulators stay up until exit.
+
+    ``spec`` supplies the project, region and run store unless given here.
+    """
     from vertex_tuner.service import TuningService
 
     project = project or (spec.gcp.project if spec else None)

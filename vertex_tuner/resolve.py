@@ -1,0 +1,161 @@
+"""Resolving ``name@alias`` to the endpoint a service should call.
+
+Internal services call :func:`resolve` (or :func:`genai_client_for`) instead of hard-coding an
+endpoint, so promoting or rolling back an alias changes what they call without a deploy. Answers
+are cached in-process for a short time so a hot path does not read the run store on every call.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vertex_tuner.errors import NotFoundError, VertexTunerError
+
+if TYPE_CHECKING:
+    from vertex_tuner.runstore import RunStore
+
+DEFAULT_TTL_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What ``name@alias`` points at."""
+
+    name: str
+    alias: str
+    run_id: str
+    endpoint: str
+    model: str | None
+    project: str | None
+    location: str | None
+    sandbox: bool
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.alias}"
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """Split ``name@alias``; the alias defaults to ``production``."""
+    name, _, alias = ref.partition("@")
+    if not name:
+        raise VertexTunerError(f"{ref!r} is not NAME@ALIAS", hint="e.g. support-tone@production")
+    return name, alias or "production"
+
+
+def resolve_in(store: RunStore, ref: str) -> Resolved:
+    """Resolve ``ref`` against one run store (no cache)."""
+    name, alias = parse_ref(ref)
+    entry = store.aliases(name).get(alias)
+    if entry is None:
+        raise NotFoundError(
+            f"{name}@{alias} is not set in {store.location}",
+            hint=f"promote a run first: vertex-tuner promote {name} RUN --alias {alias}",
+        )
+    record = store.get(entry.run_id)
+    if not record.endpoint:
+        raise NotFoundError(f"{name}@{alias} points at run {record.run_id}, which has no endpoint")
+    metrics: dict[str, Any] = {}
+    if record.evaluation:
+        metrics = dict(record.evaluation.get("targets", {}).get("tuned", {}).get("metrics", {}))
+    return Resolved(
+        name=name,
+        alias=alias,
+        run_id=record.run_id,
+        endpoint=record.endpoint,
+        model=record.tuned_model,
+        project=record.project,
+        location=record.location,
+        sandbox=record.sandbox,
+        metrics=metrics,
+    )
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entries: dict[tuple[str, str], tuple[float, Resolved]] = {}
+
+    def get(self, key: tuple[str, str], ttl: float, now: float) -> Resolved | None:
+        with self.lock:
+            hit = self.entries.get(key)
+        if hit is not None and now - hit[0] < ttl:
+            return hit[1]
+        return None
+
+    def put(self, key: tuple[str, str], value: Resolved, now: float) -> None:
+        with self.lock:
+            self.entries[key] = (now, value)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
+
+_CACHE = _Cache()
+
+
+def resolve(
+    ref: str,
+    *,
+    registry: str | None = None,
+    ttl: float = DEFAULT_TTL_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+    store: RunStore | None = None,
+) -> Resolved:
+    """The endpoint (and model, run, metrics) behind ``name@alias``.
+
+    ``registry`` is a local run-store path or ``gs://bucket/prefix`` (default:
+    ``VERTEX_TUNER_REGISTRY``, else ``$VERTEX_TUNER_HOME/runs``). Results are cached for ``ttl``
+    seconds per (registry, ref).
+    """
+    location = registry or os.environ.get("VERTEX_TUNER_REGISTRY") or ""
+    key = (location, ref)
+    now = clock()
+    cached = _CACHE.get(key, ttl, now)
+    if cached is not None:
+        return cached
+    resolved = resolve_in(store or _open_store(location), ref)
+    _CACHE.put(key, resolved, now)
+    return resolved
+
+
+def clear_cache() -> None:
+    """Forget cached answers (tests, or after promoting from the same process)."""
+    _CACHE.clear()
+
+
+def _open_store(location: str) -> RunStore:
+    from vertex_tuner.wiring import registry_location, run_store
+
+    where = registry_location(None, location or None, sandbox=False)
+    if not where.startswith("gs://"):
+        return run_store(where, None)
+    from vertex_tuner.backends.connect import cloud_backends
+
+    backends = cloud_backends(None, os.environ.get("GOOGLE_CLOUD_LOCATION", "us-central1"))
+    return run_store(where, backends.storage)
+
+
+def genai_client_for(ref: str, **kwargs: Any) -> tuple[Any, str]:
+    """A google-genai client for the endpoint's project and region, and the model name to pass.
+
+    ``client.models.generate_content(model=model, contents=…)`` then calls the tuned endpoint.
+    Sandbox endpoints are refused: they only exist inside a running sandbox.
+    """
+    resolved = resolve(ref, **kwargs)
+    if resolved.sandbox:
+        raise VertexTunerError(
+            f"{resolved.ref} points at a sandbox run; it has no endpoint in Google Cloud",
+            hint="resolve against the run store your production runs use (registry=…)",
+        )
+    from google import genai
+
+    client = genai.Client(vertexai=True, project=resolved.project, location=resolved.location)
+    return client, resolved.endpoint
