@@ -1,0 +1,36 @@
+"""Shared fixtures: a clean environment for every test, and no real cloud unless asked for."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No Google variables from the developer's shell, and state under tmp_path."""
+    for name in list(os.environ):
+        if name.startswith(("GOOGLE_", "CLOUDSDK_", "VERTEX_TUNER_", "GITHUB_")) or name in (
+            "STORAGE_EMULATOR_HOST",
+            "CI",
+        ):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VERTEX_TUNER_HOME", str(tmp_path / "home"))
+    from vertex_tuner.resolve import clear_cache
+
+    clear_cache()
+    yield
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("VERTEX_TUNER_CLOUD_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="needs real Google Cloud: set VERTEX_TUNER_CLOUD_TESTS=1")
+    for item in items:
+        if "cloud" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,176 @@
+"""Job specs: expansion, line-accurate errors, per-model rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vertex_tuner.errors import SpecError
+from vertex_tuner.spec import load_spec, parse_duration
+
+REPO = Path(__file__).resolve().parent.parent
+
+BASE = """\
+name: support-tone
+base_model: gemini-2.5-flash
+dataset:
+  train: data/x.jsonl
+  validation: 0.1
+hyperparameters: {epochs: 3, adapter_size: 4}
+gcp: {project: "${PROJECT}", bucket: "${BUCKET:-acme-tuning}"}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return path
+
+
+def error_of(path: Path, **kwargs: object) -> SpecError:
+    with pytest.raises(SpecError) as info:
+        load_spec(path, **kwargs)  # type: ignore[arg-type]
+    return info.value
+
+
+def test_loads_and_expands_variables(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, BASE), environ={"PROJECT": "acme"})
+    assert spec.gcp.project == "acme"
+    assert spec.gcp.bucket == "acme-tuning"
+    assert spec.dataset.validation == 0.1
+    assert spec.hyperparameters.epochs == 3
+    assert spec.resolve_path("data/x.jsonl") == tmp_path / "data/x.jsonl"
+
+
+def test_unset_variable_names_it_with_line(tmp_path: Path) -> None:
+    err = error_of(write(tmp_path, BASE), environ={})
+    assert err.location.line == 7
+    assert err.location.field == "gcp.project"
+    assert "PROJECT is not set" in err.message
+
+
+def test_offline_leaves_gcp_variables_empty(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, BASE), environ={}, offline=True)
+    assert spec.gcp.project is None
+
+
+def test_offline_still_requires_variables_outside_gcp(tmp_path: Path) -> None:
+    text = BASE.replace("data/x.jsonl", "${DATA}")
+    err = error_of(write(tmp_path, text), environ={}, offline=True)
+    assert (err.location.line, err.location.field) == (4, "dataset.train")
+
+
+def test_unknown_key_is_an_error_at_its_line(tmp_path: Path) -> None:
+    err = error_of(write(tmp_path, BASE + "budgte: {max_cost_usd: 3}\n"), environ={"PROJECT": "p"})
+    assert (err.location.line, err.location.field) == (8, "budgte")
+    assert "unknown key" in err.message
+
+
+def test_wrong_type_names_field_and_line(tmp_path: Path) -> None:
+    err = error_of(
+        write(tmp_path, BASE.replace("epochs: 3", "epochs: many")), environ={"PROJECT": "p"}
+    )
+    assert (err.location.line, err.location.field) == (6, "hyperparameters.epochs")
+
+
+def test_adapter_size_16_refused_for_pro(tmp_path: Path) -> None:
+    text = BASE.replace("gemini-2.5-flash", "gemini-2.5-pro").replace(
+        "adapter_size: 4", "adapter_size: 16"
+    )
+    err = error_of(write(tmp_path, text), environ={"PROJECT": "p"})
+    assert err.location.field == "hyperparameters.adapter_size"
+    assert err.hint is not None and "1, 2, 4, 8" in err.hint
+
+
+def test_cmek_refused_for_3x(tmp_path: Path) -> None:
+    text = BASE.replace("gemini-2.5-flash", "gemini-3.1-flash-lite").replace(
+        'bucket: "${BUCKET:-acme-tuning}"', "bucket: b-1, kms_key_name: projects/p/k"
+    )
+    err = error_of(write(tmp_path, text), environ={"PROJECT": "p"})
+    assert err.location.field == "gcp.kms_key_name"
+
+
+def test_region_a_model_cannot_tune_in(tmp_path: Path) -> None:
+    text = BASE.replace("gemini-2.5-flash", "gemini-3.1-flash-lite").replace(
+        'bucket: "${BUCKET:-acme-tuning}"', "bucket: b-1, location: asia-east1"
+    )
+    err = error_of(write(tmp_path, text), environ={"PROJECT": "p"})
+    assert err.location.field == "gcp.location"
+    assert "us-central1" in (err.hint or "")
+
+
+def test_unknown_base_model(tmp_path: Path) -> None:
+    err = error_of(
+        write(tmp_path, BASE.replace("gemini-2.5-flash", "gpt-4")), environ={"PROJECT": "p"}
+    )
+    assert (err.location.line, err.location.field) == (2, "base_model")
+
+
+def test_alias_and_tuned_model_bases_are_accepted(tmp_path: Path) -> None:
+    for base in ("support-tone@production", "projects/p/locations/l/models/12@3"):
+        spec = load_spec(
+            write(tmp_path, BASE.replace("gemini-2.5-flash", base)), environ={"PROJECT": "p"}
+        )
+        assert spec.is_continuous
+
+
+def test_label_rules(tmp_path: Path) -> None:
+    err = error_of(write(tmp_path, BASE + "labels: {Team: x}\n"), environ={"PROJECT": "p"})
+    assert err.location.field == "labels"
+    assert err.location.line == 8
+
+
+def test_reserved_label(tmp_path: Path) -> None:
+    err = error_of(
+        write(tmp_path, BASE + "labels: {vertex-tuner-fingerprint: x}\n"), environ={"PROJECT": "p"}
+    )
+    assert "set by vertex-tuner" in err.message
+
+
+def test_bad_yaml_names_line(tmp_path: Path) -> None:
+    err = error_of(write(tmp_path, "name: a\ndataset: {train: [\n"), environ={})
+    assert err.location.line is not None
+    assert "invalid YAML" in err.message
+
+
+def test_empty_and_missing_files(tmp_path: Path) -> None:
+    assert "empty" in error_of(write(tmp_path, ""), environ={}).message
+    assert "no such spec" in error_of(tmp_path / "nope.yaml", environ={}).message
+
+
+def test_duplicate_key(tmp_path: Path) -> None:
+    err = error_of(write(tmp_path, BASE + "name: again\n"), environ={"PROJECT": "p"})
+    assert (err.location.line, err.location.field) == (8, "name")
+
+
+def test_distillation_needs_teacher(tmp_path: Path) -> None:
+    err = error_of(write(tmp_path, BASE + "method: distillation\n"), environ={"PROJECT": "p"})
+    assert "teacher_model" in err.message
+
+
+def test_beta_only_for_preference(tmp_path: Path) -> None:
+    err = error_of(
+        write(tmp_path, BASE.replace("epochs: 3", "epochs: 3, beta: 0.1")), environ={"PROJECT": "p"}
+    )
+    assert "preference" in err.message
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("6h", 21600), ("90m", 5400), ("1h30m", 5400), ("45s", 45), ("2d", 172800), (30, 30)],
+)
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "0s", "-5", "6 hours"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("name", ["support_tone.yaml", "ticket_triage.yaml"])
+def test_shipped_specs_load_without_google_variables(name: str) -> None:
+    spec = load_spec(REPO / "jobs" / name, environ={}, offline=True)
+    assert spec.resolve_path(spec.dataset.train).is_file()
