@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from vertex_tuner.runstore import LocalBlobStore, RunStore, StorageBlobStore
 if TYPE_CHECKING:
     from vertex_tuner.backends.connect import Backends
     from vertex_tuner.backends.interface import Storage
+    from vertex_tuner.evaluation.runner import Evaluator
     from vertex_tuner.service import Observer, TuningService
     from vertex_tuner.spec import JobSpec
 
@@ -68,6 +70,38 @@ def backends(*, sandbox: bool, project: str | None, location: str) -> Iterator[B
         yield sandbox_backends(info)
 
 
+@dataclass(frozen=True)
+class Context:
+    """The collaborators one command works with."""
+
+    backends: Backends
+    runs: RunStore
+
+    @property
+    def sandbox(self) -> bool:
+        return self.backends.is_sandbox
+
+
+@contextlib.contextmanager
+def open_context(
+    *,
+    spec: JobSpec | None,
+    sandbox: bool,
+    registry: str | None = None,
+    project: str | None = None,
+    location: str | None = None,
+) -> Iterator[Context]:
+    """Backends and the run store; ``spec`` supplies project, region and run store by default."""
+    project = project or (spec.gcp.project if spec else None)
+    location = (
+        location
+        or (spec.gcp.location if spec else None)
+        or os.environ.get("GOOGLE_CLOUD_LOCATION", "us-central1")
+    )
+    with backends(sandbox=sandbox, project=project, location=location) as b:
+        yield Context(b, run_store(registry_location(spec, registry, sandbox=sandbox), b.storage))
+
+
 @contextlib.contextmanager
 def open_service(
     *,
@@ -78,26 +112,36 @@ def open_service(
     location: str | None = None,
     observer: Observer | None = None,
 ) -> Iterator[TuningService]:
-    """A ready TuningService; with ``sandbox=True`` the local emulators stay up until exit.
+    """A ready TuningService; with ``sandbox=True`` the local emulators stay up until exit."""
+    with open_context(
+        spec=spec, sandbox=sandbox, registry=registry, project=project, location=location
+    ) as ctx:
+        yield service_for(ctx, observer)
 
-    ``spec`` supplies the project, region and run store unless given here.
-    """
+
+def service_for(ctx: Context, observer: Observer | None = None) -> TuningService:
     from vertex_tuner.service import TuningService
 
-    project = project or (spec.gcp.project if spec else None)
-    location = (
-        location
-        or (spec.gcp.location if spec else None)
-        or os.environ.get("GOOGLE_CLOUD_LOCATION", "us-central1")
+    b = ctx.backends
+    return TuningService(
+        storage=b.storage,
+        tuner=b.tuner,
+        runs=ctx.runs,
+        project=b.project,
+        location=b.location,
+        sandbox=b.is_sandbox,
+        observer=observer,
     )
-    with backends(sandbox=sandbox, project=project, location=location) as b:
-        store = run_store(registry_location(spec, registry, sandbox=sandbox), b.storage)
-        yield TuningService(
-            storage=b.storage,
-            tuner=b.tuner,
-            runs=store,
-            project=b.project,
-            location=b.location,
-            sandbox=b.is_sandbox,
-            observer=observer,
-        )
+
+
+def evaluator_for(ctx: Context, observer: Observer | None = None) -> Evaluator:
+    """An Evaluator whose generation cache is kept apart per project (or the sandbox)."""
+    from vertex_tuner.evaluation.cache import GenerationCache
+    from vertex_tuner.evaluation.runner import Evaluator
+
+    b = ctx.backends
+    namespace = "sandbox" if b.is_sandbox else f"{b.project}/{b.location}"
+    cache = GenerationCache(home() / "cache" / "generations", namespace)
+    return Evaluator(
+        generator=b.generator, runs=ctx.runs, storage=b.storage, cache=cache, observer=observer
+    )

@@ -24,6 +24,10 @@ COMMANDS: dict[str, str] = {
     "list": "vertex_tuner.cli.jobs:list_",
     "runs": "vertex_tuner.cli.jobs:runs",
     "show": "vertex_tuner.cli.jobs:show",
+    "evaluate": "vertex_tuner.cli.evaluate:evaluate",
+    "promote": "vertex_tuner.cli.evaluate:promote",
+    "rollback": "vertex_tuner.cli.evaluate:rollback",
+    "aliases": "vertex_tuner.cli.evaluate:aliases",
     "sandbox": "vertex_tuner.cli.sandbox:sandbox",
 }
 

@@ -10,6 +10,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from vertex_tuner.backends.interface import Job
+    from vertex_tuner.evaluation.results import EvaluationResult
     from vertex_tuner.records import RunRecord
     from vertex_tuner.service import Plan
 
@@ -110,3 +111,22 @@ def plan_text(plan: Plan) -> str:
     lines.append("request:")
     lines.append(orjson.dumps(plan.to_json()["request"], option=orjson.OPT_INDENT_2).decode())
     return "\n".join(lines)
+
+
+def evaluation_table(result: EvaluationResult) -> Table:
+    """Metrics per target, with the tuned model's difference from the base."""
+    roles = list(result.targets)
+    table = Table("metric", *roles, title=f"{result.spec} · run {result.run}")
+    base = result.targets.get("base")
+    for metric in result.metrics:
+        cells = [metric]
+        for role in roles:
+            value = result.targets[role].metrics.get(metric)
+            cell = "-" if value is None else f"{value:.3f}"
+            if role == "tuned" and base is not None and value is not None:
+                ref = base.metrics.get(metric)
+                if ref is not None:
+                    cell += f" ({value - ref:+.3f})"
+            cells.append(cell)
+        table.add_row(*cells)
+    return table

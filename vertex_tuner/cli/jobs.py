@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -136,6 +137,18 @@ def _print_record(record: RunRecord, as_json: bool) -> None:
     help="Create again when the last job for this data and spec failed.",
 )
 @click.option(
+    "--evaluate",
+    "then_evaluate",
+    is_flag=True,
+    help="After the job succeeds, evaluate it (exit 5 when the gate fails).",
+)
+@click.option(
+    "--promote",
+    "promote_alias",
+    metavar="ALIAS",
+    help="After a passing evaluation, point NAME@ALIAS at the run (implies --evaluate).",
+)
+@click.option(
     "--timeout",
     metavar="DURATION",
     help="Stop waiting after this long (e.g. 30m, 6h; default: the spec's "
@@ -153,26 +166,34 @@ def submit(
     no_wait: bool,
     force: bool,
     retry_failed: bool,
+    then_evaluate: bool,
+    promote_alias: str | None,
     timeout: str | None,
 ) -> None:
     """Validate, upload and tune SPEC, wait for the job and record the run.
 
     One job per change: an unchanged spec and dataset reuses (or attaches to) the job that
-    already has its fingerprint.
+    already has its fingerprint. With --evaluate and --promote it runs the whole loop.
     """
+    from vertex_tuner.cli._progress import ConsoleObserver
     from vertex_tuner.spec import parse_duration
+    from vertex_tuner.wiring import open_context, service_for
 
     if force and retry_failed:
         raise click.UsageError("--force and --retry-failed do not go together")
+    then_evaluate = then_evaluate or promote_alias is not None
+    if then_evaluate and (no_wait or dry_run):
+        raise click.UsageError("--evaluate/--promote need the job to finish: drop --no-wait")
     try:
         wait_for = parse_duration(timeout) if timeout else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--timeout") from None
     spec = _load(spec_path, sandbox)
-    with _service(spec, sandbox=sandbox, registry=registry, project=project, location=location) as (
-        svc,
-        observer,
-    ):
+    observer = ConsoleObserver(stderr_console())
+    with open_context(
+        spec=spec, sandbox=sandbox, registry=registry, project=project, location=location
+    ) as ctx:
+        svc = service_for(ctx, observer)
         try:
             result = svc.submit(
                 spec,
@@ -192,8 +213,36 @@ def submit(
             )
         except Exception as exc:
             if as_json:
-                _emit_failure_record(svc, spec, exc)
+                _emit_failure_record(svc, exc)
             raise
+        finally:
+            observer.close()
+        if then_evaluate and result.record is not None:
+            from vertex_tuner.cli.evaluate import run_evaluation
+
+            with tempfile.TemporaryDirectory(prefix="vertex-tuner-") as tmp:
+                prepared = svc.prepare(spec, Path(tmp))
+                holdout = prepared.holdout.path if prepared.holdout else None
+                evaluation = run_evaluation(
+                    ctx,
+                    spec,
+                    result.record,
+                    against=["base", "production"],
+                    holdout=holdout,
+                    observer=observer,
+                )
+            result_record = ctx.runs.get(result.record.run_id)
+            from vertex_tuner.cli.evaluate import check_gate, promote_run, render_result
+
+            render_result(evaluation, as_json=False, report=None)
+            check_gate(evaluation)
+            if promote_alias:
+                promote_run(ctx.runs, spec.name, result_record.run_id, promote_alias, if_gate=True)
+                stderr_console().print(
+                    f"promoted {spec.name}@{promote_alias} -> {result_record.run_id}"
+                )
+        else:
+            result_record = result.record
     if dry_run:
         if as_json:
             echo_json({"dry_run": True, "plan": result.plan.to_json()})
@@ -202,21 +251,21 @@ def submit(
 
             click.echo(plan_text(result.plan))
         return
-    assert result.record is not None
+    assert result_record is not None
     if as_json:
         echo_json(
             {
-                **result.record.to_json(),
+                **result_record.to_json(),
                 "plan": result.plan.action,
                 "bytes_uploaded": result.bytes_uploaded,
                 "created": result.created,
             }
         )
     else:
-        _print_record(result.record, False)
+        _print_record(result_record, False)
 
 
-def _emit_failure_record(svc: TuningService, spec: JobSpec, exc: Exception) -> None:
+def _emit_failure_record(svc: TuningService, exc: Exception) -> None:
     from vertex_tuner.errors import JobFailed, WaitTimeout
 
     name = getattr(exc, "job_name", None)

@@ -1,0 +1,66 @@
+"""Held-out examples: the prompts and reference answers evaluation runs on.
+
+A held-out file is converted Gemini JSONL (what ``prepare`` writes). Each example becomes one
+prompt (the system instruction and every turn before the last model turn) and one reference (the
+text of that last model turn).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from vertex_tuner.errors import DatasetError
+
+
+@dataclass(frozen=True)
+class HeldOutExample:
+    index: int
+    contents: tuple[Mapping[str, Any], ...]
+    system_instruction: str | None
+    reference: str
+
+    @property
+    def prompt_text(self) -> str:
+        """The last user turn's text, for reports."""
+        for content in reversed(self.contents):
+            if content.get("role", "user") == "user":
+                return _text(content)
+        return ""
+
+
+def _text(content: Mapping[str, Any]) -> str:
+    parts = content.get("parts") or []
+    return "".join(p.get("text", "") for p in parts if isinstance(p, Mapping))
+
+
+def parse_holdout(lines: Iterable[bytes], *, source: str) -> list[HeldOutExample]:
+    """Examples from converted JSONL lines; a line without a final model turn is an error."""
+    out: list[HeldOutExample] = []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            example = orjson.loads(raw)
+            contents: Sequence[Mapping[str, Any]] = example["contents"]
+            last = max(i for i, c in enumerate(contents) if c.get("role") == "model")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise DatasetError(
+                f"{source}:{number}: not a held-out example (Gemini contents ending on a "
+                "model turn)",
+                hint="held-out files are written by vertex-tuner; re-run submit or evaluate "
+                "from the spec",
+            ) from None
+        system = example.get("systemInstruction") or example.get("system_instruction")
+        out.append(
+            HeldOutExample(
+                index=len(out),
+                contents=tuple(contents[:last]),
+                system_instruction=_text(system) if isinstance(system, Mapping) else None,
+                reference=_text(contents[last]),
+            )
+        )
+    return out

@@ -1,0 +1,250 @@
+"""Running held-out prompts against the tuned, base and production models, and judging them.
+
+:class:`Evaluator` is handed its collaborators like the tuning service: a
+:class:`~vertex_tuner.backends.interface.Generator`, the run store (to find the ``production``
+run and to store the result), storage (to read a held-out file from ``gs://``), a generation
+cache, and the retry options, sleep and observer. Generations run with bounded concurrency, each
+under the one retry policy (429 and 5xx, honouring ``Retry-After``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from vertex_tuner import models
+from vertex_tuner.errors import DatasetError, NotFoundError, VertexTunerError
+from vertex_tuner.evaluation.holdout import HeldOutExample, parse_holdout
+from vertex_tuner.retry import RetryOptions, retrying
+
+if TYPE_CHECKING:
+    from vertex_tuner.backends.interface import Generation, Generator, Storage
+    from vertex_tuner.evaluation.cache import GenerationCache
+    from vertex_tuner.evaluation.results import EvaluationResult
+    from vertex_tuner.records import RunRecord
+    from vertex_tuner.runstore import RunStore
+    from vertex_tuner.service import Observer
+    from vertex_tuner.spec import EvaluationSpec
+
+TARGETS = ("tuned", "base", "production")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One model to evaluate: its role, what generateContent is called with, where it came from."""
+
+    role: str
+    model: str
+    run_id: str | None = None
+
+
+class Evaluator:
+    def __init__(
+        self,
+        *,
+        generator: Generator,
+        runs: RunStore,
+        storage: Storage | None = None,
+        cache: GenerationCache | None = None,
+        retry: RetryOptions | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        observer: Observer | None = None,
+    ) -> None:
+        self.generator = generator
+        self.runs = runs
+        self.storage = storage
+        self.cache = cache
+        self.retry = retry or RetryOptions()
+        self.sleep = sleep
+        self.clock = clock
+        self.observer = observer
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def load_holdout(self, record: RunRecord, local: Path | None = None) -> list[HeldOutExample]:
+        """The run's held-out examples, from a local file or the uploaded copy."""
+        if local is not None:
+            return parse_holdout(local.read_bytes().splitlines(), source=str(local))
+        ref = record.holdout
+        if ref is None or ref.uri is None:
+            raise DatasetError(
+                f"run {record.run_id} has no held-out set",
+                hint="set evaluation.holdout in the spec (e.g. 0.1) and submit again",
+            )
+        if self.storage is None:
+            raise VertexTunerError("reading a held-out set from Cloud Storage needs storage")
+        data, _ = self.storage.read(ref.uri)
+        return parse_holdout(data.splitlines(), source=ref.uri)
+
+    def targets(self, record: RunRecord, against: Sequence[str]) -> list[Target]:
+        """The tuned endpoint plus the requested comparison targets that exist."""
+        if not record.endpoint:
+            raise NotFoundError(
+                f"run {record.run_id} has no tuned endpoint (state {record.state})",
+                hint=f"wait for the job first: vertex-tuner wait {record.job_name}",
+            )
+        out = [Target("tuned", record.endpoint, record.run_id)]
+        for role in against:
+            if role == "base":
+                out.append(Target("base", self._original_base(record)))
+            elif role == "production":
+                entry = self.runs.aliases(record.spec_name).get("production")
+                if entry is None:
+                    continue
+                production = self.runs.get(entry.run_id)
+                if production.endpoint:
+                    out.append(Target("production", production.endpoint, production.run_id))
+            else:
+                raise VertexTunerError(
+                    f"unknown comparison target {role!r}; use base and/or production"
+                )
+        return out
+
+    def _original_base(self, record: RunRecord) -> str:
+        """The Gemini base model under a chain of continuous-tuning runs."""
+        base = record.base_model
+        seen = {record.run_id}
+        while models.is_tuned_model_name(base):
+            parent = next((r for r in self.runs.list() if r.tuned_model == base), None)
+            if parent is None or parent.run_id in seen:
+                break
+            seen.add(parent.run_id)
+            base = parent.base_model
+        if models.is_tuned_model_name(base):
+            # The parent run is unknown here: compare against the tuned model's endpoint is not
+            # possible without it, so say what to do instead of guessing.
+            raise NotFoundError(
+                f"cannot find the base model under {base}",
+                hint="evaluate against production only: --against production",
+            )
+        return base
+
+    # --- running ------------------------------------------------------------------------
+
+    def generate_all(
+        self, targets: Sequence[Target], examples: Sequence[HeldOutExample], *, concurrency: int
+    ) -> dict[str, list[str | None]]:
+        """Every example against every target; ``None`` where generation failed for good."""
+        jobs = [(t, e) for t in targets for e in examples]
+        outputs: dict[str, list[str | None]] = {t.role: [None] * len(examples) for t in targets}
+        done = 0
+
+        def run(pair: tuple[Target, HeldOutExample]) -> tuple[str, int, str | None]:
+            target, example = pair
+            try:
+                return target.role, example.index, self._generate(target.model, example).text
+            except VertexTunerError as exc:
+                self._event(
+                    "generation-failed", target=target.role, index=example.index, error=str(exc)
+                )
+                return target.role, example.index, None
+
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            for role, index, text in pool.map(run, jobs):
+                outputs[role][index] = text
+                done += 1
+                self._event("generation", done=done, total=len(jobs))
+        return outputs
+
+    def _generate(self, model: str, example: HeldOutExample) -> Generation:
+        settings = {"temperature": 0.0}
+        key = None
+        if self.cache is not None:
+            key = self.cache.key(model, example.contents, example.system_instruction, settings)
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
+        generation = retrying(self.retry, sleep=self.sleep)(
+            lambda: self.generator.generate(
+                model,
+                example.contents,
+                system_instruction=example.system_instruction,
+                temperature=0.0,
+            )
+        )
+        if self.cache is not None and key is not None:
+            self.cache.put(key, generation)
+        return generation
+
+    def evaluate(
+        self,
+        record: RunRecord,
+        settings: EvaluationSpec,
+        *,
+        against: Sequence[str] = ("base", "production"),
+        holdout_file: Path | None = None,
+        json_schema: dict[str, Any] | None = None,
+    ) -> EvaluationResult:
+        """Run the held-out set, score it, judge the gate, and store the result with the run."""
+        from vertex_tuner.evaluation.gate import parse_gate
+        from vertex_tuner.evaluation.metrics import compute_metrics
+        from vertex_tuner.evaluation.results import (
+            EvaluationResult,
+            ExampleResult,
+            TargetResult,
+        )
+
+        examples = self.load_holdout(record, holdout_file)
+        if settings.max_examples is not None:
+            examples = examples[: settings.max_examples]
+        if not examples:
+            raise DatasetError(f"run {record.run_id}: the held-out set is empty")
+        targets = self.targets(record, against)
+        outputs = self.generate_all(targets, examples, concurrency=settings.concurrency)
+        references = [e.reference for e in examples]
+        options: dict[str, Any] = {"json_schema": json_schema, "label_field": settings.label_field}
+        target_results: dict[str, TargetResult] = {}
+        per_example: dict[str, list[dict[str, float | None]]] = {}
+        for target in targets:
+            predictions = outputs[target.role]
+            scored = compute_metrics(
+                settings.metrics, references, [p or "" for p in predictions], options=options
+            )
+            target_results[target.role] = TargetResult(
+                model=target.model,
+                metrics=dict(scored.per_metric),
+                errors=sum(1 for p in predictions if p is None),
+            )
+            per_example[target.role] = list(scored.per_example)
+        verdict = None
+        if settings.promote_if:
+            values = {role: tr.metrics for role, tr in target_results.items()}
+            verdict = parse_gate(settings.promote_if).evaluate(values)
+        result = EvaluationResult(
+            spec=record.spec_name,
+            run=record.run_id,
+            created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
+            metrics=list(settings.metrics),
+            targets=target_results,
+            examples=[
+                ExampleResult(
+                    index=e.index,
+                    prompt=e.prompt_text,
+                    reference=e.reference,
+                    outputs={t.role: outputs[t.role][e.index] or "" for t in targets},
+                    scores={t.role: per_example[t.role][e.index] for t in targets},
+                )
+                for e in examples
+            ],
+            verdict=verdict,
+        )
+        self.runs.save(record.model_copy(update={"evaluation": _summary(result)}))
+        return result
+
+    def _event(self, name: str, **data: Any) -> None:
+        if self.observer is not None:
+            self.observer.event(name, **data)
+
+
+def _summary(result: EvaluationResult) -> dict[str, Any]:
+    """What the run record keeps of an evaluation: everything but the per-example outputs."""
+    doc: dict[str, Any] = orjson.loads(orjson.dumps(result.to_json()))
+    doc.pop("examples", None)
+    return doc
