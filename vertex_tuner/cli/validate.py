@@ -1,0 +1,91 @@
+"""``vertex-tuner validate``: every problem Vertex would reject, truncate or drop, before upload."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from vertex_tuner.cli._common import (
+    EXIT_INVALID,
+    echo_json,
+    handle_errors,
+    is_github_actions,
+    stderr_console,
+)
+from vertex_tuner.models import DEFAULT_BASE_MODEL
+
+
+@click.command()
+@click.argument(
+    "paths",
+    metavar="PATH...",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+)
+@click.option(
+    "--model",
+    default=DEFAULT_BASE_MODEL,
+    show_default=True,
+    help="Base model whose limits apply to a bare dataset file.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["supervised", "preference", "distillation"]),
+    default="supervised",
+    show_default=True,
+    help="For a bare dataset file.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "gemini", "messages", "text-pairs", "csv", "preference"]),
+    help="For a bare dataset file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@handle_errors
+def validate(paths: tuple[str, ...], model: str, method: str, fmt: str, as_json: bool) -> None:
+    """Check job specs (and their data) or dataset files: exit 0 clean, 1 with errors."""
+    from vertex_tuner.dataset import Report, Validator
+    from vertex_tuner.dataset.report import github_annotations, render_text
+    from vertex_tuner.spec import load_spec
+
+    reports: list[tuple[str, Report]] = []
+    for path in paths:
+        if path.endswith((".yaml", ".yml")):
+            spec = load_spec(path, offline=True)
+            from vertex_tuner.dataset import prepare
+
+            with tempfile.TemporaryDirectory(prefix="vertex-tuner-") as tmp:
+                reports.append((path, prepare(spec, Path(tmp)).report))
+        else:
+            validator = Validator(model=model, method=method, fmt=fmt)
+            reports.append((path, validator.run(Path(path), display=path).report))
+    ok = all(r.ok for _, r in reports)
+    if is_github_actions():
+        for path, report in reports:
+            for line in github_annotations(report, path):
+                click.echo(line, err=True)
+    if as_json:
+        if len(reports) == 1:
+            echo_json(reports[0][1].to_json())
+        else:
+            echo_json(
+                {
+                    "ok": ok,
+                    "errors": [e for _, r in reports for e in r.to_json()["errors"]],
+                    "warnings": [w for _, r in reports for w in r.to_json()["warnings"]],
+                    "stats": {p: r.stats for p, r in reports},
+                }
+            )
+    else:
+        console = stderr_console()
+        for path, report in reports:
+            render_text(report, console, source=path)
+    if not ok:
+        sys.exit(EXIT_INVALID)

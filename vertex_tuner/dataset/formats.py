@@ -1,0 +1,176 @@
+"""The dataset shapes vertex-tuner reads, how ``auto`` tells them apart, and converters to Gemini.
+
+Everything becomes what Vertex accepts for Gemini tuning: one JSON object per line with
+``contents`` (``role`` user/model, ``parts``), an optional ``systemInstruction`` and ``tools``;
+the preference format keeps its ``completions``.
+
+=============  ====================================================================
+gemini         ``{"contents": [...], "systemInstruction"|"system_instruction": ...}``
+messages       ``{"messages": [{"role": "system"|"user"|"assistant", "content": ...}]}``
+text-pairs     ``{"input_text", "output_text"}`` or ``{"prompt", "completion"}``
+csv            CSV/TSV with a header; ``dataset.columns`` names the prompt/response/system
+preference     ``{"contents": [...ending on user], "completions": [{"score", "completion"}]}``
+=============  ====================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+FORMATS = ("gemini", "messages", "text-pairs", "csv", "preference")
+
+_PAIR_KEYS = (("input_text", "output_text"), ("prompt", "completion"))
+#: Column names tried, in order, when a CSV has no ``dataset.columns`` mapping.
+CSV_PROMPT_COLUMNS = ("prompt", "input", "input_text", "question", "ticket", "text")
+CSV_RESPONSE_COLUMNS = ("response", "completion", "output", "output_text", "answer", "label")
+CSV_SYSTEM_COLUMNS = ("system", "system_instruction")
+
+
+class ConversionError(Exception):
+    """A row that cannot be converted; ``code`` and ``field`` go into the finding."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+def detect(obj: Any) -> str | None:
+    """The format of one parsed JSONL object, or None when it is none of them."""
+    if not isinstance(obj, Mapping):
+        return None
+    if "completions" in obj and "contents" in obj:
+        return "preference"
+    if "contents" in obj:
+        return "gemini"
+    if "messages" in obj:
+        return "messages"
+    if any(a in obj and b in obj for a, b in _PAIR_KEYS):
+        return "text-pairs"
+    return None
+
+
+def _text_content(role: str, text: Any, field: str) -> dict[str, Any]:
+    if not isinstance(text, str):
+        raise ConversionError("not-text", f"{field} must be a string", field)
+    return {"role": role, "parts": [{"text": text}]}
+
+
+def from_gemini(obj: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(obj)
+    if "system_instruction" in out and "systemInstruction" not in out:
+        out["systemInstruction"] = out.pop("system_instruction")
+    return out
+
+
+_ROLES = {"user": "user", "assistant": "model", "model": "model"}
+
+
+def from_messages(obj: Mapping[str, Any]) -> dict[str, Any]:
+    messages = obj.get("messages")
+    if not isinstance(messages, list):
+        raise ConversionError("bad-shape", "messages must be a list", "messages")
+    out: dict[str, Any] = {}
+    contents: list[dict[str, Any]] = []
+    for i, message in enumerate(messages):
+        field = f"messages[{i}]"
+        if not isinstance(message, Mapping):
+            raise ConversionError("bad-shape", f"{field} must be an object", field)
+        role = message.get("role")
+        if role == "system":
+            if contents or "systemInstruction" in out:
+                raise ConversionError(
+                    "misplaced-system",
+                    f"{field}: a system message may only be the first message",
+                    f"{field}.role",
+                )
+            out["systemInstruction"] = _text_content(
+                "system", message.get("content"), f"{field}.content"
+            )
+            continue
+        mapped = _ROLES.get(role) if isinstance(role, str) else None
+        if mapped is None:
+            raise ConversionError(
+                "bad-role",
+                f"{field}.role is {role!r}; use system, user or assistant",
+                f"{field}.role",
+            )
+        contents.append(_text_content(mapped, message.get("content"), f"{field}.content"))
+    out["contents"] = contents
+    return out
+
+
+def from_pairs(obj: Mapping[str, Any]) -> dict[str, Any]:
+    for prompt_key, answer_key in _PAIR_KEYS:
+        if prompt_key in obj and answer_key in obj:
+            return {
+                "contents": [
+                    _text_content("user", obj[prompt_key], prompt_key),
+                    _text_content("model", obj[answer_key], answer_key),
+                ]
+            }
+    raise ConversionError("bad-shape", "expected input_text/output_text or prompt/completion", None)
+
+
+def csv_columns(header: list[str], mapping: Mapping[str, str] | None) -> dict[str, str | None]:
+    """Which columns hold the prompt, the response and (optionally) the system instruction."""
+    if mapping:
+        missing = [c for c in mapping.values() if c not in header]
+        if missing:
+            raise ConversionError(
+                "missing-column",
+                f"column {missing[0]!r} (from dataset.columns) is not in the header "
+                f"({', '.join(header)})",
+            )
+        return {
+            "prompt": mapping.get("prompt"),
+            "response": mapping.get("response"),
+            "system": mapping.get("system"),
+        }
+
+    def first(options: tuple[str, ...]) -> str | None:
+        return next((c for c in options if c in header), None)
+
+    found = {
+        "prompt": first(CSV_PROMPT_COLUMNS),
+        "response": first(CSV_RESPONSE_COLUMNS),
+        "system": first(CSV_SYSTEM_COLUMNS),
+    }
+    if found["prompt"] is None or found["response"] is None:
+        raise ConversionError(
+            "missing-column",
+            f"cannot tell which columns hold the prompt and the response ({', '.join(header)})",
+            None,
+        )
+    return found
+
+
+def from_csv_row(row: Mapping[str, str], columns: Mapping[str, str | None]) -> dict[str, Any]:
+    prompt, response, system = columns["prompt"], columns["response"], columns.get("system")
+    assert prompt is not None and response is not None
+    out: dict[str, Any] = {
+        "contents": [
+            _text_content("user", row.get(prompt, ""), prompt),
+            _text_content("model", row.get(response, ""), response),
+        ]
+    }
+    if system and row.get(system):
+        out["systemInstruction"] = _text_content("system", row[system], system)
+    return out
+
+
+def convert(obj: Any, fmt: str) -> dict[str, Any]:
+    """One parsed JSONL object in ``fmt`` → a Gemini example (raises ConversionError)."""
+    if not isinstance(obj, Mapping):
+        raise ConversionError("not-an-object", "each line must be a JSON object")
+    if fmt in ("gemini", "preference"):
+        if "contents" not in obj:
+            raise ConversionError("bad-shape", "missing contents", "contents")
+        return from_gemini(obj)
+    if fmt == "messages":
+        return from_messages(obj)
+    if fmt == "text-pairs":
+        return from_pairs(obj)
+    raise ConversionError("bad-format", f"unknown format {fmt!r}")

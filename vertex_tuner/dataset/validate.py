@@ -1,0 +1,659 @@
+"""The validator: one streaming pass that converts, checks, splits and writes a dataset.
+
+Memory stays flat whatever the file size: examples are read, checked and written one at a time,
+and what the quality checks need to remember is a fixed-size digest per example (8 bytes of
+blake2b) and one token count, not the examples themselves. Findings are capped per code, so a
+million bad lines report the first :data:`MAX_PER_CODE` and a count of the rest.
+
+Splits are decided by a hash of each example's prompt, so they are deterministic, stay stable as
+rows are appended, and the same prompt never lands on both sides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+from array import array
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import orjson
+
+from vertex_tuner import models
+from vertex_tuner.dataset import formats, tokens
+from vertex_tuner.dataset.findings import Finding
+from vertex_tuner.dataset.reader import iter_csv_rows, iter_lines
+from vertex_tuner.dataset.rules import TRUNCATION_CODES, check_example
+from vertex_tuner.errors import DatasetError
+
+if TYPE_CHECKING:
+    from vertex_tuner.spec import JobSpec
+
+MAX_PER_CODE = 50
+MIN_RECOMMENDED_EXAMPLES = 100
+TOKEN_ESTIMATE_NOTE = "estimated: ~4 characters per token; Vertex counts exactly"
+
+
+@dataclass(frozen=True)
+class Report:
+    """What the validator found, and the figures it measured."""
+
+    ok: bool
+    errors: list[Finding]
+    warnings: list[Finding]
+    stats: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "errors": [f.to_json() for f in self.errors],
+            "warnings": [f.to_json() for f in self.warnings],
+            "stats": self.stats,
+        }
+
+
+@dataclass(frozen=True)
+class DatasetFile:
+    """A converted Gemini JSONL file, ready to upload."""
+
+    path: Path
+    sha256: str
+    size: int
+    examples: int
+    source: str
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    report: Report
+    train: DatasetFile
+    validation: DatasetFile | None
+    holdout: DatasetFile | None
+
+
+class _Findings:
+    """Findings, capped per code, with a count of what was left out."""
+
+    def __init__(self) -> None:
+        self.items: list[Finding] = []
+        self.counts: Counter[str] = Counter()
+
+    def add(self, finding: Finding) -> None:
+        self.counts[finding.code] += 1
+        if self.counts[finding.code] <= MAX_PER_CODE:
+            self.items.append(finding)
+
+    def finish(self) -> tuple[list[Finding], list[Finding]]:
+        for code, count in sorted(self.counts.items()):
+            if count > MAX_PER_CODE:
+                severity = next(f.severity for f in self.items if f.code == code)
+                self.items.append(
+                    Finding(
+                        severity,
+                        code,
+                        f"and {count - MAX_PER_CODE} more like this",
+                        file=self.items[0].file,
+                    )
+                )
+        errors = [f for f in self.items if f.severity == "error"]
+        warnings = [f for f in self.items if f.severity == "warning"]
+        return errors, warnings
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=8).digest()
+
+
+def _prompt_key(example: Mapping[str, Any], method: str) -> bytes:
+    """The part of an example that is the prompt: system instruction and turns before the answer."""
+    contents = example.get("contents")
+    if isinstance(contents, list) and method == "supervised":
+        last = max(
+            (
+                i
+                for i, c in enumerate(contents)
+                if isinstance(c, Mapping) and c.get("role") == "model"
+            ),
+            default=len(contents),
+        )
+        contents = contents[:last]
+    system = example.get("systemInstruction")
+    return orjson.dumps([system, contents], option=orjson.OPT_SORT_KEYS)
+
+
+def _answer_key(example: Mapping[str, Any], method: str) -> bytes:
+    if method == "preference":
+        return orjson.dumps(example.get("completions"), option=orjson.OPT_SORT_KEYS)
+    contents = example.get("contents")
+    if isinstance(contents, list) and contents:
+        return orjson.dumps(contents[-1], option=orjson.OPT_SORT_KEYS)
+    return b""
+
+
+def _answer_text(example: Mapping[str, Any]) -> str:
+    contents = example.get("contents")
+    if isinstance(contents, list) and contents and isinstance(contents[-1], Mapping):
+        parts = contents[-1].get("parts") or []
+        return "".join(p.get("text", "") for p in parts if isinstance(p, Mapping))[:80]
+    return ""
+
+
+def _side(prompt_digest: bytes, holdout: float, validation: float) -> str:
+    u = int.from_bytes(prompt_digest, "big") / 2**64
+    if u < holdout:
+        return "holdout"
+    if u < holdout + validation:
+        return "validation"
+    return "train"
+
+
+class _Writer:
+    """Writes canonical JSONL while hashing it."""
+
+    def __init__(self, path: Path | None, source: str) -> None:
+        self.path = path
+        self.source = source
+        self.file: IO[bytes] | None = path.open("wb") if path else None
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.examples = 0
+
+    def write(self, example: Mapping[str, Any]) -> None:
+        data = orjson.dumps(example) + b"\n"
+        self.hash.update(data)
+        self.size += len(data)
+        self.examples += 1
+        if self.file is not None:
+            self.file.write(data)
+
+    def close(self) -> DatasetFile | None:
+        if self.file is None or self.path is None:
+            return None
+        self.file.close()
+        return DatasetFile(self.path, self.hash.hexdigest(), self.size, self.examples, self.source)
+
+
+@dataclass
+class _Scan:
+    """Everything one pass over a file remembers."""
+
+    method: str
+    model: models.ModelInfo
+    file: str
+    findings: _Findings
+    fmt: str | None = None
+    examples: int = 0
+    bytes: int = 0
+    images: int = 0
+    input_tokens: array[int] = field(default_factory=lambda: array("q"))
+    output_tokens: array[int] = field(default_factory=lambda: array("q"))
+    lines: array[int] = field(default_factory=lambda: array("q"))
+    billable: int = 0
+    truncated: int = 0
+    seen: dict[bytes, int] = field(default_factory=dict)
+    answers: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)
+    outputs: Counter[bytes] = field(default_factory=Counter)
+    output_names: dict[bytes, str] = field(default_factory=dict)
+    prompts: set[bytes] = field(default_factory=set)
+
+
+def _examples(
+    path: Path, fmt: str, columns: Mapping[str, str] | None, scan: _Scan
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Converted examples of one file; problems become findings on the scan."""
+    add = scan.findings.add
+    if fmt == "csv" or (fmt == "auto" and path.suffix.lower() in (".csv", ".tsv")):
+        scan.fmt = "csv"
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        mapping: dict[str, str | None] | None = None
+        for line, row, error in iter_csv_rows(path, delimiter=delimiter):
+            if error is not None or row is None:
+                add(
+                    Finding(
+                        "error", "bad-csv", error or "unreadable row", line=line, file=scan.file
+                    )
+                )
+                continue
+            if mapping is None:
+                try:
+                    mapping = formats.csv_columns(list(row), columns)
+                except formats.ConversionError as exc:
+                    add(
+                        Finding(
+                            "error",
+                            exc.code,
+                            exc.message,
+                            line=1,
+                            file=scan.file,
+                            field="dataset.columns",
+                        )
+                    )
+                    return
+            yield line, formats.from_csv_row(row, mapping)
+        return
+    for line, raw in iter_lines(path):
+        scan.bytes += len(raw) + 1
+        if not raw.strip():
+            continue
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            msg = str(exc)
+            if "utf-8" in msg.lower() or "surrogate" in msg.lower():
+                add(
+                    Finding(
+                        "error",
+                        "not-utf8",
+                        "the line is not valid UTF-8; save the file as UTF-8",
+                        line=line,
+                        file=scan.file,
+                    )
+                )
+            else:
+                add(
+                    Finding(
+                        "error",
+                        "bad-json",
+                        f"not valid JSON: {msg[:120]}",
+                        line=line,
+                        file=scan.file,
+                    )
+                )
+            continue
+        kind = formats.detect(obj)
+        if scan.fmt is None:
+            if fmt != "auto":
+                scan.fmt = fmt
+            elif kind is None:
+                add(
+                    Finding(
+                        "error",
+                        "unknown-format",
+                        "cannot tell the format of this line "
+                        "(expected contents, messages, input_text/output_text or "
+                        "prompt/completion)",
+                        line=line,
+                        file=scan.file,
+                    )
+                )
+                continue
+            else:
+                scan.fmt = kind
+        elif fmt == "auto" and kind is not None and kind != scan.fmt:
+            add(
+                Finding(
+                    "error",
+                    "mixed-formats",
+                    f"this line is {kind} but the file started "
+                    f"as {scan.fmt}; use one format per file",
+                    line=line,
+                    file=scan.file,
+                )
+            )
+            continue
+        try:
+            yield line, formats.convert(obj, scan.fmt)
+        except formats.ConversionError as exc:
+            add(Finding("error", exc.code, exc.message, line=line, file=scan.file, field=exc.field))
+
+
+def _check(scan: _Scan, line: int, example: dict[str, Any]) -> bool:
+    """Rules and quality bookkeeping for one example; True when it may be written."""
+    problems = check_example(example, method=scan.method, model=scan.model, line=line)
+    hard = False
+    for finding in problems:
+        scan.findings.add(
+            Finding(
+                finding.severity,
+                finding.code,
+                finding.message,
+                line=line,
+                file=scan.file,
+                field=finding.field,
+            )
+        )
+        if finding.code in TRUNCATION_CODES:
+            scan.truncated += 1
+        elif finding.severity == "error":
+            hard = True
+    if hard:
+        return False
+    scan.examples += 1
+    if scan.method == "preference":
+        n_in, n_out = tokens.preference_tokens(example)
+        scan.billable += n_in + n_out
+    else:
+        n_in, n_out = tokens.example_tokens(example)
+        scan.billable += tokens.billable_tokens(example)
+    scan.input_tokens.append(n_in)
+    scan.output_tokens.append(n_out)
+    scan.lines.append(line)
+    whole = _digest(orjson.dumps(example, option=orjson.OPT_SORT_KEYS))
+    first = scan.seen.setdefault(whole, line)
+    if first != line:
+        scan.findings.add(
+            Finding(
+                "warning",
+                "duplicate",
+                f"the same example as line {first}",
+                line=line,
+                file=scan.file,
+            )
+        )
+        return True
+    prompt = _digest(_prompt_key(example, scan.method))
+    answer = _digest(_answer_key(example, scan.method))
+    scan.prompts.add(prompt)
+    earlier = scan.answers.setdefault(prompt, (answer, line))
+    if earlier[0] != answer:
+        scan.findings.add(
+            Finding(
+                "warning",
+                "conflicting-answers",
+                f"the same prompt as line {earlier[1]} with a different answer",
+                line=line,
+                file=scan.file,
+            )
+        )
+    if len(scan.outputs) <= 50 or answer in scan.outputs:
+        scan.outputs[answer] += 1
+        scan.output_names.setdefault(answer, _answer_text(example))
+    return True
+
+
+def _distribution(values: array[int]) -> dict[str, int]:
+    if not values:
+        return {"min": 0, "median": 0, "p95": 0, "max": 0}
+    ordered = sorted(values)
+    return {
+        "min": ordered[0],
+        "median": ordered[len(ordered) // 2],
+        "p95": ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))],
+        "max": ordered[-1],
+    }
+
+
+def _quality(scan: _Scan, *, is_train: bool) -> None:
+    add = scan.findings.add
+    if is_train and 0 < scan.examples < MIN_RECOMMENDED_EXAMPLES:
+        add(
+            Finding(
+                "warning",
+                "few-examples",
+                f"only {scan.examples} training examples; start with at least "
+                f"{MIN_RECOMMENDED_EXAMPLES}",
+                file=scan.file,
+            )
+        )
+    if scan.examples >= 20 and len(scan.outputs) <= 20:
+        top, count = scan.outputs.most_common(1)[0]
+        share = count / scan.examples
+        names = ", ".join(f"{scan.output_names[k]!r} ({n})" for k, n in scan.outputs.most_common(5))
+        add(
+            Finding(
+                "warning",
+                "few-distinct-outputs",
+                f"only {len(scan.outputs)} distinct answers across {scan.examples} examples "
+                f"({names}); a classification task? check the labels are balanced",
+                file=scan.file,
+            )
+        )
+        if share >= 0.6:
+            add(
+                Finding(
+                    "warning",
+                    "skewed-labels",
+                    f"{share:.0%} of examples have the answer {scan.output_names[top]!r}; "
+                    "the tuned model may learn to always say it",
+                    file=scan.file,
+                )
+            )
+    totals = [a + b for a, b in zip(scan.input_tokens, scan.output_tokens, strict=True)]
+    if len(totals) >= 20:
+        median = statistics.median(totals)
+        limit = max(median * 8, 512)
+        for index, total in enumerate(totals):
+            if total > limit:
+                add(
+                    Finding(
+                        "warning",
+                        "length-outlier",
+                        f"~{total:,} tokens, more than 8× the median ({median:,.0f}); "
+                        "check it is not a paste error",
+                        file=scan.file,
+                        line=scan.lines[index],
+                    )
+                )
+
+
+class Validator:
+    """Validate (and optionally convert and split) one dataset."""
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        method: str,
+        fmt: str = "auto",
+        columns: Mapping[str, str] | None = None,
+    ) -> None:
+        info = models.model_info(model)
+        if info is None:
+            raise DatasetError(
+                f"unknown base model {model!r}",
+                hint="use one of " + ", ".join(sorted(models.MODELS)),
+            )
+        self.model = info
+        self.method = method
+        self.fmt = fmt
+        self.columns = columns
+
+    def run(
+        self,
+        train: Path,
+        *,
+        display: str,
+        workdir: Path | None = None,
+        validation: float | Path | None = None,
+        holdout: float | Path | None = None,
+        epochs: int | None = None,
+        budget_usd: float | None = None,
+    ) -> PreparedDataset:
+        findings = _Findings()
+        if not train.is_file():
+            raise DatasetError(
+                f"{display}: no such dataset file",
+                hint="dataset.train is relative to the spec file",
+            )
+        size = train.stat().st_size
+        if size > models.MAX_TRAIN_FILE_BYTES:
+            findings.add(
+                Finding(
+                    "error",
+                    "file-too-large",
+                    f"{size / 1024**3:.2f} GB; Vertex takes at most 1 GB per file",
+                    file=display,
+                )
+            )
+        fractions = {
+            "validation": validation if isinstance(validation, float) else 0.0,
+            "holdout": holdout if isinstance(holdout, float) else 0.0,
+        }
+        writers = {
+            role: _Writer(workdir / f"{role}.jsonl" if workdir else None, display)
+            for role in ("train", "validation", "holdout")
+        }
+        scan = _Scan(self.method, self.model, display, findings)
+        side_prompts: dict[str, set[bytes]] = {
+            "train": set(),
+            "validation": set(),
+            "holdout": set(),
+        }
+        for line, example in _examples(train, self.fmt, self.columns, scan):
+            if not _check(scan, line, example):
+                continue
+            prompt = _digest(_prompt_key(example, self.method))
+            side = _side(prompt, fractions["holdout"], fractions["validation"])
+            side_prompts[side].add(prompt)
+            writers[side].write(example)
+        if size == 0 or (scan.examples == 0 and not findings.counts):
+            findings.add(Finding("error", "empty-file", "the file has no examples", file=display))
+        _quality(scan, is_train=True)
+        # Separate validation / holdout files, checked the same way and for leakage.
+        for role, value in (("validation", validation), ("holdout", holdout)):
+            if isinstance(value, Path):
+                other = _Scan(self.method, self.model, str(value), findings, fmt=None)
+                other_fmt = self.fmt
+                for line, example in _examples(value, other_fmt, self.columns, other):
+                    if not _check(other, line, example):
+                        continue
+                    prompt = _digest(_prompt_key(example, self.method))
+                    if prompt in scan.prompts:
+                        severity = "error" if role == "holdout" else "warning"
+                        findings.add(
+                            Finding(
+                                severity,
+                                f"{role}-leakage",
+                                f"this prompt is also in the training data ({display})",
+                                line=line,
+                                file=str(value),
+                            )
+                        )
+                    writers[role].write(example)
+                writers[role].source = str(value)
+        n_validation = writers["validation"].examples
+        if n_validation > models.MAX_VALIDATION_EXAMPLES:
+            findings.add(
+                Finding(
+                    "error",
+                    "too-many-validation-examples",
+                    f"{n_validation} validation examples; Vertex takes at most "
+                    f"{models.MAX_VALIDATION_EXAMPLES}",
+                    file=display,
+                )
+            )
+        limit = (
+            self.model.max_train_examples_multimodal
+            if scan.images
+            else self.model.max_train_examples_text
+        )
+        if writers["train"].examples > limit:
+            findings.add(
+                Finding(
+                    "error",
+                    "too-many-examples",
+                    f"{writers['train'].examples:,} examples; {self.model.id} takes "
+                    f"at most {limit:,}",
+                    file=display,
+                )
+            )
+        n_epochs = epochs or 1
+        train_share = writers["train"].examples / scan.examples if scan.examples else 0.0
+        per_epoch = round(scan.billable * train_share)
+        billable = per_epoch * n_epochs
+        cost = models.estimate_cost_usd(billable, self.model.id)
+        stats: dict[str, Any] = {
+            "format": scan.fmt,
+            "model": self.model.id,
+            "method": self.method,
+            "bytes": size,
+            "examples": scan.examples,
+            "train_examples": writers["train"].examples,
+            "validation_examples": n_validation,
+            "holdout_examples": writers["holdout"].examples,
+            "input_tokens": _distribution(scan.input_tokens),
+            "output_tokens": _distribution(scan.output_tokens),
+            "billable_tokens_per_epoch": per_epoch,
+            "epochs": n_epochs,
+            "billable_tokens": billable,
+            "estimated_cost_usd": round(cost, 4) if cost is not None else None,
+            "price_per_million": self.model.usd_per_million_training_tokens,
+            "price_confirmed": self.model.price_confirmed,
+            "prices_as_of": models.PRICES_AS_OF,
+            "price_source": models.PRICE_SOURCE,
+            "token_estimate": TOKEN_ESTIMATE_NOTE,
+            "truncated_examples_expected": scan.truncated,
+        }
+        if budget_usd is not None:
+            stats["budget_usd"] = budget_usd
+            if cost is not None and cost > budget_usd:
+                findings.add(
+                    Finding(
+                        "warning",
+                        "over-budget",
+                        f"estimated ${cost:,.2f} is over budget.max_cost_usd "
+                        f"${budget_usd:,.2f}; submit will refuse it",
+                        file=display,
+                    )
+                )
+        errors, warnings = findings.finish()
+        report = Report(ok=not errors, errors=errors, warnings=warnings, stats=stats)
+        train_file = writers["train"].close()
+        validation_file = writers["validation"].close()
+        holdout_file = writers["holdout"].close()
+        if workdir is None:
+            placeholder = DatasetFile(train, "", size, writers["train"].examples, display)
+            return PreparedDataset(report, placeholder, None, None)
+        assert train_file is not None
+        return PreparedDataset(
+            report,
+            train_file,
+            validation_file if validation_file and validation_file.examples else None,
+            holdout_file if holdout_file and holdout_file.examples else None,
+        )
+
+
+def validate_file(
+    path: Path,
+    *,
+    model: str = models.DEFAULT_BASE_MODEL,
+    method: str = "supervised",
+    fmt: str = "auto",
+    columns: Mapping[str, str] | None = None,
+) -> Report:
+    """Check a bare dataset file against a base model's limits."""
+    validator = Validator(model=model, method=method, fmt=fmt, columns=columns)
+    return validator.run(path, display=str(path)).report
+
+
+def prepare(spec: JobSpec, workdir: Path) -> PreparedDataset:
+    """Validate the spec's data, convert it and write the train/validation/holdout files."""
+    if spec.dataset.train.startswith("gs://"):
+        raise DatasetError(
+            f"{spec.spec_path}: dataset.train is a gs:// URI; validate needs a local copy",
+            hint="download it first (gcloud storage cp) and point dataset.train at the file",
+        )
+    base = spec.base_model
+    if spec.is_continuous:
+        base = models.DEFAULT_BASE_MODEL  # limits of the tuned model's family (2.5 Flash)
+    validator = Validator(
+        model=base, method=spec.method, fmt=spec.dataset.format, columns=spec.dataset.columns
+    )
+
+    def where(value: float | str | None) -> float | Path | None:
+        if isinstance(value, str):
+            return spec.resolve_path(value)
+        return value
+
+    holdout = spec.evaluation.holdout if spec.evaluation else None
+    train = spec.resolve_path(spec.dataset.train)
+    workdir.mkdir(parents=True, exist_ok=True)
+    return validator.run(
+        train,
+        display=_display(train),
+        workdir=workdir,
+        validation=where(spec.dataset.validation),
+        holdout=where(holdout),
+        epochs=spec.hyperparameters.epochs,
+        budget_usd=spec.budget.max_cost_usd,
+    )
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
