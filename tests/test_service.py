@@ -173,7 +173,7 @@ def test_attaches_to_a_running_job(
     spec = make_spec(tmp_path)
     tuner.script([JobState.RUNNING])
     first = service.submit(spec, wait=False)
-    assert first.record is not None and first.record.state == "RUNNING"
+    assert first.record is not None and first.record.state == "QUEUED"
     second = service.submit(spec, wait=False)
     assert second.plan.action == "attach"
     assert second.record is not None and second.record.run_id == first.record.run_id
@@ -295,3 +295,35 @@ def test_transient_errors_while_waiting_are_retried(
     tuner.fail_next("get", TransientBackendError("503", status=503))
     result = service.submit(make_spec(tmp_path))
     assert result.record is not None and result.record.state == "SUCCEEDED"
+
+
+def test_too_many_dropped_examples_fail_the_run(
+    service: TuningService, tuner: FakeTuner, tmp_path: Path
+) -> None:
+    from vertex_tuner.backends.fake import FakeOutcome
+
+    tuner.script(
+        [JobState.SUCCEEDED],
+        FakeOutcome(
+            example_count=100, truncated_examples=5, dropped_example_reasons=("too many tokens",)
+        ),
+    )
+    with pytest.raises(JobFailed, match="5.0% of the training examples") as info:
+        service.submit(make_spec(tmp_path, dropped=0.01))
+    assert "max_dropped_fraction" in (info.value.hint or "")
+    record = service.runs.list("support-tone")[0]
+    assert record.state == "SUCCEEDED" and record.dropped_fraction == 0.05
+    assert record.data_stats is not None
+    assert record.data_stats.dropped_example_reasons == ["too many tokens"]
+    assert record.billed_tokens == 50_000 * 2
+
+
+def test_cancel_with_wait_ends_cancelled(
+    service: TuningService, tuner: FakeTuner, tmp_path: Path
+) -> None:
+    tuner.script([JobState.RUNNING])
+    result = service.submit(make_spec(tmp_path), wait=False)
+    assert result.record is not None
+    job = service.cancel(result.record, wait=True)
+    assert job.state == JobState.CANCELLED
+    assert service.runs.get(result.record.run_id).state == "CANCELLED"

@@ -1,0 +1,405 @@
+"""In-memory fakes of every backend, for unit tests and for programs that embed vertex-tuner.
+
+They are real subclasses of the interfaces, shipped in the package (like httpx's
+``MockTransport``), with scripted behaviour and fault injection:
+
+- :class:`FakeTuner`: ``script([...])`` sets the states the next created job walks through, one
+  per ``get``; ``fail_next(method, error, after_effect=True)`` makes the next call raise, after
+  having taken effect when ``after_effect`` is set (the lost-response case of a create).
+- :class:`FakeStorage`: objects with generations and Cloud Storage's precondition semantics.
+- :class:`FakeGenerator`: scripted answers per model, or a responder function.
+
+Every call is appended to ``calls`` as ``(method, argument)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from vertex_tuner.backends.interface import (
+    Checkpoint,
+    DataStats,
+    Generation,
+    Generator,
+    Job,
+    JobState,
+    ObjectInfo,
+    ProgressCallback,
+    Storage,
+    Tuner,
+    TuningRequest,
+    UploadResult,
+)
+from vertex_tuner.errors import NotFoundError, PreconditionFailed
+
+ScriptStep = JobState | tuple[JobState, str | None]
+
+
+@dataclass
+class _Fault:
+    error: Exception
+    after_effect: bool
+
+
+class _Faults:
+    def __init__(self) -> None:
+        self.pending: dict[str, list[_Fault]] = {}
+        self.calls: list[tuple[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def fail_next(self, method: str, error: Exception, *, after_effect: bool = False) -> None:
+        with self.lock:
+            self.pending.setdefault(method, []).append(_Fault(error, after_effect))
+
+    def record(self, method: str, argument: Any) -> _Fault | None:
+        with self.lock:
+            self.calls.append((method, argument))
+            queue = self.pending.get(method)
+            return queue.pop(0) if queue else None
+
+
+@dataclass
+class _FakeJob:
+    job: Job
+    script: list[tuple[JobState, str | None]]
+    step: int = 0
+    cancel_requested: bool = False
+
+
+@dataclass
+class FakeOutcome:
+    """What a scripted job reports when it succeeds or fails."""
+
+    example_count: int = 100
+    billable_tokens: int = 50_000
+    truncated_examples: int = 0
+    dropped_example_reasons: tuple[str, ...] = ()
+    error_code: int = 3
+    error_message: str = "Dataset validation failed"
+    checkpoints: int = 1
+
+
+class FakeTuner(Tuner):
+    """Tuning jobs in memory."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] | None = None,
+        *,
+        project: str = "p",
+        location: str = "us-central1",
+    ) -> None:
+        self.clock = clock or time.time
+        self.prefix = f"projects/{project}/locations/{location}"
+        self.jobs: dict[str, _FakeJob] = {}
+        self._ids = itertools.count(1000)
+        self._model_ids = itertools.count(500)
+        self._versions: dict[str, int] = {}
+        self._script: list[tuple[JobState, str | None]] = [
+            (JobState.RUNNING, "TUNING"),
+            (JobState.SUCCEEDED, None),
+        ]
+        self.outcome = FakeOutcome()
+        self._faults = _Faults()
+        self.calls = self._faults.calls
+        self.lock = threading.Lock()
+
+    def script(self, steps: Sequence[ScriptStep], outcome: FakeOutcome | None = None) -> None:
+        """The states (one per ``get``; the last repeats) of jobs created from now on."""
+        self._script = [s if isinstance(s, tuple) else (s, None) for s in steps]
+        if outcome is not None:
+            self.outcome = outcome
+
+    def fail_next(self, method: str, error: Exception, *, after_effect: bool = False) -> None:
+        self._faults.fail_next(method, error, after_effect=after_effect)
+
+    def _stamp(self) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
+
+    def create(self, request: TuningRequest) -> Job:
+        fault = self._faults.record("create", request)
+        if fault is not None and not fault.after_effect:
+            raise fault.error
+        with self.lock:
+            name = f"{self.prefix}/tuningJobs/{next(self._ids)}"
+            job = Job(
+                name=name,
+                state=JobState.QUEUED,
+                display_name=request.display_name,
+                description=request.description,
+                base_model=request.base_model,
+                labels=dict(request.labels),
+                create_time=self._stamp(),
+                update_time=self._stamp(),
+            )
+            self.jobs[name] = _FakeJob(job, list(self._script), 0)
+            self._model_for(name, request)
+        if fault is not None:
+            raise fault.error
+        return job
+
+    def _model_for(self, name: str, request: TuningRequest) -> None:
+        base = request.base_model.split("@")[0]
+        if base.startswith(f"{self.prefix}/models/") and base in self._versions:
+            model_id = base
+        else:
+            model_id = f"{self.prefix}/models/{next(self._model_ids)}"
+        self._versions[model_id] = self._versions.get(model_id, 0) + 1
+        self.jobs[name].job = replace(
+            self.jobs[name].job, tuned_model=f"{model_id}@{self._versions[model_id]}"
+        )
+
+    def _advance(self, fake: _FakeJob) -> Job:
+        if fake.cancel_requested:
+            state, sub = (
+                (JobState.CANCELLED, None)
+                if fake.job.state == JobState.CANCELLING
+                else (JobState.CANCELLING, None)
+            )
+        else:
+            state, sub = fake.script[min(fake.step, len(fake.script) - 1)]
+            fake.step += 1
+        if fake.job.state.is_terminal:
+            return fake.job
+        updates: dict[str, Any] = {"state": state, "sub_state": sub, "update_time": self._stamp()}
+        if state == JobState.RUNNING:
+            updates["start_time"] = fake.job.start_time or self._stamp()
+            updates["steps_completed"] = (fake.job.steps_completed or 0) + 10
+        if state.is_terminal:
+            updates["end_time"] = self._stamp()
+        if state.is_success:
+            o = self.outcome
+            model = fake.job.tuned_model or ""
+            endpoint = (
+                f"{self.prefix}/endpoints/{model.split('/')[-1].split('@')[0]}"
+                f"{model.split('@')[-1]}"
+            )
+            updates.update(
+                endpoint=endpoint,
+                checkpoints=tuple(
+                    Checkpoint(str(i + 1), i + 1, (i + 1) * 10, endpoint)
+                    for i in range(o.checkpoints)
+                ),
+                data_stats=DataStats(
+                    example_count=o.example_count,
+                    billable_tokens=o.billable_tokens,
+                    tuning_step_count=o.example_count,
+                    truncated_examples=o.truncated_examples,
+                    dropped_example_reasons=o.dropped_example_reasons,
+                ),
+            )
+        else:
+            updates.setdefault("tuned_model", fake.job.tuned_model)
+            if state.is_terminal:
+                updates["tuned_model"] = None
+        if state == JobState.FAILED:
+            updates.update(
+                error_code=self.outcome.error_code, error_message=self.outcome.error_message
+            )
+        fake.job = replace(fake.job, **updates)
+        return fake.job
+
+    def get(self, name: str) -> Job:
+        fault = self._faults.record("get", name)
+        if fault is not None and not fault.after_effect:
+            raise fault.error
+        with self.lock:
+            fake = self.jobs.get(name)
+            if fake is None:
+                raise NotFoundError(f"no tuning job {name}")
+            job = self._advance(fake)
+        if fault is not None:
+            raise fault.error
+        return _public(job)
+
+    def list(self, *, labels: Mapping[str, str] | None = None) -> Iterator[Job]:
+        fault = self._faults.record("list", dict(labels or {}))
+        if fault is not None:
+            raise fault.error
+        with self.lock:
+            jobs = [f.job for f in self.jobs.values()]
+        wanted = dict(labels or {})
+        matching = [j for j in jobs if all(j.labels.get(k) == v for k, v in wanted.items())]
+        return iter(sorted((_public(j) for j in matching), key=lambda j: j.name, reverse=True))
+
+    def cancel(self, name: str) -> None:
+        fault = self._faults.record("cancel", name)
+        if fault is not None and not fault.after_effect:
+            raise fault.error
+        with self.lock:
+            fake = self.jobs.get(name)
+            if fake is None:
+                raise NotFoundError(f"no tuning job {name}")
+            if not fake.job.state.is_terminal:
+                fake.cancel_requested = True
+        if fault is not None:
+            raise fault.error
+
+
+def _public(job: Job) -> Job:
+    """A job as Vertex shows it: the tuned model appears only once the job has succeeded."""
+    if job.state.is_success:
+        return job
+    return replace(job, tuned_model=None)
+
+
+@dataclass
+class _Object:
+    data: bytes
+    generation: int
+
+
+def _crc32c(data: bytes) -> str:
+    import google_crc32c
+
+    return base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()
+
+
+@dataclass
+class FakeStorage(Storage):
+    """Cloud Storage objects in memory, with generation preconditions."""
+
+    objects: dict[str, _Object] = field(default_factory=dict)
+    bytes_sent: int = 0
+
+    def __post_init__(self) -> None:
+        self._faults = _Faults()
+        self.calls = self._faults.calls
+        self._generations = itertools.count(1_700_000_000_000_000)
+        self.lock = threading.Lock()
+
+    def fail_next(self, method: str, error: Exception, *, after_effect: bool = False) -> None:
+        self._faults.fail_next(method, error, after_effect=after_effect)
+
+    def _fault(self, method: str, argument: Any) -> _Fault | None:
+        fault = self._faults.record(method, argument)
+        if fault is not None and not fault.after_effect:
+            raise fault.error
+        return fault
+
+    def _info(self, uri: str, obj: _Object) -> ObjectInfo:
+        md5 = base64.b64encode(hashlib.md5(obj.data).digest()).decode()
+        return ObjectInfo(uri, len(obj.data), obj.generation, _crc32c(obj.data), md5)
+
+    def stat(self, uri: str) -> ObjectInfo | None:
+        self._fault("stat", uri)
+        with self.lock:
+            obj = self.objects.get(uri)
+            return self._info(uri, obj) if obj else None
+
+    def upload_file(
+        self,
+        path: Path,
+        uri: str,
+        *,
+        if_generation_match: int | None = 0,
+        progress: ProgressCallback | None = None,
+    ) -> UploadResult:
+        fault = self._fault("upload_file", uri)
+        data = path.read_bytes()
+        with self.lock:
+            existing = self.objects.get(uri)
+            if existing is not None and if_generation_match == 0:
+                info = self._info(uri, existing)
+                result = UploadResult(uri, existing.generation, info.size, 0, True, info.crc32c)
+            else:
+                generation = self._write(uri, data, if_generation_match)
+                self.bytes_sent += len(data)
+                if progress is not None:
+                    progress(len(data), len(data))
+                result = UploadResult(uri, generation, len(data), len(data), False, _crc32c(data))
+        if fault is not None:
+            raise fault.error
+        return result
+
+    def _write(self, uri: str, data: bytes, if_generation_match: int | None) -> int:
+        existing = self.objects.get(uri)
+        current = existing.generation if existing else 0
+        if if_generation_match is not None and current != if_generation_match:
+            raise PreconditionFailed(f"{uri}: generation {current}, expected {if_generation_match}")
+        generation = next(self._generations)
+        self.objects[uri] = _Object(data, generation)
+        return generation
+
+    def read(self, uri: str) -> tuple[bytes, int]:
+        self._fault("read", uri)
+        with self.lock:
+            obj = self.objects.get(uri)
+            if obj is None:
+                raise NotFoundError(f"no object {uri}")
+            return obj.data, obj.generation
+
+    def write(self, uri: str, data: bytes, *, if_generation_match: int | None) -> int:
+        fault = self._fault("write", uri)
+        with self.lock:
+            generation = self._write(uri, data, if_generation_match)
+        if fault is not None:
+            raise fault.error
+        return generation
+
+    def delete(self, uri: str, *, if_generation_match: int | None = None) -> None:
+        self._fault("delete", uri)
+        with self.lock:
+            obj = self.objects.get(uri)
+            if obj is None:
+                return
+            if if_generation_match is not None and obj.generation != if_generation_match:
+                raise PreconditionFailed(f"{uri} changed; not deleted")
+            del self.objects[uri]
+
+    def list(self, prefix_uri: str) -> Iterator[ObjectInfo]:
+        self._fault("list", prefix_uri)
+        with self.lock:
+            found = [(u, o) for u, o in sorted(self.objects.items()) if u.startswith(prefix_uri)]
+        return iter([self._info(u, o) for u, o in found])
+
+
+class FakeGenerator(Generator):
+    """Scripted generateContent: ``enqueue(model, text)`` or a ``responder(model, contents)``."""
+
+    def __init__(
+        self, responder: Callable[[str, Sequence[Mapping[str, Any]]], str] | None = None
+    ) -> None:
+        self.responder = responder
+        self.queues: dict[str, list[str]] = {}
+        self._faults = _Faults()
+        self.history = self._faults.calls
+        self.lock = threading.Lock()
+
+    def enqueue(self, model: str, *texts: str) -> None:
+        with self.lock:
+            self.queues.setdefault(model, []).extend(texts)
+
+    def fail_next(self, error: Exception) -> None:
+        self._faults.fail_next("generate", error)
+
+    def generate(
+        self,
+        model: str,
+        contents: Sequence[Mapping[str, Any]],
+        *,
+        system_instruction: str | None = None,
+        temperature: float | None = 0.0,
+        max_output_tokens: int | None = None,
+    ) -> Generation:
+        fault = self._faults.record("generate", (model, list(contents)))
+        if fault is not None:
+            raise fault.error
+        with self.lock:
+            queue = self.queues.get(model)
+            text = queue.pop(0) if queue else None
+        if text is None:
+            if self.responder is None:
+                raise NotFoundError(f"FakeGenerator has no answer queued for {model}")
+            text = self.responder(model, contents)
+        return Generation(
+            text, input_tokens=sum(len(str(c)) for c in contents) // 4, output_tokens=len(text) // 4
+        )
