@@ -308,7 +308,7 @@ def test_too_many_dropped_examples_fail_the_run(
             example_count=100, truncated_examples=5, dropped_example_reasons=("too many tokens",)
         ),
     )
-    with pytest.raises(JobFailed, match="5.0% of the training examples") as info:
+    with pytest.raises(JobFailed, match=r"5\.0% of the training examples") as info:
         service.submit(make_spec(tmp_path, dropped=0.01))
     assert "max_dropped_fraction" in (info.value.hint or "")
     record = service.runs.list("support-tone")[0]
