@@ -55,7 +55,7 @@ class _Wait(tenacity.wait.wait_base):
         exc = outcome.exception() if outcome is not None else None
         if isinstance(exc, TransientBackendError) and exc.retry_after is not None:
             delay = max(delay, min(exc.retry_after, self.options.max_retry_after))
-        return delay
+        return float(delay)
 
 
 def retrying(

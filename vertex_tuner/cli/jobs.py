@@ -231,7 +231,8 @@ def submit(
                     holdout=holdout,
                     observer=observer,
                 )
-            result_record = ctx.runs.get(result.record.run_id)
+            result_record: RunRecord | None = ctx.runs.get(result.record.run_id)
+            assert result_record is not None
             from vertex_tuner.cli.evaluate import check_gate, promote_run, render_result
 
             render_result(evaluation, as_json=False, report=None)

@@ -24,7 +24,7 @@ import orjson
 
 from vertex_tuner import models
 from vertex_tuner.dataset import formats, tokens
-from vertex_tuner.dataset.findings import Finding
+from vertex_tuner.dataset.findings import Finding, Severity
 from vertex_tuner.dataset.reader import iter_csv_rows, iter_lines
 from vertex_tuner.dataset.rules import TRUNCATION_CODES, check_example
 from vertex_tuner.errors import DatasetError
@@ -89,7 +89,7 @@ class _Findings:
     def finish(self) -> tuple[list[Finding], list[Finding]]:
         for code, count in sorted(self.counts.items()):
             if count > MAX_PER_CODE:
-                severity = next(f.severity for f in self.items if f.code == code)
+                severity: Severity = next(f.severity for f in self.items if f.code == code)
                 self.items.append(
                     Finding(
                         severity,
@@ -186,7 +186,7 @@ class _Scan:
     findings: _Findings
     fmt: str | None = None
     examples: int = 0
-    bytes: int = 0
+    size_bytes: int = 0
     images: int = 0
     input_tokens: array[int] = field(default_factory=lambda: array("q"))
     output_tokens: array[int] = field(default_factory=lambda: array("q"))
@@ -235,7 +235,7 @@ def _examples(
             yield line, formats.from_csv_row(row, mapping)
         return
     for line, raw in iter_lines(path):
-        scan.bytes += len(raw) + 1
+        scan.size_bytes += len(raw) + 1
         if not raw.strip():
             continue
         try:
@@ -512,7 +512,7 @@ class Validator:
                         continue
                     prompt = _digest(_prompt_key(example, self.method))
                     if prompt in scan.prompts:
-                        severity = "error" if role == "holdout" else "warning"
+                        severity: Severity = "error" if role == "holdout" else "warning"
                         findings.add(
                             Finding(
                                 severity,
@@ -630,7 +630,12 @@ def prepare(spec: JobSpec, workdir: Path) -> PreparedDataset:
     if spec.is_continuous:
         base = models.DEFAULT_BASE_MODEL  # limits of the tuned model's family (2.5 Flash)
     validator = Validator(
-        model=base, method=spec.method, fmt=spec.dataset.format, columns=spec.dataset.columns
+        model=base,
+        method=spec.method,
+        fmt=spec.dataset.format,
+        columns={str(k): v for k, v in spec.dataset.columns.items()}
+        if spec.dataset.columns
+        else None,
     )
 
     def where(value: float | str | None) -> float | Path | None:

@@ -1,0 +1,311 @@
+"""Vertex tuning jobs and generateContent through google-genai.
+
+This is the only module that talks to ``google.genai`` for jobs and generation, and it
+translates the SDK's errors into ours here, so nothing above it sees a Google exception:
+
+- 429, 408, 5xx and transport failures → :class:`TransientBackendError` (with ``Retry-After``);
+- for a create, a failure after the request may have reached Vertex (5xx, a read timeout, a
+  reset) → :class:`AmbiguousCreateError`: the service looks the job up before creating again;
+- 401/403 → :class:`ConfigurationError` saying how to log in; 404 → :class:`NotFoundError`.
+
+The SDK's own retries stay off (its default), so nothing is retried twice and a create is never
+retried blindly.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from vertex_tuner.backends.interface import (
+    Checkpoint,
+    DataStats,
+    Generation,
+    Generator,
+    Job,
+    JobState,
+    Tuner,
+    TuningRequest,
+)
+from vertex_tuner.errors import (
+    AmbiguousCreateError,
+    BackendError,
+    ConfigurationError,
+    NotFoundError,
+    TransientBackendError,
+)
+
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_ADAPTER_SIZES = {
+    1: "ADAPTER_SIZE_ONE",
+    2: "ADAPTER_SIZE_TWO",
+    4: "ADAPTER_SIZE_FOUR",
+    8: "ADAPTER_SIZE_EIGHT",
+    16: "ADAPTER_SIZE_SIXTEEN",
+    32: "ADAPTER_SIZE_THIRTY_TWO",
+}
+_METHODS = {
+    "supervised": "SUPERVISED_FINE_TUNING",
+    "preference": "PREFERENCE_TUNING",
+    "distillation": "DISTILLATION",
+}
+LOGIN_HINT = (
+    "run `gcloud auth application-default login`, check GOOGLE_CLOUD_PROJECT, "
+    "or add --sandbox to use the local emulators"
+)
+
+
+def _retry_after(response: Any) -> float | None:
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def translate(exc: Exception, *, what: str, create: bool = False) -> Exception:
+    """Our error for an exception raised by google-genai or its HTTP stack."""
+    from google.genai import errors
+
+    if isinstance(exc, errors.APIError):
+        code = int(exc.code or 0)
+        message = f"{what}: {code} {exc.status or ''}: {exc.message or exc}".replace("  ", " ")
+        if code in (401, 403):
+            return ConfigurationError(message, hint=LOGIN_HINT)
+        if code == 404:
+            return NotFoundError(message)
+        if code in _TRANSIENT_STATUS:
+            retry_after = _retry_after(exc.response)
+            if create and code != 429:
+                return AmbiguousCreateError(message, status=code, retry_after=retry_after)
+            return TransientBackendError(message, status=code, retry_after=retry_after)
+        return BackendError(message, status=code)
+    if _is_transport_error(exc):
+        message = f"{what}: {type(exc).__name__}: {exc}"
+        if create and not _is_connect_error(exc):
+            return AmbiguousCreateError(message)
+        return TransientBackendError(message)
+    try:
+        from google.auth import exceptions as auth_exceptions
+    except ImportError:  # pragma: no cover - google-auth comes with google-genai
+        auth_exceptions = None  # type: ignore[assignment]
+    if auth_exceptions is not None and isinstance(exc, auth_exceptions.GoogleAuthError):
+        return ConfigurationError(f"{what}: no usable Google credentials ({exc})", hint=LOGIN_HINT)
+    return exc
+
+
+def _transport_modules() -> list[Any]:
+    mods = []
+    for name in ("httpx", "httpx2"):
+        try:
+            mods.append(__import__(name))
+        except ImportError:
+            continue
+    return mods
+
+
+def _is_transport_error(exc: Exception) -> bool:
+    return any(isinstance(exc, m.TransportError) for m in _transport_modules()) or isinstance(
+        exc, (ConnectionError, TimeoutError)
+    )
+
+
+def _is_connect_error(exc: Exception) -> bool:
+    """A failure to connect: the request never left, so a create can be retried safely."""
+    return any(
+        isinstance(exc, (m.ConnectError, m.ConnectTimeout)) for m in _transport_modules()
+    ) or isinstance(exc, ConnectionRefusedError)
+
+
+def _state(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))
+
+
+def to_job(job: Any) -> Job:
+    """Our Job from a ``google.genai.types.TuningJob``."""
+    tuned = job.tuned_model
+    stats = None
+    tds = job.tuning_data_stats
+    if tds is not None:
+        sft = tds.supervised_tuning_data_stats
+        if sft is not None:
+            stats = DataStats(
+                example_count=sft.tuning_dataset_example_count,
+                billable_tokens=sft.total_billable_token_count,
+                tuning_step_count=sft.tuning_step_count,
+                truncated_examples=sft.total_truncated_example_count or 0,
+                truncated_example_indices=tuple(sft.truncated_example_indices or ()),
+                dropped_example_reasons=tuple(sft.dropped_example_reasons or ()),
+                raw=sft.model_dump(mode="json", exclude_none=True),
+            )
+        else:
+            stats = DataStats(raw=tds.model_dump(mode="json", exclude_none=True))
+    sub_state = _state(job.tuning_job_state)
+    meta = job.tuning_job_metadata
+    return Job(
+        name=job.name or "",
+        state=JobState.parse(_state(job.state)),
+        sub_state=sub_state.removeprefix("TUNING_JOB_STATE_") if sub_state else None,
+        display_name=job.tuned_model_display_name,
+        description=job.description,
+        base_model=job.base_model
+        or (job.pre_tuned_model.tuned_model_name if job.pre_tuned_model else None),
+        labels=dict(job.labels or {}),
+        tuned_model=tuned.model if tuned else None,
+        endpoint=tuned.endpoint if tuned else None,
+        checkpoints=tuple(
+            Checkpoint(str(c.checkpoint_id), c.epoch, c.step, c.endpoint)
+            for c in (tuned.checkpoints or ())
+            if c.checkpoint_id is not None
+        )
+        if tuned
+        else (),
+        data_stats=stats,
+        error_code=job.error.code if job.error else None,
+        error_message=job.error.message if job.error else None,
+        create_time=job.create_time.isoformat() if job.create_time else None,
+        start_time=job.start_time.isoformat() if job.start_time else None,
+        end_time=job.end_time.isoformat() if job.end_time else None,
+        update_time=job.update_time.isoformat() if job.update_time else None,
+        epochs_completed=getattr(meta, "completed_epoch_count", None) if meta else None,
+        steps_completed=getattr(meta, "completed_step_count", None) if meta else None,
+    )
+
+
+def build_config(request: TuningRequest, *, timeout_s: float) -> Any:
+    """A typed ``CreateTuningJobConfig`` (a dict would silently drop some fields)."""
+    from google.genai import types
+
+    extra_body: dict[str, Any] = {}
+    if request.service_account:
+        # Not a config field in google-genai; the REST TuningJob takes it.
+        extra_body["serviceAccount"] = request.service_account
+    http_options = types.HttpOptions(timeout=int(timeout_s * 1000), extra_body=extra_body or None)
+    fields: dict[str, Any] = {
+        "method": _METHODS[request.method],
+        "tuned_model_display_name": request.display_name,
+        "description": request.description,
+        "labels": dict(request.labels),
+        "epoch_count": request.epochs,
+        "learning_rate_multiplier": request.learning_rate_multiplier,
+        "adapter_size": _ADAPTER_SIZES[request.adapter_size] if request.adapter_size else None,
+        "export_last_checkpoint_only": request.export_last_checkpoint_only,
+        "output_uri": request.output_uri,
+        "http_options": http_options,
+    }
+    if request.validation_uri:
+        fields["validation_dataset"] = types.TuningValidationDataset(gcs_uri=request.validation_uri)
+    if request.kms_key_name:
+        fields["encryption_spec"] = types.EncryptionSpec(kms_key_name=request.kms_key_name)
+    if request.method == "preference":
+        fields["beta"] = request.beta
+    if request.method == "distillation":
+        fields["base_teacher_model"] = request.teacher_model
+    if request.checkpoint_id:
+        fields["pre_tuned_model_checkpoint_id"] = request.checkpoint_id
+    return types.CreateTuningJobConfig(**{k: v for k, v in fields.items() if v is not None})
+
+
+class GenaiTuner(Tuner):
+    def __init__(self, client: Any, *, timeout_s: float = 60.0) -> None:
+        self.client = client
+        self.timeout_s = timeout_s
+
+    def _options(self) -> Any:
+        from google.genai import types
+
+        return types.HttpOptions(timeout=int(self.timeout_s * 1000))
+
+    def create(self, request: TuningRequest) -> Job:
+        from google.genai import types
+
+        config = build_config(request, timeout_s=self.timeout_s)
+        try:
+            with warnings.catch_warnings():
+                # tunings.tune() is marked experimental in google-genai.
+                from google.genai._common import ExperimentalWarning
+
+                warnings.simplefilter("ignore", category=ExperimentalWarning)
+                job = self.client.tunings.tune(
+                    base_model=request.base_model,
+                    training_dataset=types.TuningDataset(gcs_uri=request.training_uri),
+                    config=config,
+                )
+        except Exception as exc:
+            raise translate(exc, what="create tuning job", create=True) from exc
+        return to_job(job)
+
+    def get(self, name: str) -> Job:
+        try:
+            return to_job(
+                self.client.tunings.get(name=name, config={"http_options": self._options()})
+            )
+        except Exception as exc:
+            raise translate(exc, what=f"get {name}") from exc
+
+    def list(self, *, labels: Mapping[str, str] | None = None) -> Iterator[Job]:
+        config: dict[str, Any] = {"page_size": 100, "http_options": self._options()}
+        if labels:
+            config["filter"] = " AND ".join(f'labels.{k}="{v}"' for k, v in labels.items())
+        try:
+            jobs = [to_job(j) for j in self.client.tunings.list(config=config)]
+        except Exception as exc:
+            raise translate(exc, what="list tuning jobs") from exc
+        jobs.sort(key=lambda j: (j.create_time or "", j.name), reverse=True)
+        return iter(jobs)
+
+    def cancel(self, name: str) -> None:
+        try:
+            self.client.tunings.cancel(name=name, config={"http_options": self._options()})
+        except Exception as exc:
+            raise translate(exc, what=f"cancel {name}") from exc
+
+
+class GenaiGenerator(Generator):
+    def __init__(self, client: Any, *, timeout_s: float = 120.0) -> None:
+        self.client = client
+        self.timeout_s = timeout_s
+
+    def generate(
+        self,
+        model: str,
+        contents: Sequence[Mapping[str, Any]],
+        *,
+        system_instruction: str | None = None,
+        temperature: float | None = 0.0,
+        max_output_tokens: int | None = None,
+    ) -> Generation:
+        from google.genai import types
+
+        config = types.GenerateContentConfig(
+            system_instruction=system_instruction,
+            temperature=temperature,
+            max_output_tokens=max_output_tokens,
+            http_options=types.HttpOptions(timeout=int(self.timeout_s * 1000)),
+        )
+        try:
+            response = self.client.models.generate_content(
+                model=model,
+                contents=[types.Content.model_validate(c) for c in contents],
+                config=config,
+            )
+        except Exception as exc:
+            raise translate(exc, what=f"generate with {model}") from exc
+        text = response.text
+        if text is None:
+            reason = None
+            if response.candidates:
+                reason = _state(response.candidates[0].finish_reason)
+            raise BackendError(f"{model} returned no text (finish reason {reason})")
+        usage = response.usage_metadata
+        return Generation(
+            text=text,
+            input_tokens=usage.prompt_token_count if usage else None,
+            output_tokens=usage.candidates_token_count if usage else None,
+        )

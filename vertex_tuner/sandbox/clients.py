@@ -1,0 +1,38 @@
+"""The real google-genai and google-cloud-storage clients, pointed at a sandbox.
+
+Only the endpoint and the credentials differ from the cloud: a static token that never needs
+refreshing for Vertex, anonymous credentials for Cloud Storage (as with STORAGE_EMULATOR_HOST,
+without changing the process environment).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vertex_tuner.sandbox.info import SandboxInfo
+
+
+def genai_client(info: SandboxInfo) -> Any:
+    from google import genai
+    from google.genai import types
+    from google.oauth2.credentials import Credentials
+
+    return genai.Client(
+        vertexai=True,
+        project=info.project,
+        location=info.location,
+        credentials=Credentials(token="sandbox-token"),  # type: ignore[no-untyped-call]
+        http_options=types.HttpOptions(base_url=info.vertex_base_url),
+    )
+
+
+def storage_client(info: SandboxInfo) -> Any:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    return storage.Client(
+        project=info.project,
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options={"api_endpoint": info.storage_emulator_host},
+    )

@@ -1,0 +1,92 @@
+"""Fault injection for the sandbox: ``503=0.3,429=0.1,lost=0.1,reset=0.05,latency=200ms``.
+
+- ``503`` / ``429``: reject the request before handling it (429 with ``Retry-After: 1``);
+- ``lost``: handle the request, then fail the response (the ambiguous case);
+- ``reset``: close the connection without answering;
+- ``latency``: delay every request.
+
+Decisions come from a seeded random generator so a run can be repeated.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+from vertex_tuner.errors import ConfigurationError
+
+KINDS = ("503", "429", "lost", "reset")
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    rates: dict[str, float] = field(default_factory=dict)
+    latency_s: float = 0.0
+
+    def __str__(self) -> str:
+        parts = [f"{k}={v:g}" for k, v in self.rates.items()]
+        if self.latency_s:
+            parts.append(f"latency={self.latency_s * 1000:g}ms")
+        return ",".join(parts) or "none"
+
+
+def parse_faults(text: str | None) -> FaultSpec:
+    if not text:
+        return FaultSpec()
+    rates: dict[str, float] = {}
+    latency = 0.0
+    for item in text.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep:
+            raise ConfigurationError(
+                f"--faults: {item!r} is not KIND=VALUE",
+                hint="e.g. 503=0.3,429=0.1,lost=0.1,reset=0.05,latency=200ms",
+            )
+        if key == "latency":
+            number = value.removesuffix("ms")
+            try:
+                latency = float(number) / (1000 if value.endswith("ms") else 1)
+            except ValueError:
+                raise ConfigurationError(
+                    f"--faults: latency {value!r} is not a duration like 200ms"
+                ) from None
+            continue
+        if key not in KINDS:
+            raise ConfigurationError(
+                f"--faults: unknown fault {key!r}", hint=f"use {', '.join(KINDS)} or latency"
+            )
+        try:
+            rate = float(value)
+        except ValueError:
+            raise ConfigurationError(f"--faults: {key}={value!r} is not a number") from None
+        if not 0 <= rate <= 1:
+            raise ConfigurationError(f"--faults: {key}={rate} must be between 0 and 1")
+        rates[key] = rate
+    if sum(rates.values()) > 1:
+        raise ConfigurationError("--faults: the rates add up to more than 1")
+    return FaultSpec(rates, latency)
+
+
+class FaultInjector:
+    """Draws one fault (or none) per request."""
+
+    def __init__(self, spec: FaultSpec, seed: int | None = None) -> None:
+        self.spec = spec
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.injected: Counter[str] = Counter()
+
+    def draw(self) -> str | None:
+        if not self.spec.rates:
+            return None
+        with self.lock:
+            u = self.rng.random()
+        for kind, rate in self.spec.rates.items():
+            if u < rate:
+                with self.lock:
+                    self.injected[kind] += 1
+                return kind
+            u -= rate
+        return None

@@ -1,0 +1,731 @@
+"""An emulator of the Vertex AI REST surface google-genai uses for tuning and generation.
+
+It is a test double, not a model: jobs move through Vertex's states on a timer, the dataset is
+read from the storage emulator and checked with the same rules as ``vertex-tuner validate``
+(:func:`vertex_tuner.dataset.rules.check_example`), and a tuned endpoint answers each prompt with
+the answer of the most similar training example, so evaluation has something to measure. A base
+model answers with a polite, generic, deterministic reply.
+
+Routes (``v1`` and ``v1beta1``)::
+
+    POST   /{v}/projects/{p}/locations/{l}/tuningJobs
+    GET    /{v}/projects/{p}/locations/{l}/tuningJobs[?pageSize&pageToken&filter]
+    GET    /{v}/projects/{p}/locations/{l}/tuningJobs/{id}
+    POST   /{v}/projects/{p}/locations/{l}/tuningJobs/{id}:cancel
+    POST   /{v}/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent
+    POST   /{v}/projects/{p}/locations/{l}/endpoints/{id}:generateContent
+    GET    /sandbox/stats, /sandbox/health      (never faulted)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import statistics
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from vertex_tuner import models
+from vertex_tuner.dataset import tokens
+from vertex_tuner.dataset.rules import TRUNCATION_CODES, check_example
+from vertex_tuner.sandbox.faults import FaultInjector
+
+_PREFIX = r"/(?P<version>v1|v1beta1)/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
+_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
+    ("POST", re.compile(_PREFIX + r"/tuningJobs$"), "create"),
+    ("GET", re.compile(_PREFIX + r"/tuningJobs$"), "list"),
+    ("GET", re.compile(_PREFIX + r"/tuningJobs/(?P<id>\d+)$"), "get"),
+    ("POST", re.compile(_PREFIX + r"/tuningJobs/(?P<id>\d+):cancel$"), "cancel"),
+    (
+        "POST",
+        re.compile(_PREFIX + r"/publishers/google/models/(?P<model>[^/:]+):generateContent$"),
+        "generate_base",
+    ),
+    (
+        "POST",
+        re.compile(_PREFIX + r"/endpoints/(?P<endpoint>\d+):generateContent$"),
+        "generate_tuned",
+    ),
+]
+_WORD = re.compile(r"[a-z0-9]+")
+_FILTER = re.compile(r'labels\.([a-z0-9_-]+)\s*=\s*"?([^"\s]*)"?')
+MAX_REMEMBERED_EXAMPLES = 5000
+
+
+class ApiError(Exception):
+    def __init__(self, http: int, status: str, message: str) -> None:
+        super().__init__(message)
+        self.http = http
+        self.status = status
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.http, "message": self.message, "status": self.status}}
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1e6) % 1000000:06d}Z"
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(text.lower()))
+
+
+def _distribution(values: list[int]) -> dict[str, Any]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+
+    def pct(p: float) -> float:
+        return float(ordered[min(len(ordered) - 1, int(len(ordered) * p))])
+
+    return {
+        "sum": str(sum(values)),
+        "billableSum": str(sum(values)),
+        "min": float(ordered[0]),
+        "max": float(ordered[-1]),
+        "mean": statistics.fmean(values),
+        "median": float(statistics.median(values)),
+        "p5": pct(0.05),
+        "p95": pct(0.95),
+        "buckets": [
+            {"count": float(len(values)), "left": float(ordered[0]), "right": float(ordered[-1])}
+        ],
+    }
+
+
+def _last_user_text(contents: list[Any]) -> str:
+    for content in reversed(contents):
+        if isinstance(content, dict) and content.get("role", "user") == "user":
+            return " ".join(
+                p.get("text", "") for p in content.get("parts", []) if isinstance(p, dict)
+            )
+    return ""
+
+
+class VertexEmulator:
+    """The state and behaviour; :class:`VertexServer` puts it on HTTP."""
+
+    def __init__(
+        self,
+        *,
+        storage_url: str,
+        job_seconds: float = 3.0,
+        state_dir: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        fetch: Callable[[str], bytes | None] | None = None,
+    ) -> None:
+        self.storage_url = storage_url.rstrip("/")
+        self.job_seconds = job_seconds
+        self.state_dir = state_dir
+        self.clock = clock
+        self.fetch = fetch or self._fetch_from_storage
+        self.lock = threading.RLock()
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.models: dict[str, dict[str, Any]] = {}  # model id -> {versions, base, examples}
+        self.endpoints: dict[str, dict[str, Any]] = {}  # endpoint id -> {model, version}
+        self.requests: Counter[str] = Counter()
+        self.jobs_created = 0
+        self._next_id = 1000
+        self._load()
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def _state_file(self) -> Path | None:
+        return self.state_dir / "vertex-state.json" if self.state_dir else None
+
+    def _load(self) -> None:
+        path = self._state_file()
+        if path is None or not path.is_file():
+            return
+        doc = orjson.loads(path.read_bytes())
+        self.jobs = doc.get("jobs", {})
+        self.models = doc.get("models", {})
+        self.endpoints = doc.get("endpoints", {})
+        self._next_id = int(doc.get("next_id", 1000))
+
+    def _save(self) -> None:
+        path = self._state_file()
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(
+            orjson.dumps(
+                {
+                    "jobs": self.jobs,
+                    "models": self.models,
+                    "endpoints": self.endpoints,
+                    "next_id": self._next_id,
+                }
+            )
+        )
+        tmp.replace(path)
+
+    def _new_id(self) -> str:
+        self._next_id += 1
+        return str(self._next_id)
+
+    # --- storage --------------------------------------------------------------------------
+
+    def _fetch_from_storage(self, uri: str) -> bytes | None:
+        bucket, _, name = uri.removeprefix("gs://").partition("/")
+        url = (
+            f"{self.storage_url}/storage/v1/b/{urllib.parse.quote(bucket, safe='')}/o/"
+            f"{urllib.parse.quote(name, safe='')}?alt=media"
+        )
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                data: bytes = response.read()
+                return data
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    # --- tuning jobs ----------------------------------------------------------------------
+
+    def create(self, project: str, location: str, body: dict[str, Any]) -> dict[str, Any]:
+        method, spec_key, train_key = "supervised", "supervisedTuningSpec", "trainingDatasetUri"
+        if "preferenceOptimizationSpec" in body:
+            method, spec_key = "preference", "preferenceOptimizationSpec"
+        elif "distillationSpec" in body:
+            method, spec_key, train_key = "distillation", "distillationSpec", "promptDatasetUri"
+        spec = body.get(spec_key)
+        if not isinstance(spec, dict) or not spec.get(train_key):
+            raise ApiError(400, "INVALID_ARGUMENT", f"{spec_key}.{train_key} is required")
+        uri = str(spec[train_key])
+        if not uri.startswith("gs://") or not uri.endswith(".jsonl"):
+            raise ApiError(
+                400,
+                "INVALID_ARGUMENT",
+                "training_dataset_uri should be a GCS object of type JSONL.",
+            )
+        base_model = body.get("baseModel")
+        pre = body.get("preTunedModel")
+        if pre:
+            tuned_name = str(pre.get("tunedModelName") or pre.get("tuned_model_name") or "")
+            model_id = tuned_name.split("/models/")[-1].split("@")[0]
+            if model_id not in self.models:
+                raise ApiError(404, "NOT_FOUND", f"Model {tuned_name} not found.")
+        else:
+            model_key = str(base_model or "").rsplit("/", 1)[-1]
+            if models.model_info(model_key) is None:
+                raise ApiError(
+                    400, "INVALID_ARGUMENT", f"Base model {base_model} is not supported for tuning."
+                )
+        with self.lock:
+            self.jobs_created += 1
+            job_id = self._new_id()
+            name = f"projects/{project}/locations/{location}/tuningJobs/{job_id}"
+            now = self.clock()
+            job = dict(body)
+            job.update({"name": name, "createTime": _iso(now), "updateTime": _iso(now)})
+            self.jobs[job_id] = {
+                "job": job,
+                "created": now,
+                "method": method,
+                "uri": uri,
+                "validation_uri": spec.get("validationDatasetUri"),
+                "outcome": None,
+                "cancel_at": None,
+                "project": project,
+                "location": location,
+            }
+            self._save()
+            return self._render(job_id)
+
+    def _phase(self, record: dict[str, Any]) -> tuple[str, str | None, float]:
+        elapsed = self.clock() - record["created"]
+        t = max(self.job_seconds, 0.001)
+        if record["cancel_at"] is not None:
+            since = self.clock() - record["cancel_at"]
+            return (
+                "JOB_STATE_CANCELLING" if since < max(0.1 * t, 0.2) else "JOB_STATE_CANCELLED",
+                None,
+                elapsed / t,
+            )
+        if elapsed < 0.1 * t:
+            return "JOB_STATE_QUEUED", None, 0.0
+        if elapsed < 0.2 * t:
+            return "JOB_STATE_PENDING", None, 0.0
+        if elapsed < 0.35 * t:
+            return "JOB_STATE_RUNNING", "TUNING_JOB_STATE_PROCESSING_DATASET", 0.0
+        outcome = self._process(record)
+        if outcome.get("error"):
+            return "JOB_STATE_FAILED", None, 0.0
+        if elapsed < 0.9 * t:
+            return "JOB_STATE_RUNNING", "TUNING_JOB_STATE_TUNING", (elapsed - 0.35 * t) / (0.55 * t)
+        if elapsed < t:
+            return "JOB_STATE_RUNNING", "TUNING_JOB_STATE_POST_PROCESSING", 1.0
+        return "JOB_STATE_SUCCEEDED", None, 1.0
+
+    def _process(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Read and check the dataset once (what Vertex does while PROCESSING_DATASET)."""
+        if record["outcome"] is not None:
+            return dict(record["outcome"])
+        outcome = self._check_dataset(record)
+        with self.lock:
+            record["outcome"] = outcome
+            if not outcome.get("error"):
+                self._make_model(record, outcome)
+            self._save()
+        return dict(outcome)
+
+    def _base_info(self, record: dict[str, Any]) -> models.ModelInfo:
+        job = record["job"]
+        if job.get("preTunedModel"):
+            name = str(job["preTunedModel"].get("tunedModelName") or "")
+            model = self.models.get(name.split("/models/")[-1].split("@")[0], {})
+            base = str(model.get("base", models.DEFAULT_BASE_MODEL))
+        else:
+            base = str(job.get("baseModel", models.DEFAULT_BASE_MODEL)).rsplit("/", 1)[-1]
+        info = models.model_info(base) or models.MODELS[models.DEFAULT_BASE_MODEL]
+        return info
+
+    def _check_dataset(self, record: dict[str, Any]) -> dict[str, Any]:
+        info = self._base_info(record)
+        data = self.fetch(record["uri"])
+        if data is None:
+            return {
+                "error": {
+                    "code": 3,
+                    "message": f"Training dataset {record['uri']} "
+                    "does not exist or cannot be read.",
+                }
+            }
+        if record.get("validation_uri") and self.fetch(record["validation_uri"]) is None:
+            return {
+                "error": {
+                    "code": 3,
+                    "message": f"Validation dataset {record['validation_uri']} does not exist.",
+                }
+            }
+        count = 0
+        truncated: list[int] = []
+        inputs: list[int] = []
+        outputs: list[int] = []
+        turns: list[int] = []
+        billable = 0
+        remembered: list[list[str]] = []
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            if not raw.strip():
+                continue
+            try:
+                example = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                return {
+                    "error": {
+                        "code": 3,
+                        "message": f"Dataset validation failed: line {number}: not valid JSON.",
+                    }
+                }
+            if not isinstance(example, dict):
+                return {
+                    "error": {
+                        "code": 3,
+                        "message": f"Dataset validation failed: line "
+                        f"{number}: each line must be a JSON object.",
+                    }
+                }
+            findings = check_example(example, method=record["method"], model=info, line=number)
+            hard = [f for f in findings if f.severity == "error" and f.code not in TRUNCATION_CODES]
+            if hard:
+                f = hard[0]
+                where = f"{f.field}: " if f.field else ""
+                return {
+                    "error": {
+                        "code": 3,
+                        "message": f"Dataset validation failed: line {number}: {where}{f.message}",
+                    }
+                }
+            count += 1
+            if findings:
+                truncated.append(count)
+                continue
+            n_in, n_out = tokens.example_tokens(example)
+            inputs.append(n_in)
+            outputs.append(n_out)
+            contents = example.get("contents", [])
+            turns.append(len(contents))
+            billable += tokens.billable_tokens(example)
+            if len(remembered) < MAX_REMEMBERED_EXAMPLES and contents:
+                last = contents[-1]
+                answer = " ".join(
+                    p.get("text", "") for p in last.get("parts", []) if isinstance(p, dict)
+                )
+                remembered.append([_last_user_text(contents[:-1]), answer])
+        if count == 0:
+            return {
+                "error": {
+                    "code": 3,
+                    "message": "Dataset validation failed: the training dataset has no examples.",
+                }
+            }
+        epochs = int(
+            record["job"]
+            .get(self._spec_key(record), {})
+            .get("hyperParameters", {})
+            .get("epochCount", 3)
+            or 3
+        )
+        stats = {
+            "tuningDatasetExampleCount": str(count),
+            "totalTuningCharacterCount": str(len(data)),
+            "totalBillableTokenCount": str(billable),
+            "tuningStepCount": str(max(1, count * epochs // 8)),
+            "totalTruncatedExampleCount": str(len(truncated)),
+            "userInputTokenDistribution": _distribution(inputs),
+            "userOutputTokenDistribution": _distribution(outputs),
+            "userMessagePerExampleDistribution": _distribution(turns),
+        }
+        if truncated:
+            stats["truncatedExampleIndices"] = [str(i) for i in truncated[:100]]
+            stats["droppedExampleReasons"] = [
+                f"{len(truncated)} example(s) exceeded the maximum number of tokens "
+                f"({info.max_tokens_per_example}) or images and were truncated"
+            ]
+        return {"stats": stats, "examples": remembered, "epochs": epochs}
+
+    def _spec_key(self, record: dict[str, Any]) -> str:
+        return {
+            "supervised": "supervisedTuningSpec",
+            "preference": "preferenceOptimizationSpec",
+            "distillation": "distillationSpec",
+        }[record["method"]]
+
+    def _make_model(self, record: dict[str, Any], outcome: dict[str, Any]) -> None:
+        job = record["job"]
+        pre = job.get("preTunedModel")
+        display = job.get("tunedModelDisplayName")
+        model_id = None
+        if pre:
+            parent = str(pre.get("tunedModelName") or "").split("/models/")[-1].split("@")[0]
+            if not display or self.models.get(parent, {}).get("display") == display:
+                model_id = parent
+        if model_id is None:
+            model_id = self._new_id()
+            self.models[model_id] = {
+                "versions": 0,
+                "display": display,
+                "base": self._base_info(record).id,
+            }
+        model = self.models[model_id]
+        model["versions"] = int(model["versions"]) + 1
+        version = model["versions"]
+        endpoint_id = self._new_id()
+        self.endpoints[endpoint_id] = {
+            "model": model_id,
+            "version": version,
+            "examples": outcome.get("examples", []),
+        }
+        outcome.pop("examples", None)
+        prefix = f"projects/{record['project']}/locations/{record['location']}"
+        outcome["tunedModel"] = {
+            "model": f"{prefix}/models/{model_id}@{version}",
+            "endpoint": f"{prefix}/endpoints/{endpoint_id}",
+        }
+        record["outcome"] = outcome
+
+    def _render(self, job_id: str) -> dict[str, Any]:
+        record = self.jobs[job_id]
+        state, sub_state, progress = self._phase(record)
+        job = dict(record["job"])
+        job["state"] = state
+        now = self.clock()
+        job["updateTime"] = _iso(now)
+        if sub_state:
+            job["tuningJobState"] = sub_state
+        if state not in ("JOB_STATE_QUEUED", "JOB_STATE_PENDING"):
+            job["startTime"] = _iso(record["created"] + 0.2 * self.job_seconds)
+        outcome = record.get("outcome") or {}
+        epochs = int(outcome.get("epochs", 0) or 0)
+        steps = int(outcome.get("stats", {}).get("tuningStepCount", 0) or 0)
+        if sub_state == "TUNING_JOB_STATE_TUNING" or state == "JOB_STATE_SUCCEEDED":
+            job["tuningJobMetadata"] = {
+                "completedEpochCount": str(int(epochs * progress)),
+                "completedStepCount": str(int(steps * progress)),
+            }
+        if outcome.get("stats"):
+            job["tuningDataStats"] = {"supervisedTuningDataStats": outcome["stats"]}
+        if state == "JOB_STATE_FAILED":
+            job["error"] = outcome["error"]
+            job["endTime"] = _iso(record["created"] + 0.35 * self.job_seconds)
+        if state == "JOB_STATE_SUCCEEDED":
+            tuned = dict(outcome["tunedModel"])
+            spec = job.get(self._spec_key(record), {})
+            if not spec.get("exportLastCheckpointOnly"):
+                tuned["checkpoints"] = [
+                    {
+                        "checkpointId": str(e + 1),
+                        "epoch": str(e + 1),
+                        "step": str(steps * (e + 1) // max(epochs, 1)),
+                        "endpoint": tuned["endpoint"],
+                    }
+                    for e in range(max(epochs, 1))
+                ]
+            job["tunedModel"] = tuned
+            job["endTime"] = _iso(record["created"] + self.job_seconds)
+        if state == "JOB_STATE_CANCELLED":
+            job["endTime"] = _iso(record["cancel_at"])
+            job["error"] = {"code": 1, "message": "CANCELED"}
+        return job
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        with self.lock:
+            if job_id not in self.jobs:
+                raise ApiError(404, "NOT_FOUND", f"TuningJob {job_id} not found.")
+            return self._render(job_id)
+
+    def list_jobs(self, project: str, location: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        page_size = int((query.get("pageSize") or ["50"])[0] or 50)
+        start = int((query.get("pageToken") or ["0"])[0] or 0)
+        wanted = dict(_FILTER.findall((query.get("filter") or [""])[0]))
+        with self.lock:
+            ids = sorted(
+                (
+                    i
+                    for i, r in self.jobs.items()
+                    if r["project"] == project and r["location"] == location
+                ),
+                key=int,
+                reverse=True,
+            )
+            matching = [
+                i
+                for i in ids
+                if all(self.jobs[i]["job"].get("labels", {}).get(k) == v for k, v in wanted.items())
+            ]
+            page = [self._render(i) for i in matching[start : start + page_size]]
+        out: dict[str, Any] = {"tuningJobs": page}
+        if start + page_size < len(matching):
+            out["nextPageToken"] = str(start + page_size)
+        return out
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        with self.lock:
+            if job_id not in self.jobs:
+                raise ApiError(404, "NOT_FOUND", f"TuningJob {job_id} not found.")
+            record = self.jobs[job_id]
+            state, _, _ = self._phase(record)
+            if state in ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"):
+                raise ApiError(
+                    400, "FAILED_PRECONDITION", f"TuningJob {job_id} is already in a final state."
+                )
+            if record["cancel_at"] is None:
+                record["cancel_at"] = self.clock()
+                self._save()
+        return {}
+
+    # --- generation ------------------------------------------------------------------------
+
+    def generate(
+        self, body: dict[str, Any], *, model: str | None = None, endpoint: str | None = None
+    ) -> dict[str, Any]:
+        contents = body.get("contents") or []
+        if not isinstance(contents, list) or not contents:
+            raise ApiError(400, "INVALID_ARGUMENT", "contents must not be empty.")
+        prompt = _last_user_text(contents)
+        if endpoint is not None:
+            with self.lock:
+                target = self.endpoints.get(endpoint)
+            if target is None:
+                raise ApiError(404, "NOT_FOUND", f"Endpoint {endpoint} not found.")
+            text = self._nearest(target.get("examples", []), prompt)
+            version = f"tuned-{target['model']}@{target['version']}"
+        else:
+            assert model is not None
+            if models.model_info(model) is None and not model.startswith("gemini-"):
+                raise ApiError(404, "NOT_FOUND", f"Publisher model {model} not found.")
+            words = prompt.split()
+            topic = " ".join(words[:8]) + ("…" if len(words) > 8 else "")
+            text = (
+                f'Thank you for your message about "{topic}". I understand how important '
+                "this is. Could you share a few more details so I can help you further?"
+            )
+            version = model
+        prompt_tokens = sum(tokens.content_tokens(c) for c in contents)
+        out_tokens = tokens.text_tokens(text)
+        return {
+            "candidates": [
+                {
+                    "content": {"role": "model", "parts": [{"text": text}]},
+                    "finishReason": "STOP",
+                    "index": 0,
+                }
+            ],
+            "usageMetadata": {
+                "promptTokenCount": prompt_tokens,
+                "candidatesTokenCount": out_tokens,
+                "totalTokenCount": prompt_tokens + out_tokens,
+            },
+            "modelVersion": version,
+        }
+
+    @staticmethod
+    def _nearest(examples: list[list[str]], prompt: str) -> str:
+        if not examples:
+            return "(the tuned model has no examples)"
+        words = _words(prompt)
+        best, best_score = examples[0][1], -1.0
+        for question, answer in examples:
+            other = _words(question)
+            union = len(words | other)
+            score = len(words & other) / union if union else 0.0
+            if score > best_score:
+                best, best_score = answer, score
+        return best
+
+    def stats(self, injected: dict[str, int]) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "requests": dict(self.requests),
+                "faults": injected,
+                "jobs_created": self.jobs_created,
+            }
+
+
+class VertexServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self, address: tuple[str, int], emulator: VertexEmulator, faults: FaultInjector
+    ) -> None:
+        super().__init__(address, _Handler)
+        self.emulator = emulator
+        self.faults = faults
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: VertexServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+    def _send(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        data = orjson.dumps(body)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _reset(self) -> None:
+        self.close_connection = True
+        import socket
+
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, verb: str) -> None:
+        parsed = urllib.parse.urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        emulator = self.server.emulator
+        if parsed.path == "/sandbox/stats":
+            self._send(200, emulator.stats(dict(self.server.faults.injected)))
+            return
+        if parsed.path == "/sandbox/health":
+            self._send(200, {"ok": True})
+            return
+        route = None
+        for method, pattern, name in _ROUTES:
+            match = pattern.match(parsed.path)
+            if method == verb and match:
+                route = (name, match.groupdict())
+                break
+        if route is None:
+            self._send(
+                404,
+                ApiError(
+                    404, "NOT_FOUND", f"{verb} {parsed.path} is not emulated by the sandbox."
+                ).body(),
+            )
+            return
+        name, params = route
+        with emulator.lock:
+            emulator.requests[name] += 1
+        faults = self.server.faults
+        if faults.spec.latency_s:
+            time.sleep(faults.spec.latency_s)
+        fault = faults.draw()
+        if fault == "503":
+            self._send(
+                503,
+                ApiError(
+                    503,
+                    "UNAVAILABLE",
+                    "The service is currently unavailable (injected by the sandbox).",
+                ).body(),
+            )
+            return
+        if fault == "429":
+            self._send(
+                429,
+                ApiError(
+                    429,
+                    "RESOURCE_EXHAUSTED",
+                    "Resource exhausted. Please try again later (injected by the sandbox).",
+                ).body(),
+                {"Retry-After": "1"},
+            )
+            return
+        if fault == "reset":
+            self._reset()
+            return
+        try:
+            body = orjson.loads(raw) if raw else {}
+            result = self._handle(name, params, body, parse_qs(parsed.query))
+        except ApiError as exc:
+            self._send(exc.http, exc.body())
+            return
+        except orjson.JSONDecodeError:
+            self._send(400, ApiError(400, "INVALID_ARGUMENT", "Invalid JSON payload.").body())
+            return
+        if fault == "lost":
+            # The request took effect; the answer is lost on the way back.
+            self._reset()
+            return
+        self._send(200, result)
+
+    def _handle(
+        self, name: str, p: dict[str, str], body: dict[str, Any], query: dict[str, list[str]]
+    ) -> dict[str, Any]:
+        emulator = self.server.emulator
+        if name == "create":
+            return emulator.create(p["project"], p["location"], body)
+        if name == "list":
+            return emulator.list_jobs(p["project"], p["location"], query)
+        if name == "get":
+            return emulator.get(p["id"])
+        if name == "cancel":
+            return emulator.cancel(p["id"])
+        if name == "generate_base":
+            return emulator.generate(body, model=p["model"])
+        return emulator.generate(body, endpoint=p["endpoint"])
+
+
+def parse_qs(query: str) -> dict[str, list[str]]:
+    return urllib.parse.parse_qs(query, keep_blank_values=True)
