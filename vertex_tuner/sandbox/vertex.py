@@ -27,6 +27,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -60,6 +61,14 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
 _WORD = re.compile(r"[a-z0-9]+")
 _FILTER = re.compile(r'labels\.([a-z0-9_-]+)\s*=\s*"?([^"\s]*)"?')
 MAX_REMEMBERED_EXAMPLES = 5000
+_GENERIC_REPLIES = (
+    "Thank you for contacting us. We have received your request and will get back to you as "
+    "soon as possible.",
+    "Thanks for reaching out. Your message has been forwarded to the relevant team, who will "
+    "review it shortly.",
+    "We appreciate your patience. A member of our team will look into this and respond in due "
+    "course.",
+)
 
 
 class ApiError(Exception):
@@ -547,12 +556,8 @@ class VertexEmulator:
             assert model is not None
             if models.model_info(model) is None and not model.startswith("gemini-"):
                 raise ApiError(404, "NOT_FOUND", f"Publisher model {model} not found.")
-            words = prompt.split()
-            topic = " ".join(words[:8]) + ("…" if len(words) > 8 else "")
-            text = (
-                f'Thank you for your message about "{topic}". I understand how important '
-                "this is. Could you share a few more details so I can help you further?"
-            )
+            # Generic on purpose: a base model that has not learned the task's voice or format.
+            text = _GENERIC_REPLIES[zlib.crc32(prompt.encode()) % len(_GENERIC_REPLIES)]
             version = model
         prompt_tokens = sum(tokens.content_tokens(c) for c in contents)
         out_tokens = tokens.text_tokens(text)
