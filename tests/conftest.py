@@ -6,7 +6,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
+
+from vertex_tuner.sandbox import Sandbox, SandboxInfo
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,3 +37,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "cloud" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def sandbox_info() -> Iterator[SandboxInfo]:
+    """One sandbox for the whole session, with jobs that take a second."""
+    with Sandbox(job_seconds=1.0) as info:
+        yield info
+
+
+@pytest.fixture
+def use_sandbox(sandbox_info: SandboxInfo, monkeypatch: pytest.MonkeyPatch) -> SandboxInfo:
+    """Point --sandbox commands at the session sandbox (after the environment is cleared)."""
+    monkeypatch.setenv("VERTEX_TUNER_SANDBOX", orjson.dumps(sandbox_info.to_json()).decode())
+    return sandbox_info

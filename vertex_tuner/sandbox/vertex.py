@@ -113,6 +113,11 @@ def _distribution(values: list[int]) -> dict[str, Any]:
     }
 
 
+def _pre_tuned_name(pre: dict[str, Any]) -> str:
+    """google-genai sends nested objects with snake_case keys; proto JSON allows either."""
+    return str(pre.get("tunedModelName") or pre.get("tuned_model_name") or "")
+
+
 def _last_user_text(contents: list[Any]) -> str:
     for content in reversed(contents):
         if isinstance(content, dict) and content.get("role", "user") == "user":
@@ -223,7 +228,7 @@ class VertexEmulator:
         base_model = body.get("baseModel")
         pre = body.get("preTunedModel")
         if pre:
-            tuned_name = str(pre.get("tunedModelName") or pre.get("tuned_model_name") or "")
+            tuned_name = _pre_tuned_name(pre)
             model_id = tuned_name.split("/models/")[-1].split("@")[0]
             if model_id not in self.models:
                 raise ApiError(404, "NOT_FOUND", f"Model {tuned_name} not found.")
@@ -294,7 +299,7 @@ class VertexEmulator:
     def _base_info(self, record: dict[str, Any]) -> models.ModelInfo:
         job = record["job"]
         if job.get("preTunedModel"):
-            name = str(job["preTunedModel"].get("tunedModelName") or "")
+            name = _pre_tuned_name(job["preTunedModel"])
             model = self.models.get(name.split("/models/")[-1].split("@")[0], {})
             base = str(model.get("base", models.DEFAULT_BASE_MODEL))
         else:
@@ -419,7 +424,7 @@ class VertexEmulator:
         display = job.get("tunedModelDisplayName")
         model_id = None
         if pre:
-            parent = str(pre.get("tunedModelName") or "").split("/models/")[-1].split("@")[0]
+            parent = _pre_tuned_name(pre).split("/models/")[-1].split("@")[0]
             if not display or self.models.get(parent, {}).get("display") == display:
                 model_id = parent
         if model_id is None:
