@@ -24,7 +24,7 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
         ):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("VERTEX_TUNER_HOME", str(tmp_path / "home"))
-    from vertex_tuner.resolve import clear_cache
+    from vertex_tuner.registry import clear_cache
 
     clear_cache()
     yield

@@ -8,7 +8,7 @@ import pytest
 
 from vertex_tuner.errors import NotFoundError, VertexTunerError
 from vertex_tuner.records import DatasetRef, RunRecord
-from vertex_tuner.resolve import clear_cache, genai_client_for, parse_ref, resolve
+from vertex_tuner.registry import clear_cache, genai_client_for, parse_ref, resolve
 from vertex_tuner.runstore import LocalBlobStore, RunStore
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
         WaitTimeout,
     )
     from vertex_tuner.records import RunRecord
-    from vertex_tuner.resolve import Resolved, genai_client_for, resolve
+    from vertex_tuner.registry import Resolved, genai_client_for, resolve
     from vertex_tuner.runstore import RunStore
     from vertex_tuner.service import TuningService
     from vertex_tuner.spec import JobSpec, load_spec
@@ -57,9 +57,9 @@ _LAZY: dict[str, str] = {
     "WaitTimeout": "vertex_tuner.errors",
     "JobSpec": "vertex_tuner.spec",
     "load_spec": "vertex_tuner.spec",
-    "Resolved": "vertex_tuner.resolve",
-    "resolve": "vertex_tuner.resolve",
-    "genai_client_for": "vertex_tuner.resolve",
+    "Resolved": "vertex_tuner.registry",
+    "resolve": "vertex_tuner.registry",
+    "genai_client_for": "vertex_tuner.registry",
     "RunRecord": "vertex_tuner.records",
     "RunStore": "vertex_tuner.runstore",
     "TuningService": "vertex_tuner.service",

@@ -284,6 +284,8 @@ class JobSpec(_Model):
     def result_fields(self) -> dict[str, Any]:
         """The normalised fields that change what a job produces (part of the fingerprint)."""
         return {
+            # The name is the tuned model's display name: another name is another model.
+            "name": self.name,
             "base_model": self.base_model,
             "method": self.method,
             "hyperparameters": self.hyperparameters.model_dump(mode="json"),

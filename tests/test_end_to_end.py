@@ -1,0 +1,211 @@
+"""The whole loop in the sandbox, through the CLI and the Python API, with the real clients."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+from sandbox_support import REPO, example, write_spec
+
+import vertex_tuner
+from vertex_tuner.cli import cli
+from vertex_tuner.retry import RetryOptions
+from vertex_tuner.sandbox import Sandbox, SandboxInfo
+from vertex_tuner.spec import load_spec
+
+pytestmark = pytest.mark.sandbox
+FAST = RetryOptions(attempts=12, initial_delay=0.01, max_delay=0.05, jitter=0.01)
+
+
+def run(*args: str) -> tuple[int, dict[str, object], str]:
+    result = CliRunner().invoke(cli, list(args))
+    doc = orjson.loads(result.stdout) if result.stdout.strip().startswith("{") else {}
+    return result.exit_code, doc, result.stderr
+
+
+def test_submit_then_unchanged_submit(use_sandbox: SandboxInfo, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "job", name="e2e-submit")
+    code, first, err = run("submit", str(spec), "--sandbox", "--json")
+    assert code == 0, err
+    assert first["state"] == "SUCCEEDED" and first["created"] is True
+    assert first["plan"] == "create" and first["sandbox"] is True
+    assert str(first["endpoint"]).startswith("projects/sandbox-project/")
+    assert first["bytes_uploaded"] and int(str(first["bytes_uploaded"])) > 0
+    data_stats = first["data_stats"]
+    assert isinstance(data_stats, dict) and data_stats["truncated_examples"] == 0
+    assert "sandbox: using local emulators" in err
+    code, second, _ = run("submit", str(spec), "--sandbox", "--json")
+    assert code == 0
+    assert second["plan"] == "reuse" and second["created"] is False
+    assert second["bytes_uploaded"] == 0 and second["job_name"] == first["job_name"]
+    code, listed, _ = run("list", "--sandbox", "--json", "--spec", "e2e-submit")
+    assert code == 0 and len(listed["jobs"]) == 1  # type: ignore[arg-type]
+
+
+def test_bad_line_stops_before_anything_reaches_the_cloud(
+    use_sandbox: SandboxInfo, tmp_path: Path
+) -> None:
+    lines = [example(i) for i in range(120)]
+    lines[41] = b'{"messages": [{"role": "user", "content": "   "}]'
+    spec = write_spec(tmp_path / "bad", name="e2e-bad", lines=lines, bucket="never-created")
+    code, _, err = run("submit", str(spec), "--sandbox")
+    assert code == 1
+    assert "data.jsonl:42" in err and "Traceback" not in err
+    assert "nothing was uploaded" in err
+    code, listed, _ = run("list", "--sandbox", "--json", "--spec", "e2e-bad")
+    assert listed["jobs"] == []
+
+
+def test_over_budget_exits_3(use_sandbox: SandboxInfo, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "budget", name="e2e-budget")
+    spec.write_text(spec.read_text().replace("max_cost_usd: 5", "max_cost_usd: 0.00001"))
+    code, _, err = run("submit", str(spec), "--sandbox")
+    assert code == 3 and "over the budget" in err
+
+
+def test_dry_run_shows_the_request(use_sandbox: SandboxInfo, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "dry", name="e2e-dry")
+    code, doc, _ = run("submit", str(spec), "--sandbox", "--dry-run", "--json")
+    assert code == 0
+    plan = doc["plan"]
+    assert isinstance(plan, dict) and plan["action"] == "create"
+    assert plan["request"]["labels"]["vertex-tuner-spec"] == "e2e-dry"
+    assert plan["estimate"]["billable_tokens"] > 0
+
+
+def test_evaluate_promote_resolve_rollback(use_sandbox: SandboxInfo, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "eval", name="e2e-eval")
+    assert run("submit", str(spec), "--sandbox")[0] == 0
+    report = tmp_path / "report"
+    code, result, err = run("evaluate", str(spec), "--sandbox", "--json", "--report", str(report))
+    assert code == 0, err
+    targets = result["targets"]
+    assert isinstance(targets, dict)
+    assert targets["tuned"]["metrics"]["rouge_l"] > targets["base"]["metrics"]["rouge_l"]
+    assert result["gate"]["passed"] is True  # type: ignore[index]
+    assert (report / "report.md").read_text().startswith("## Evaluation of `e2e-eval`")
+    assert "<svg" in (report / "report.html").read_text()
+    code, promoted, _ = run(
+        "promote", "e2e-eval", "--alias", "production", "--if-gate", "--sandbox", "--json"
+    )
+    assert code == 0
+    registry = Path(os.environ["VERTEX_TUNER_HOME"]) / "runs" / "sandbox"
+    resolved = vertex_tuner.resolve("e2e-eval@production", registry=str(registry))
+    assert resolved.endpoint == promoted["endpoint"] and resolved.sandbox
+    assert resolved.metrics["rouge_l"] == targets["tuned"]["metrics"]["rouge_l"]
+    # A second run (different data) promoted, then rolled back to the first.
+    spec.parent.joinpath("data.jsonl").write_bytes(
+        b"\n".join(example(i, f"Ticket {i}: on its way Friday.") for i in range(120)) + b"\n"
+    )
+    assert run("submit", str(spec), "--sandbox")[0] == 0
+    assert run("evaluate", str(spec), "--sandbox")[0] in (0, 5)
+    code, second, _ = run("promote", "e2e-eval", "--alias", "production", "--sandbox", "--json")
+    assert code == 0 and second["run_id"] != promoted["run_id"]
+    code, back, _ = run("rollback", "e2e-eval", "--alias", "production", "--sandbox", "--json")
+    assert code == 0 and back["run_id"] == promoted["run_id"]
+    code, aliases, _ = run("aliases", "e2e-eval", "--sandbox", "--json")
+    history = aliases["aliases"]["production"]["history"]  # type: ignore[index]
+    assert [h["action"] for h in history] == ["promote", "promote", "rollback"]
+
+
+def test_failed_gate_exits_5_and_leaves_the_alias(use_sandbox: SandboxInfo, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "gate", name="e2e-gate")
+    spec.write_text(
+        spec.read_text().replace("tuned.rouge_l >= base.rouge_l", "tuned.exact_match >= 0.99")
+    )
+    code, _, err = run("submit", str(spec), "--sandbox", "--evaluate", "--promote", "production")
+    assert code == 5, err
+    code, aliases, _ = run("aliases", "e2e-gate", "--sandbox", "--json")
+    assert aliases["aliases"] == {}
+
+
+def test_faults_still_make_exactly_one_job_and_a_complete_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Sandbox(faults="503=0.3,429=0.1,lost=0.1", job_seconds=1.0, seed=11) as info:
+        monkeypatch.setenv("VERTEX_TUNER_SANDBOX", orjson.dumps(info.to_json()).decode())
+        spec = load_spec(write_spec(tmp_path / "faults", name="e2e-faults"), offline=True)
+        with vertex_tuner.open_service(spec=spec, sandbox=True) as service:
+            service.retry = FAST
+            result = service.submit(spec)
+            jobs = service.list_jobs("e2e-faults")
+        record = result.record
+        assert record is not None and record.state == "SUCCEEDED"
+        assert len(jobs) == 1 and jobs[0].name == record.job_name
+        assert record.tuned_model and record.endpoint and record.data_stats
+        assert record.train.uri and record.validation and record.holdout
+        import urllib.request
+
+        with urllib.request.urlopen(f"{info.vertex_base_url}/sandbox/stats") as response:
+            stats = orjson.loads(response.read())
+        assert stats["jobs_created"] == 1
+        assert sum(stats["faults"].values()) > 0
+
+
+def test_two_concurrent_submits_make_one_job(use_sandbox: SandboxInfo, tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path / "race", name="e2e-race"), offline=True)
+    results = []
+
+    def submit() -> None:
+        with vertex_tuner.open_service(spec=spec, sandbox=True) as service:
+            results.append(service.submit(spec, wait=False))
+
+    threads = [threading.Thread(target=submit) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 2
+    assert {r.record.job_name for r in results if r.record} == {
+        results[0].record.job_name if results[0].record else None
+    }
+    assert sorted(r.created for r in results) == [False, True]
+
+
+def test_a_killed_submit_reattaches_to_its_job(use_sandbox: SandboxInfo, tmp_path: Path) -> None:
+    with Sandbox(job_seconds=6.0) as slow:
+        env = {**os.environ, "VERTEX_TUNER_SANDBOX": orjson.dumps(slow.to_json()).decode()}
+        spec = write_spec(tmp_path / "kill", name="e2e-kill")
+        command = [sys.executable, "-m", "vertex_tuner", "submit", str(spec), "--sandbox", "--json"]
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO
+        )
+        runs = Path(env["VERTEX_TUNER_HOME"]) / "runs" / "sandbox" / "runs"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(runs.glob("e2e-kill-*.json")):
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+        second = subprocess.run(
+            command, env=env, capture_output=True, cwd=REPO, timeout=60, check=False
+        )
+        assert second.returncode == 0, second.stderr.decode()
+        doc = orjson.loads(second.stdout)
+        assert doc["plan"] == "attach" and doc["state"] == "SUCCEEDED"
+        import urllib.request
+
+        with urllib.request.urlopen(f"{slow.vertex_base_url}/sandbox/stats") as response:
+            assert orjson.loads(response.read())["jobs_created"] == 1
+
+
+def test_wait_timeout_exits_4_and_status_reads_the_job(
+    use_sandbox: SandboxInfo, tmp_path: Path
+) -> None:
+    with Sandbox(job_seconds=30.0) as slow:
+        os.environ["VERTEX_TUNER_SANDBOX"] = orjson.dumps(slow.to_json()).decode()
+        spec = write_spec(tmp_path / "timeout", name="e2e-timeout")
+        code, doc, err = run("submit", str(spec), "--sandbox", "--timeout", "2s", "--json")
+        assert code == 4, err
+        assert "vertex-tuner wait" in err
+        code, status, _ = run("status", str(doc["job_name"]), "--sandbox", "--json")
+        assert code == 0 and status["state"] in ("RUNNING", "PENDING", "QUEUED")
+        code, cancelled, _ = run("cancel", str(doc["job_name"]), "--sandbox", "--wait", "--json")
+        assert code == 0 and cancelled["state"] == "CANCELLED"
