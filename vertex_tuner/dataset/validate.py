@@ -463,6 +463,8 @@ class Validator:
         budget_usd: float | None = None,
     ) -> PreparedDataset:
         findings = _Findings()
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
         if not train.is_file():
             raise DatasetError(
                 f"{display}: no such dataset file",

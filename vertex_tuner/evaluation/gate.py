@@ -197,7 +197,7 @@ class _Parser:
             try:
                 cond = self.or_()
                 self.expect(")")
-                if self.peek().value not in _COMPARE and self.peek().value not in "+-*/":
+                if self.peek().value not in (*_COMPARE, "+", "-", "*", "/"):
                     return cond
             except GateSyntaxError:
                 pass
