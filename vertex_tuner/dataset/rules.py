@@ -55,13 +55,13 @@ def check_example(
     previous: str | None = None
     for i, content in enumerate(contents):
         field = f"contents[{i}]"
-        if not isinstance(content, Mapping):
+        if not isinstance(content, dict):
             err("bad-shape", f"{field} must be an object with role and parts", field)
             return out
         parts = content.get("parts")
         role = content.get("role")
         is_response = isinstance(parts, list) and any(
-            isinstance(p, Mapping) and ("functionResponse" in p or "function_response" in p)
+            isinstance(p, dict) and ("functionResponse" in p or "function_response" in p)
             for p in parts
         )
         if role is None and is_response:
@@ -136,11 +136,11 @@ def check_example(
 
 def _check_system(system: Any, err: Any) -> None:
     field = "systemInstruction"
-    if not isinstance(system, Mapping) or not isinstance(system.get("parts"), list):
+    if not isinstance(system, dict) or not isinstance(system.get("parts"), list):
         err("bad-system", 'systemInstruction must be {"parts": [{"text": ...}]}', field)
         return
     for j, part in enumerate(system["parts"]):
-        text = part.get("text") if isinstance(part, Mapping) else None
+        text = part.get("text") if isinstance(part, dict) else None
         if not isinstance(text, str):
             err("bad-system", "systemInstruction may hold only text parts", f"{field}.parts[{j}]")
         elif not text.strip():
@@ -149,7 +149,7 @@ def _check_system(system: Any, err: Any) -> None:
 
 def _check_part(part: Any, field: str, role: str, err: Any) -> int:
     """Check one part; returns 1 for an image, else 0."""
-    if not isinstance(part, Mapping):
+    if not isinstance(part, dict):
         err("bad-part", f"{field} must be an object", field)
         return 0
     kinds = [k for k in _PART_KINDS if k in part]
@@ -173,17 +173,17 @@ def _check_part(part: Any, field: str, role: str, err: Any) -> int:
     if kind in ("functionCall", "function_call"):
         if role != "model":
             err("bad-part", "a functionCall belongs in a model turn", field)
-        if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
             err("bad-part", "functionCall needs a name", f"{field}.{kind}.name")
     if kind in ("functionResponse", "function_response") and (
-        not isinstance(value, Mapping) or not isinstance(value.get("name"), str)
+        not isinstance(value, dict) or not isinstance(value.get("name"), str)
     ):
         err("bad-part", "functionResponse needs a name", f"{field}.{kind}.name")
     return 0
 
 
 def _check_file_data(value: Any, field: str, err: Any) -> int:
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):
         err("bad-file-data", "fileData must be {mimeType, fileUri}", field)
         return 0
     uri = value.get("fileUri", value.get("file_uri"))
@@ -208,7 +208,7 @@ def _check_file_data(value: Any, field: str, err: Any) -> int:
 
 def _check_preference(example: Mapping[str, Any], contents: list[Any], err: Any) -> None:
     last = contents[-1]
-    if isinstance(last, Mapping) and last.get("role") != "user":
+    if isinstance(last, dict) and last.get("role") != "user":
         err(
             "must-end-on-user",
             "preference contents must end on a user turn",
@@ -221,12 +221,12 @@ def _check_preference(example: Mapping[str, Any], contents: list[Any], err: Any)
     scores = []
     for i, item in enumerate(completions):
         field = f"completions[{i}]"
-        if not isinstance(item, Mapping):
+        if not isinstance(item, dict):
             err("bad-completions", f"{field} must be an object", field)
             continue
         scores.append(item.get("score"))
         completion = item.get("completion")
-        if not isinstance(completion, Mapping) or completion.get("role") != "model":
+        if not isinstance(completion, dict) or completion.get("role") != "model":
             err(
                 "bad-completions", f"{field}.completion must be a model turn", f"{field}.completion"
             )
@@ -236,7 +236,7 @@ def _check_preference(example: Mapping[str, Any], contents: list[Any], err: Any)
             not isinstance(parts, list)
             or not parts
             or not all(
-                isinstance(p, Mapping) and isinstance(p.get("text"), str) and p["text"].strip()
+                isinstance(p, dict) and isinstance(p.get("text"), str) and p["text"].strip()
                 for p in parts
             )
         ):

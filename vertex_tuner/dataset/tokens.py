@@ -26,7 +26,7 @@ def text_tokens(text: str) -> int:
 
 
 def _part_tokens(part: Any) -> int:
-    if not isinstance(part, Mapping):
+    if not isinstance(part, dict):
         return 0
     text = part.get("text")
     if isinstance(text, str):
@@ -39,7 +39,7 @@ def _part_tokens(part: Any) -> int:
 
 def content_tokens(content: Any) -> int:
     """Estimated tokens for one Gemini ``Content`` object (``{"role", "parts"}``)."""
-    if not isinstance(content, Mapping):
+    if not isinstance(content, dict):
         return 0
     parts = content.get("parts")
     if not isinstance(parts, list):
@@ -49,7 +49,7 @@ def content_tokens(content: Any) -> int:
 
 def _system_tokens(example: Mapping[str, Any]) -> int:
     system = example.get("systemInstruction", example.get("system_instruction"))
-    return content_tokens(system) if isinstance(system, Mapping) else 0
+    return content_tokens(system) if isinstance(system, dict) else 0
 
 
 def example_tokens(example: Mapping[str, Any]) -> tuple[int, int]:
@@ -66,7 +66,7 @@ def example_tokens(example: Mapping[str, Any]) -> tuple[int, int]:
     history = 0
     for content in contents:
         n = content_tokens(content)
-        if isinstance(content, Mapping) and content.get("role") == "model":
+        if isinstance(content, dict) and content.get("role") == "model":
             last_out = n
             total_in += history
             history = n
@@ -88,7 +88,7 @@ def billable_tokens(example: Mapping[str, Any]) -> int:
     total = 0
     for content in contents:
         n = content_tokens(content)
-        if isinstance(content, Mapping) and content.get("role") == "model":
+        if isinstance(content, dict) and content.get("role") == "model":
             total += system + seen + n + PADDING_PER_RECORD
         seen += n
     return total
@@ -104,6 +104,6 @@ def preference_tokens(example: Mapping[str, Any]) -> tuple[int, int]:
     longest = 0
     if isinstance(completions, list):
         for c in completions:
-            if isinstance(c, Mapping):
+            if isinstance(c, dict):
                 longest = max(longest, content_tokens(c.get("completion")))
     return prompt, longest

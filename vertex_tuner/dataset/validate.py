@@ -112,11 +112,7 @@ def _prompt_key(example: Mapping[str, Any], method: str) -> bytes:
     contents = example.get("contents")
     if isinstance(contents, list) and method == "supervised":
         last = max(
-            (
-                i
-                for i, c in enumerate(contents)
-                if isinstance(c, Mapping) and c.get("role") == "model"
-            ),
+            (i for i, c in enumerate(contents) if isinstance(c, dict) and c.get("role") == "model"),
             default=len(contents),
         )
         contents = contents[:last]
@@ -135,9 +131,9 @@ def _answer_key(example: Mapping[str, Any], method: str) -> bytes:
 
 def _answer_text(example: Mapping[str, Any]) -> str:
     contents = example.get("contents")
-    if isinstance(contents, list) and contents and isinstance(contents[-1], Mapping):
+    if isinstance(contents, list) and contents and isinstance(contents[-1], dict):
         parts = contents[-1].get("parts") or []
-        return "".join(p.get("text", "") for p in parts if isinstance(p, Mapping))[:80]
+        return "".join(p.get("text", "") for p in parts if isinstance(p, dict))[:80]
     return ""
 
 
@@ -300,8 +296,8 @@ def _examples(
             add(Finding("error", exc.code, exc.message, line=line, file=scan.file, field=exc.field))
 
 
-def _check(scan: _Scan, line: int, example: dict[str, Any]) -> bool:
-    """Rules and quality bookkeeping for one example; True when it may be written."""
+def _check(scan: _Scan, line: int, example: dict[str, Any]) -> bytes | None:
+    """Rules and quality bookkeeping; the prompt digest when the example may be written."""
     problems = check_example(example, method=scan.method, model=scan.model, line=line)
     hard = False
     for finding in problems:
@@ -320,7 +316,7 @@ def _check(scan: _Scan, line: int, example: dict[str, Any]) -> bool:
         elif finding.severity == "error":
             hard = True
     if hard:
-        return False
+        return None
     scan.examples += 1
     if scan.method == "preference":
         n_in, n_out = tokens.preference_tokens(example)
@@ -343,7 +339,7 @@ def _check(scan: _Scan, line: int, example: dict[str, Any]) -> bool:
                 file=scan.file,
             )
         )
-        return True
+        return _digest(_prompt_key(example, scan.method))
     prompt = _digest(_prompt_key(example, scan.method))
     answer = _digest(_answer_key(example, scan.method))
     scan.prompts.add(prompt)
@@ -361,7 +357,7 @@ def _check(scan: _Scan, line: int, example: dict[str, Any]) -> bool:
     if len(scan.outputs) <= 50 or answer in scan.outputs:
         scan.outputs[answer] += 1
         scan.output_names.setdefault(answer, _answer_text(example))
-    return True
+    return prompt
 
 
 def _distribution(values: array[int]) -> dict[str, int]:
@@ -495,9 +491,9 @@ class Validator:
             "holdout": set(),
         }
         for line, example in _examples(train, self.fmt, self.columns, scan):
-            if not _check(scan, line, example):
+            prompt = _check(scan, line, example)
+            if prompt is None:
                 continue
-            prompt = _digest(_prompt_key(example, self.method))
             side = _side(prompt, fractions["holdout"], fractions["validation"])
             side_prompts[side].add(prompt)
             writers[side].write(example)
@@ -510,9 +506,9 @@ class Validator:
                 other = _Scan(self.method, self.model, str(value), findings, fmt=None)
                 other_fmt = self.fmt
                 for line, example in _examples(value, other_fmt, self.columns, other):
-                    if not _check(other, line, example):
+                    prompt = _check(other, line, example)
+                    if prompt is None:
                         continue
-                    prompt = _digest(_prompt_key(example, self.method))
                     if prompt in scan.prompts:
                         severity: Severity = "error" if role == "holdout" else "warning"
                         findings.add(
