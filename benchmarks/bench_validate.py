@@ -67,15 +67,17 @@ def generate(path: Path, examples: int) -> None:
                     {
                         "role": "user",
                         "content": f"Hi, this is ticket {i}. I have a question about my "
-                        f"{topic}: order HH-{i % 1000000:06d} has not behaved the way I expected and I "
-                        "would like to know what you can do about it, and by when, please. " * 2,
+                        f"{topic}: order HH-{i % 1000000:06d} has not behaved the way I "
+                        "expected and I would like to know what you can do about it, and by "
+                        "when, please. " * 2,
                     },
                     {
                         "role": "assistant",
-                        "content": f"Thanks for writing in about your {topic}. I "
-                        f"have looked at HH-{i % 1000000:06d} and here is the plan: I will sort it out "
-                        "today and email you by tomorrow morning with the details and a tracking link. "
-                        "If anything else comes up, just reply to this message. " * 2,
+                        "content": f"Thanks for writing in about your {topic}. I have "
+                        f"looked at HH-{i % 1000000:06d} and here is the plan: I will sort it "
+                        "out today and email you by tomorrow morning with the details and a "
+                        "tracking link. If anything else comes up, just reply to this "
+                        "message. " * 2,
                     },
                 ]
             }
