@@ -103,8 +103,9 @@ class _Findings:
         return errors, warnings
 
 
-def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=8).digest()
+def _digest(data: bytes) -> int:
+    # A 64-bit int is the smallest Python object that holds the digest: memory stays flat.
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
 def _prompt_key(example: Mapping[str, Any], method: str) -> bytes:
@@ -137,8 +138,8 @@ def _answer_text(example: Mapping[str, Any]) -> str:
     return ""
 
 
-def _side(prompt_digest: bytes, holdout: float, validation: float) -> str:
-    u = int.from_bytes(prompt_digest, "big") / 2**64
+def _side(prompt_digest: int, holdout: float, validation: float) -> str:
+    u = prompt_digest / 2**64
     if u < holdout:
         return "holdout"
     if u < holdout + validation:
@@ -189,11 +190,10 @@ class _Scan:
     lines: array[int] = field(default_factory=lambda: array("q"))
     billable: int = 0
     truncated: int = 0
-    seen: dict[bytes, int] = field(default_factory=dict)
-    answers: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)
-    outputs: Counter[bytes] = field(default_factory=Counter)
-    output_names: dict[bytes, str] = field(default_factory=dict)
-    prompts: set[bytes] = field(default_factory=set)
+    seen: dict[int, int] = field(default_factory=dict)
+    answers: dict[int, tuple[int, int]] = field(default_factory=dict)
+    outputs: Counter[int] = field(default_factory=Counter)
+    output_names: dict[int, str] = field(default_factory=dict)
 
 
 def _examples(
@@ -296,7 +296,7 @@ def _examples(
             add(Finding("error", exc.code, exc.message, line=line, file=scan.file, field=exc.field))
 
 
-def _check(scan: _Scan, line: int, example: dict[str, Any]) -> bytes | None:
+def _check(scan: _Scan, line: int, example: dict[str, Any]) -> int | None:
     """Rules and quality bookkeeping; the prompt digest when the example may be written."""
     problems = check_example(example, method=scan.method, model=scan.model, line=line)
     hard = False
@@ -342,7 +342,6 @@ def _check(scan: _Scan, line: int, example: dict[str, Any]) -> bytes | None:
         return _digest(_prompt_key(example, scan.method))
     prompt = _digest(_prompt_key(example, scan.method))
     answer = _digest(_answer_key(example, scan.method))
-    scan.prompts.add(prompt)
     earlier = scan.answers.setdefault(prompt, (answer, line))
     if earlier[0] != answer:
         scan.findings.add(
@@ -485,17 +484,11 @@ class Validator:
             for role in ("train", "validation", "holdout")
         }
         scan = _Scan(self.method, self.model, display, findings)
-        side_prompts: dict[str, set[bytes]] = {
-            "train": set(),
-            "validation": set(),
-            "holdout": set(),
-        }
         for line, example in _examples(train, self.fmt, self.columns, scan):
             prompt = _check(scan, line, example)
             if prompt is None:
                 continue
             side = _side(prompt, fractions["holdout"], fractions["validation"])
-            side_prompts[side].add(prompt)
             writers[side].write(example)
         if size == 0 or (scan.examples == 0 and not findings.counts):
             findings.add(Finding("error", "empty-file", "the file has no examples", file=display))
@@ -509,7 +502,7 @@ class Validator:
                     prompt = _check(other, line, example)
                     if prompt is None:
                         continue
-                    if prompt in scan.prompts:
+                    if prompt in scan.answers:
                         severity: Severity = "error" if role == "holdout" else "warning"
                         findings.add(
                             Finding(
