@@ -209,3 +209,10 @@ def test_wait_timeout_exits_4_and_status_reads_the_job(
         assert code == 0 and status["state"] in ("RUNNING", "PENDING", "QUEUED")
         code, cancelled, _ = run("cancel", str(doc["job_name"]), "--sandbox", "--wait", "--json")
         assert code == 0 and cancelled["state"] == "CANCELLED"
+
+
+def test_without_credentials_the_cloud_says_what_to_run(tmp_path: Path) -> None:
+    code, _, err = run("submit", str(REPO / "jobs" / "support_tone.yaml"))
+    assert code == 1
+    assert "GOOGLE_CLOUD_PROJECT is not set" in err and "--sandbox" in err
+    assert "Traceback" not in err

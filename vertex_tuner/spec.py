@@ -380,10 +380,13 @@ class _Expander:
             if path and path[0] in self.lenient_sections:
                 self.unresolved[field] = missing[0]
                 return None
+            hint = f"export {missing[0]}=… or write ${{{missing[0]}:-default}} in the spec"
+            if path and path[0] == "gcp":
+                hint += "; or add --sandbox to try it without Google Cloud"
             raise SpecError(
                 f"environment variable {missing[0]} is not set",
                 location=Location(self.file, line, field),
-                hint=f"export {missing[0]}=… or write ${{{missing[0]}:-default}} in the spec",
+                hint=hint,
             )
         return expanded
 
