@@ -10,7 +10,7 @@ import click
 import orjson
 
 from vertex_tuner.cli._common import echo_json, handle_errors, stderr_console
-from vertex_tuner.cli.jobs import cloud_options
+from vertex_tuner.cli.jobs import cloud_options, store_options
 
 if TYPE_CHECKING:
     from vertex_tuner.evaluation.results import EvaluationResult
@@ -206,9 +206,7 @@ def promote_run(
     help="Also set the alias on the model version in the Vertex Model Registry "
     "(needs the 'registry' extra).",
 )
-@click.option("--registry", metavar="PATH|gs://…", help="Run store.")
-@click.option("--sandbox", is_flag=True, help="Use the sandbox's run store.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@store_options
 @handle_errors
 def promote(
     name: str,
@@ -235,9 +233,7 @@ def promote(
 @click.command()
 @click.argument("name")
 @click.option("--alias", default="production", show_default=True)
-@click.option("--registry", metavar="PATH|gs://…", help="Run store.")
-@click.option("--sandbox", is_flag=True, help="Use the sandbox's run store.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@store_options
 @handle_errors
 def rollback(name: str, alias: str, registry: str | None, sandbox: bool, as_json: bool) -> None:
     """Move NAME@ALIAS back to the run it pointed at before."""
@@ -251,9 +247,7 @@ def rollback(name: str, alias: str, registry: str | None, sandbox: bool, as_json
 
 @click.command()
 @click.argument("name")
-@click.option("--registry", metavar="PATH|gs://…", help="Run store.")
-@click.option("--sandbox", is_flag=True, help="Use the sandbox's run store.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@store_options
 @handle_errors
 def aliases(name: str, registry: str | None, sandbox: bool, as_json: bool) -> None:
     """List NAME's aliases and their history."""

@@ -54,6 +54,21 @@ def cloud_options(func: F) -> F:
     return func
 
 
+def store_options(func: F) -> F:
+    """The flags of commands that only read or write the run store."""
+    for option in reversed(
+        [
+            click.option("--registry", metavar="PATH|gs://…", help="Run store."),
+            click.option("--sandbox", is_flag=True, help="Use the sandbox's run store."),
+            click.option(
+                "--json", "as_json", is_flag=True, help="Print one JSON document on stdout."
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
 def _looks_like_spec(ref: str) -> bool:
     return ref.endswith((".yaml", ".yml")) and Path(ref).is_file()
 
@@ -411,9 +426,7 @@ def list_(
 
 @click.command()
 @click.argument("name", required=False)
-@click.option("--registry", metavar="PATH|gs://…", help="Run store to read.")
-@click.option("--sandbox", is_flag=True, help="Read the sandbox's run records.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@store_options
 @handle_errors
 def runs(name: str | None, registry: str | None, sandbox: bool, as_json: bool) -> None:
     """List run records (all, or one spec's), newest first."""
@@ -434,9 +447,7 @@ def runs(name: str | None, registry: str | None, sandbox: bool, as_json: bool) -
 
 @click.command()
 @click.argument("run_id", metavar="RUN")
-@click.option("--registry", metavar="PATH|gs://…", help="Run store to read.")
-@click.option("--sandbox", is_flag=True, help="Read the sandbox's run records.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@store_options
 @handle_errors
 def show(run_id: str, registry: str | None, sandbox: bool, as_json: bool) -> None:
     """Show one run record."""
