@@ -36,9 +36,17 @@ _PART_KINDS = (
 
 
 def check_example(
-    example: Mapping[str, Any], *, method: str, model: ModelInfo, line: int
+    example: Mapping[str, Any],
+    *,
+    method: str,
+    model: ModelInfo,
+    line: int,
+    measured: tuple[int, int] | None = None,
 ) -> list[Finding]:
-    """Every rule the example breaks (empty when Vertex would take it as it is)."""
+    """Every rule the example breaks (empty when Vertex would take it as it is).
+
+    ``measured`` is the example's (input, output) token estimate when the caller already has it.
+    """
     out: list[Finding] = []
 
     def err(code: str, message: str, field: str | None = None) -> None:
@@ -120,7 +128,7 @@ def check_example(
                     )
                 )
         else:
-            n_in, n_out = tokens.example_tokens(example)
+            n_in, n_out = measured or tokens.example_tokens(example)
             if n_in + n_out > model.max_tokens_per_example:
                 out.append(
                     Finding(

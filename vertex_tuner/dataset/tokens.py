@@ -52,46 +52,39 @@ def _system_tokens(example: Mapping[str, Any]) -> int:
     return content_tokens(system) if isinstance(system, dict) else 0
 
 
-def example_tokens(example: Mapping[str, Any]) -> tuple[int, int]:
-    """(input, output) tokens of the longest training record of a supervised example.
+def measure(example: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(input, output, billable) tokens of a supervised example, in one pass.
 
-    The per-example limit applies to input plus output of a record; the last model turn, which
-    sees the whole history, is the longest.
+    Input and output are those of the longest training record (the last model turn, which sees
+    the whole history): the per-example limit applies to them. Billable counts every model turn
+    as a record whose input is the system instruction and all turns before it, once (one epoch).
     """
     contents = example.get("contents")
     if not isinstance(contents, list):
-        return 0, 0
-    total_in = _system_tokens(example)
+        return 0, 0, 0
+    system = _system_tokens(example)
+    seen = 0
+    last_in = system
     last_out = 0
-    history = 0
+    billable = 0
     for content in contents:
         n = content_tokens(content)
         if isinstance(content, dict) and content.get("role") == "model":
-            last_out = n
-            total_in += history
-            history = n
-        else:
-            history += n
-    return total_in, last_out
+            last_in, last_out = system + seen, n
+            billable += system + seen + n + PADDING_PER_RECORD
+        seen += n
+    return last_in, last_out, billable
+
+
+def example_tokens(example: Mapping[str, Any]) -> tuple[int, int]:
+    """(input, output) tokens of the longest training record of a supervised example."""
+    n_in, n_out, _ = measure(example)
+    return n_in, n_out
 
 
 def billable_tokens(example: Mapping[str, Any]) -> int:
-    """Estimated billable tokens of one supervised example, once through (one epoch).
-
-    Every model turn is a record: its input is the system instruction and all turns before it.
-    """
-    contents = example.get("contents")
-    if not isinstance(contents, list):
-        return 0
-    system = _system_tokens(example)
-    seen = 0
-    total = 0
-    for content in contents:
-        n = content_tokens(content)
-        if isinstance(content, dict) and content.get("role") == "model":
-            total += system + seen + n + PADDING_PER_RECORD
-        seen += n
-    return total
+    """Estimated billable tokens of one supervised example, once through (one epoch)."""
+    return measure(example)[2]
 
 
 def preference_tokens(example: Mapping[str, Any]) -> tuple[int, int]:

@@ -298,7 +298,14 @@ def _examples(
 
 def _check(scan: _Scan, line: int, example: dict[str, Any]) -> int | None:
     """Rules and quality bookkeeping; the prompt digest when the example may be written."""
-    problems = check_example(example, method=scan.method, model=scan.model, line=line)
+    if scan.method == "preference":
+        n_in, n_out = tokens.preference_tokens(example)
+        billable = n_in + n_out
+    else:
+        n_in, n_out, billable = tokens.measure(example)
+    problems = check_example(
+        example, method=scan.method, model=scan.model, line=line, measured=(n_in, n_out)
+    )
     hard = False
     for finding in problems:
         scan.findings.add(
@@ -318,12 +325,7 @@ def _check(scan: _Scan, line: int, example: dict[str, Any]) -> int | None:
     if hard:
         return None
     scan.examples += 1
-    if scan.method == "preference":
-        n_in, n_out = tokens.preference_tokens(example)
-        scan.billable += n_in + n_out
-    else:
-        n_in, n_out = tokens.example_tokens(example)
-        scan.billable += tokens.billable_tokens(example)
+    scan.billable += billable
     scan.input_tokens.append(n_in)
     scan.output_tokens.append(n_out)
     scan.lines.append(line)
