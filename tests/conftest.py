@@ -15,9 +15,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No Google variables from the developer's shell, and state under tmp_path."""
+def _isolated_environment(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """No Google variables from the developer's shell (but for cloud tests), state in tmp_path."""
+    keep_google = request.node.get_closest_marker("cloud") is not None
     for name in list(os.environ):
+        if keep_google and name.startswith(("GOOGLE_", "CLOUDSDK_", "VERTEX_TUNER_BUCKET")):
+            continue
         if name.startswith(("GOOGLE_", "CLOUDSDK_", "VERTEX_TUNER_", "GITHUB_")) or name in (
             "STORAGE_EMULATOR_HOST",
             "CI",
