@@ -216,3 +216,26 @@ def test_without_credentials_the_cloud_says_what_to_run(tmp_path: Path) -> None:
     assert code == 1
     assert "GOOGLE_CLOUD_PROJECT is not set" in err and "--sandbox" in err
     assert "Traceback" not in err
+
+
+def test_ctrl_c_detaches_with_exit_130_and_says_how_to_resume(tmp_path: Path) -> None:
+    with Sandbox(job_seconds=20.0) as slow:
+        env = {**os.environ, "VERTEX_TUNER_SANDBOX": orjson.dumps(slow.to_json()).decode()}
+        spec = write_spec(tmp_path / "ctrlc", name="e2e-ctrlc")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vertex_tuner", "submit", str(spec), "--sandbox"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+        )
+        runs = Path(env["VERTEX_TUNER_HOME"]) / "runs" / "sandbox" / "runs"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(runs.glob("e2e-ctrlc-*.json")):
+            time.sleep(0.05)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == 130
+        assert b"detached" in err and b"vertex-tuner wait projects/" in err
+        assert b"Traceback" not in err
