@@ -257,3 +257,26 @@ def test_a_named_sandbox_that_is_not_running_is_a_clear_error(tmp_path: Path) ->
         open_sandbox({"VERTEX_TUNER_SANDBOX": str(tmp_path / "missing.json")}),
     ):
         pass
+
+
+def test_a_resumable_upload_is_sent_once(sandbox_info: SandboxInfo, tmp_path: Path) -> None:
+    from vertex_tuner.backends.gcs import GcsStorage
+
+    # google-cloud-storage sends files up to 8 MiB in one request; past that, in chunks.
+    storage = GcsStorage(
+        storage_client(sandbox_info),
+        create_missing_buckets=True,
+        chunk_size=4 * 1024 * 1024,
+        resumable_threshold=8 * 1024 * 1024,
+    )
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(os.urandom(9 * 1024 * 1024 + 17))
+    progress: list[int] = []
+    first = storage.upload_file(
+        path, "gs://resumable-tests/big.jsonl", progress=lambda done, total: progress.append(done)
+    )
+    assert (first.bytes_sent, first.skipped) == (path.stat().st_size, False)
+    assert progress[-1] == path.stat().st_size and len(progress) > 1
+    assert storage.read("gs://resumable-tests/big.jsonl")[0] == path.read_bytes()
+    second = storage.upload_file(path, "gs://resumable-tests/big.jsonl")
+    assert (second.bytes_sent, second.skipped, second.generation) == (0, True, first.generation)

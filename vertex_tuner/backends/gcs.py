@@ -175,6 +175,14 @@ class GcsStorage(Storage):
 
         self._ensure_bucket(uri)
         size = path.stat().st_size
+        if if_generation_match == 0:
+            # Names are content addresses: an object that exists already holds these bytes.
+            # Looking first sends nothing for it; the precondition still guards the race.
+            existing = self.stat(uri)
+            if existing is not None:
+                return UploadResult(
+                    uri, existing.generation, existing.size, 0, True, existing.crc32c
+                )
         blob = self._blob(uri)
         if size > self.resumable_threshold:
             blob.chunk_size = self.chunk_size
