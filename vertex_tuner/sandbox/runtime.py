@@ -20,12 +20,12 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 from vertex_tuner.errors import ConfigurationError
 from vertex_tuner.sandbox.faults import FaultInjector, parse_faults
+from vertex_tuner.sandbox.http import ANSWERED, FaultyHandler, FaultyServer
 from vertex_tuner.sandbox.info import SandboxInfo
 from vertex_tuner.sandbox.vertex import VertexEmulator, VertexServer
 
@@ -78,47 +78,24 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-class _ProxyServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class _ProxyServer(FaultyServer):
     def __init__(
         self, address: tuple[str, int], upstream: tuple[str, int], faults: FaultInjector
     ) -> None:
-        super().__init__(address, _ProxyHandler)
+        super().__init__(address, _ProxyHandler, faults)
         self.upstream = upstream
-        self.faults = faults
 
 
-class _ProxyHandler(BaseHTTPRequestHandler):
+class _ProxyHandler(FaultyHandler):
     """Forwards requests to fake-gcs-server, injecting the same faults as the Vertex emulator."""
 
     server: _ProxyServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
 
     def _forward(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
-        faults = self.server.faults
-        if faults.spec.latency_s:
-            time.sleep(faults.spec.latency_s)
-        fault = faults.draw()
-        if fault in ("503", "429"):
-            status = int(fault)
-            data = b'{"error": {"code": %d, "message": "injected by the sandbox"}}' % status
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            if status == 429:
-                self.send_header("Retry-After", "1")
-            self.end_headers()
-            self.wfile.write(data)
-            return
-        if fault == "reset":
-            self._reset()
+        fault = self.inject()
+        if fault == ANSWERED:
             return
         conn = http.client.HTTPConnection(*self.server.upstream, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
@@ -127,7 +104,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         data = response.read()
         conn.close()
         if fault == "lost":
-            self._reset()
+            self.reset()
             return
         self.send_response(response.status)
         for key, value in response.getheaders():
@@ -136,11 +113,6 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-
-    def _reset(self) -> None:
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
 

@@ -19,7 +19,6 @@ Routes (``v1`` and ``v1beta1``)::
 
 from __future__ import annotations
 
-import contextlib
 import re
 import statistics
 import threading
@@ -30,7 +29,6 @@ import urllib.request
 import zlib
 from collections import Counter
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,7 @@ from vertex_tuner import models
 from vertex_tuner.dataset import tokens
 from vertex_tuner.dataset.rules import TRUNCATION_CODES, check_example
 from vertex_tuner.sandbox.faults import FaultInjector
+from vertex_tuner.sandbox.http import ANSWERED, FaultyHandler, FaultyServer
 
 _PREFIX = r"/(?P<version>v1|v1beta1)/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
@@ -605,43 +604,16 @@ class VertexEmulator:
             }
 
 
-class VertexServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class VertexServer(FaultyServer):
     def __init__(
         self, address: tuple[str, int], emulator: VertexEmulator, faults: FaultInjector
     ) -> None:
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, faults)
         self.emulator = emulator
-        self.faults = faults
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FaultyHandler):
     server: VertexServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
-    def _send(
-        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-    ) -> None:
-        data = orjson.dumps(body)
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _reset(self) -> None:
-        self.close_connection = True
-        import socket
-
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -655,10 +627,10 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         emulator = self.server.emulator
         if parsed.path == "/sandbox/stats":
-            self._send(200, emulator.stats(dict(self.server.faults.injected)))
+            self.send_json(200, emulator.stats(dict(self.server.faults.injected)))
             return
         if parsed.path == "/sandbox/health":
-            self._send(200, {"ok": True})
+            self.send_json(200, {"ok": True})
             return
         route = None
         for method, pattern, name in _ROUTES:
@@ -667,7 +639,7 @@ class _Handler(BaseHTTPRequestHandler):
                 route = (name, match.groupdict())
                 break
         if route is None:
-            self._send(
+            self.send_json(
                 404,
                 ApiError(
                     404, "NOT_FOUND", f"{verb} {parsed.path} is not emulated by the sandbox."
@@ -677,48 +649,23 @@ class _Handler(BaseHTTPRequestHandler):
         name, params = route
         with emulator.lock:
             emulator.requests[name] += 1
-        faults = self.server.faults
-        if faults.spec.latency_s:
-            time.sleep(faults.spec.latency_s)
-        fault = faults.draw()
-        if fault == "503":
-            self._send(
-                503,
-                ApiError(
-                    503,
-                    "UNAVAILABLE",
-                    "The service is currently unavailable (injected by the sandbox).",
-                ).body(),
-            )
-            return
-        if fault == "429":
-            self._send(
-                429,
-                ApiError(
-                    429,
-                    "RESOURCE_EXHAUSTED",
-                    "Resource exhausted. Please try again later (injected by the sandbox).",
-                ).body(),
-                {"Retry-After": "1"},
-            )
-            return
-        if fault == "reset":
-            self._reset()
+        fault = self.inject()
+        if fault == ANSWERED:
             return
         try:
             body = orjson.loads(raw) if raw else {}
             result = self._handle(name, params, body, parse_qs(parsed.query))
         except ApiError as exc:
-            self._send(exc.http, exc.body())
+            self.send_json(exc.http, exc.body())
             return
         except orjson.JSONDecodeError:
-            self._send(400, ApiError(400, "INVALID_ARGUMENT", "Invalid JSON payload.").body())
+            self.send_json(400, ApiError(400, "INVALID_ARGUMENT", "Invalid JSON payload.").body())
             return
         if fault == "lost":
             # The request took effect; the answer is lost on the way back.
-            self._reset()
+            self.reset()
             return
-        self._send(200, result)
+        self.send_json(200, result)
 
     def _handle(
         self, name: str, p: dict[str, str], body: dict[str, Any], query: dict[str, list[str]]
