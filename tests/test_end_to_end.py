@@ -22,7 +22,8 @@ from vertex_tuner.sandbox import Sandbox, SandboxInfo
 from vertex_tuner.spec import load_spec
 
 pytestmark = pytest.mark.sandbox
-FAST = RetryOptions(attempts=12, initial_delay=0.01, max_delay=0.05, jitter=0.01)
+# Half the requests fail in the fault test: 20 attempts make giving up a one-in-a-million event.
+FAST = RetryOptions(attempts=20, initial_delay=0.01, max_delay=0.05, jitter=0.01)
 
 
 def run(*args: str) -> tuple[int, dict[str, object], str]:
@@ -197,10 +198,10 @@ def test_a_killed_submit_reattaches_to_its_job(use_sandbox: SandboxInfo, tmp_pat
 
 
 def test_wait_timeout_exits_4_and_status_reads_the_job(
-    use_sandbox: SandboxInfo, tmp_path: Path
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with Sandbox(job_seconds=30.0) as slow:
-        os.environ["VERTEX_TUNER_SANDBOX"] = orjson.dumps(slow.to_json()).decode()
+        monkeypatch.setenv("VERTEX_TUNER_SANDBOX", orjson.dumps(slow.to_json()).decode())
         spec = write_spec(tmp_path / "timeout", name="e2e-timeout")
         code, doc, err = run("submit", str(spec), "--sandbox", "--timeout", "2s", "--json")
         assert code == 4, err
