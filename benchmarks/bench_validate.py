@@ -45,7 +45,9 @@ elif kind == "together":
     check_file(path)
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds": seconds, "peak_mb": peak}))
+# Worker processes (the validator splits large files across cores): the largest of them.
+workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(json.dumps({"seconds": seconds, "peak_mb": peak, "worker_peak_mb": workers}))
 """
 
 
@@ -138,8 +140,14 @@ def main() -> int:
             f"(ratio {ours_speed / 120:.2f}, need >= 2.0)"
         )
         ok &= ours_speed / 120 >= 2.0
-    line += f" | peak RSS {ours['peak_mb']:.0f} MB (limit {RSS_LIMIT_MB:.0f})"
-    ok &= ours["peak_mb"] <= RSS_LIMIT_MB
+    workers = 2 if ours["worker_peak_mb"] > 0 else 0
+    total = ours["peak_mb"] + workers * ours["worker_peak_mb"]
+    line += (
+        f" | peak RSS {total:.0f} MB = main {ours['peak_mb']:.0f} + {workers} worker(s) x "
+        f"{ours['worker_peak_mb']:.0f} (limit {RSS_LIMIT_MB:.0f}, ratio "
+        f"{total / RSS_LIMIT_MB:.2f})"
+    )
+    ok &= total <= RSS_LIMIT_MB
     print(line)
 
     small = DATA / "small.jsonl"

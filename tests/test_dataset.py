@@ -475,3 +475,34 @@ def test_validate_imports_no_google_module(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_parallel_parts_match_one_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large files are split across processes; the result must equal a single pass."""
+    import vertex_tuner.dataset.validate as engine
+
+    rows: list[object] = [chat(i) for i in range(400)]
+    rows[10] = b"{bad"
+    rows.append(chat(3))  # a duplicate of line 4, in the second half
+    rows.append(chat(7, "Another answer."))  # a conflicting answer, in the second half
+    path = write_lines(tmp_path, rows)
+    validator = Validator(model="gemini-2.5-flash", method="supervised")
+
+    def run(folder: str) -> object:
+        return validator.run(
+            path, display="d", workdir=tmp_path / folder, validation=0.1, holdout=0.1, epochs=2
+        )
+
+    monkeypatch.setattr(engine, "PARALLEL_MIN_BYTES", 1 << 40)
+    one = run("one")
+    monkeypatch.setattr(engine, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setenv("VERTEX_TUNER_WORKERS", "2")
+    two = run("two")
+    assert one.report.to_json() == two.report.to_json()  # type: ignore[attr-defined]
+    for side in ("train", "validation", "holdout"):
+        a, b = getattr(one, side), getattr(two, side)
+        assert (a.sha256, a.size, a.examples) == (b.sha256, b.size, b.examples)
+    found = codes(two.report)  # type: ignore[attr-defined]
+    assert found["bad-json"] == [11]
+    assert found["duplicate"] == [401] and found["conflicting-answers"] == [402]
+    assert not list((tmp_path / "two").glob(".part*"))

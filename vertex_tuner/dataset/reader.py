@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,16 +18,26 @@ CHUNK = 4 * 1024 * 1024
 BOM = b"\xef\xbb\xbf"
 
 
-def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, line without its ending) for every line, blank ones included."""
-    number = 0
+def iter_lines(
+    path: Path, *, start: int = 0, end: int | None = None, first_line: int = 1
+) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line without its ending) for every line, blank ones included.
+
+    ``start``/``end`` read a byte range that begins at a line start (``split_ranges`` finds
+    them); ``first_line`` is the number of the range's first line.
+    """
+    number = first_line - 1
     pending = b""
-    first = True
+    first = start == 0
     with path.open("rb") as f:
-        while True:
-            chunk = f.read(CHUNK)
+        f.seek(start)
+        remaining = None if end is None else end - start
+        while remaining is None or remaining > 0:
+            chunk = f.read(CHUNK if remaining is None else min(CHUNK, remaining))
             if not chunk:
                 break
+            if remaining is not None:
+                remaining -= len(chunk)
             if first:
                 chunk = chunk.removeprefix(BOM)
                 first = False
@@ -38,6 +49,29 @@ def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield number, line.removesuffix(b"\r")
     if pending:
         yield number + 1, pending.removesuffix(b"\r")
+
+
+def split_ranges(path: Path, parts: int) -> list[tuple[int, int, int]]:
+    """(start, end, first line) of ``parts`` byte ranges that each begin at a line start."""
+    size = path.stat().st_size
+    bounds = [0]
+    with path.open("rb") as f:
+        for k in range(1, parts):
+            f.seek(max(bounds[-1], size * k // parts))
+            f.readline()  # move to the start of the next line
+            bounds.append(min(f.tell(), size))
+        bounds.append(size)
+        ranges = []
+        line = 1
+        for start, end in itertools.pairwise(bounds):
+            ranges.append((start, end, line))
+            f.seek(start)
+            remaining = end - start
+            while remaining > 0:
+                chunk = f.read(min(CHUNK, remaining))
+                remaining -= len(chunk)
+                line += chunk.count(b"\n")
+    return [r for r in ranges if r[1] > r[0] or r[0] == 0]
 
 
 def iter_csv_rows(

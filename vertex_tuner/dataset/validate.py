@@ -12,6 +12,7 @@ rows are appended, and the same prompt never lands on both sides.
 from __future__ import annotations
 
 import hashlib
+import os
 import statistics
 from array import array
 from collections import Counter
@@ -25,7 +26,7 @@ import orjson
 from vertex_tuner import models
 from vertex_tuner.dataset import formats, tokens
 from vertex_tuner.dataset.findings import Finding, Severity
-from vertex_tuner.dataset.reader import iter_csv_rows, iter_lines
+from vertex_tuner.dataset.reader import iter_csv_rows, iter_lines, split_ranges
 from vertex_tuner.dataset.rules import TRUNCATION_CODES, check_example
 from vertex_tuner.errors import DatasetError
 
@@ -86,6 +87,15 @@ class _Findings:
         if self.counts[finding.code] <= MAX_PER_CODE:
             self.items.append(finding)
 
+    def merge(self, other: _Findings) -> None:
+        """Append another part's findings (a later part of the same file)."""
+        kept: Counter[str] = Counter(f.code for f in self.items)
+        for finding in other.items:
+            if kept[finding.code] < MAX_PER_CODE:
+                kept[finding.code] += 1
+                self.items.append(finding)
+        self.counts.update(other.counts)
+
     def finish(self) -> tuple[list[Finding], list[Finding]]:
         for code, count in sorted(self.counts.items()):
             if count > MAX_PER_CODE:
@@ -118,7 +128,7 @@ def _prompt_key(example: Mapping[str, Any], method: str) -> bytes:
         )
         contents = contents[:last]
     system = example.get("systemInstruction")
-    return orjson.dumps([system, contents], option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps([system, example.get("tools"), contents], option=orjson.OPT_SORT_KEYS)
 
 
 def _answer_key(example: Mapping[str, Any], method: str) -> bytes:
@@ -190,14 +200,18 @@ class _Scan:
     lines: array[int] = field(default_factory=lambda: array("q"))
     billable: int = 0
     truncated: int = 0
-    seen: dict[int, int] = field(default_factory=dict)
-    answers: dict[int, tuple[int, int]] = field(default_factory=dict)
+    #: prompt digest -> answer digest << 32 | first line (see :func:`_remember`).
+    answers: dict[int, int] = field(default_factory=dict)
     outputs: Counter[int] = field(default_factory=Counter)
     output_names: dict[int, str] = field(default_factory=dict)
 
 
 def _examples(
-    path: Path, fmt: str, columns: Mapping[str, str] | None, scan: _Scan
+    path: Path,
+    fmt: str,
+    columns: Mapping[str, str] | None,
+    scan: _Scan,
+    byte_range: tuple[int, int, int] | None = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Converted examples of one file; problems become findings on the scan."""
     add = scan.findings.add
@@ -230,7 +244,8 @@ def _examples(
                     return
             yield line, formats.from_csv_row(row, mapping)
         return
-    for line, raw in iter_lines(path):
+    start, end, first_line = byte_range or (0, None, 1)
+    for line, raw in iter_lines(path, start=start, end=end, first_line=first_line):
         scan.size_bytes += len(raw) + 1
         if not raw.strip():
             continue
@@ -296,8 +311,29 @@ def _examples(
             add(Finding("error", exc.code, exc.message, line=line, file=scan.file, field=exc.field))
 
 
-def _check(scan: _Scan, line: int, example: dict[str, Any]) -> int | None:
-    """Rules and quality bookkeeping; the prompt digest when the example may be written."""
+def _remember(scan: _Scan, prompt: int, answer: int, line: int) -> None:
+    """Index a prompt; the same prompt again is a duplicate, or a conflict if its answer differs.
+
+    The index maps a prompt digest to its answer digest and first line packed into one int
+    (``answer << 32 | line``): one small object per example keeps memory flat.
+    """
+    packed = answer << 32 | line
+    earlier = scan.answers.setdefault(prompt, packed)
+    if earlier == packed:
+        return
+    first = earlier & 0xFFFFFFFF
+    if earlier >> 32 == answer:
+        message, code = f"the same example as line {first}", "duplicate"
+    else:
+        message, code = (
+            f"the same prompt as line {first} with a different answer",
+            ("conflicting-answers"),
+        )
+    scan.findings.add(Finding("warning", code, message, line=line, file=scan.file))
+
+
+def _check(scan: _Scan, line: int, example: dict[str, Any]) -> tuple[int, int] | None:
+    """Rules and quality bookkeeping; (prompt digest, billable tokens) when it may be written."""
     if scan.method == "preference":
         n_in, n_out = tokens.preference_tokens(example)
         billable = n_in + n_out
@@ -329,36 +365,13 @@ def _check(scan: _Scan, line: int, example: dict[str, Any]) -> int | None:
     scan.input_tokens.append(n_in)
     scan.output_tokens.append(n_out)
     scan.lines.append(line)
-    whole = _digest(orjson.dumps(example, option=orjson.OPT_SORT_KEYS))
-    first = scan.seen.setdefault(whole, line)
-    if first != line:
-        scan.findings.add(
-            Finding(
-                "warning",
-                "duplicate",
-                f"the same example as line {first}",
-                line=line,
-                file=scan.file,
-            )
-        )
-        return _digest(_prompt_key(example, scan.method))
     prompt = _digest(_prompt_key(example, scan.method))
     answer = _digest(_answer_key(example, scan.method))
-    earlier = scan.answers.setdefault(prompt, (answer, line))
-    if earlier[0] != answer:
-        scan.findings.add(
-            Finding(
-                "warning",
-                "conflicting-answers",
-                f"the same prompt as line {earlier[1]} with a different answer",
-                line=line,
-                file=scan.file,
-            )
-        )
+    _remember(scan, prompt, answer, line)
     if len(scan.outputs) <= 50 or answer in scan.outputs:
         scan.outputs[answer] += 1
         scan.output_names.setdefault(answer, _answer_text(example))
-    return prompt
+    return prompt, billable
 
 
 def _distribution(values: array[int]) -> dict[str, int]:
@@ -426,6 +439,165 @@ def _quality(scan: _Scan, *, is_train: bool) -> None:
                 )
 
 
+#: Files at least this large are validated in parallel, one byte range per core.
+PARALLEL_MIN_BYTES = 32 * 1024 * 1024
+SIDES = ("train", "validation", "holdout")
+
+
+@dataclass
+class _Part:
+    """What one pass over a byte range of the training file learned (sent between processes)."""
+
+    scan: _Scan
+    examples: dict[str, int]
+    billable: dict[str, int]
+    files: dict[str, Path | None]
+    #: The scan's prompt index as flat arrays (prompt digests, answer digests, lines) when
+    #: the part crosses a process boundary: far smaller to send than a dict.
+    packed: tuple[array[int], array[int], array[int]] | None = None
+
+    def pack(self) -> _Part:
+        answers = self.scan.answers
+        self.packed = (
+            array("Q", answers.keys()),
+            array("Q", (v >> 32 for v in answers.values())),
+            array("q", (v & 0xFFFFFFFF for v in answers.values())),
+        )
+        self.scan.answers = {}
+        return self
+
+    def index(self) -> Iterator[tuple[int, int, int]]:
+        """(prompt digest, answer digest, first line) triples."""
+        if self.packed is None:
+            return ((p, v >> 32, v & 0xFFFFFFFF) for p, v in self.scan.answers.items())
+        return zip(*self.packed, strict=True)
+
+
+@dataclass(frozen=True)
+class _PartJob:
+    path: Path
+    byte_range: tuple[int, int, int] | None
+    fmt: str
+    detected: str | None
+    columns: dict[str, str] | None
+    method: str
+    model: models.ModelInfo
+    display: str
+    fractions: tuple[float, float]  # (holdout, validation)
+    out_prefix: Path | None
+
+
+def _scan_part(job: _PartJob) -> _Part:
+    """Check, split and write the examples of one byte range (runs in a worker process too)."""
+    scan = _Scan(job.method, job.model, job.display, _Findings(), fmt=job.detected)
+    files = {
+        side: (Path(f"{job.out_prefix}-{side}.jsonl") if job.out_prefix else None) for side in SIDES
+    }
+    writers = {side: _Writer(files[side], job.display) for side in SIDES}
+    billable = dict.fromkeys(SIDES, 0)
+    holdout, validation = job.fractions
+    for line, example in _examples(job.path, job.fmt, job.columns, scan, job.byte_range):
+        checked = _check(scan, line, example)
+        if checked is None:
+            continue
+        prompt, tokens_billable = checked
+        side = _side(prompt, holdout, validation)
+        writers[side].write(example)
+        billable[side] += tokens_billable
+    for writer in writers.values():
+        if writer.file is not None:
+            writer.file.close()
+    return _Part(scan, {side: writers[side].examples for side in SIDES}, billable, files)
+
+
+def _merge(parts: list[_Part]) -> _Part:
+    """One part's view of the whole file, in line order, with cross-part duplicates found."""
+    base = parts[0]
+    scan = base.scan
+    if base.packed is not None:
+        scan.answers = {p: a << 32 | line for p, a, line in base.index()}
+        base.packed = None
+    for part in parts[1:]:
+        other = part.scan
+        scan.findings.merge(other.findings)
+        # A later part's first sightings may repeat an earlier part's prompts.
+        for prompt, answer, line in part.index():
+            _remember(scan, prompt, answer, line)
+        part.packed = None
+        for key, count in other.outputs.items():
+            if len(scan.outputs) <= 50 or key in scan.outputs:
+                scan.outputs[key] += count
+                scan.output_names.setdefault(key, other.output_names.get(key, ""))
+        scan.input_tokens.extend(other.input_tokens)
+        scan.output_tokens.extend(other.output_tokens)
+        scan.lines.extend(other.lines)
+        scan.examples += other.examples
+        scan.size_bytes += other.size_bytes
+        scan.images += other.images
+        scan.billable += other.billable
+        scan.truncated += other.truncated
+        scan.fmt = scan.fmt or other.fmt
+        for side in SIDES:
+            base.examples[side] += part.examples[side]
+            base.billable[side] += part.billable[side]
+    return base
+
+
+def _detect_first(path: Path) -> str | None:
+    """The format of the first parseable line, so every part reads the file the same way."""
+    for _, raw in iter_lines(path):
+        if raw.strip():
+            try:
+                return formats.detect(orjson.loads(raw))
+            except orjson.JSONDecodeError:
+                return None
+    return None
+
+
+def _scan_part_packed(job: _PartJob) -> _Part:
+    return _scan_part(job).pack()
+
+
+def _workers() -> int:
+    """Processes for a large file: both cores by default; VERTEX_TUNER_WORKERS=1 keeps one
+    process (about half the memory, half the speed)."""
+    configured = os.environ.get("VERTEX_TUNER_WORKERS", "")
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    return min(2, os.cpu_count() or 1)
+
+
+def _run_parts(jobs: list[_PartJob]) -> list[_Part]:
+    if len(jobs) == 1:
+        return [_scan_part(jobs[0])]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the caller may have threads (a sandbox, a progress bar).
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=len(jobs), mp_context=context) as pool:
+        return list(pool.map(_scan_part_packed, jobs))
+
+
+def _join(files: list[Path | None], target: Path, source: str) -> DatasetFile:
+    """Concatenate part files in order into ``target``, hashing as it goes."""
+    digest = hashlib.sha256()
+    size = 0
+    lines = 0
+    with target.open("wb") as out:
+        for part in files:
+            if part is None or not part.exists():
+                continue
+            with part.open("rb") as f:
+                while chunk := f.read(4 * 1024 * 1024):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                    lines += chunk.count(b"\n")
+            part.unlink()
+    return DatasetFile(target, digest.hexdigest(), size, lines, source)
+
+
 class Validator:
     """Validate (and optionally convert and split) one dataset."""
 
@@ -481,43 +653,70 @@ class Validator:
             "validation": validation if isinstance(validation, float) else 0.0,
             "holdout": holdout if isinstance(holdout, float) else 0.0,
         }
-        writers = {
-            role: _Writer(workdir / f"{role}.jsonl" if workdir else None, display)
-            for role in ("train", "validation", "holdout")
-        }
-        scan = _Scan(self.method, self.model, display, findings)
-        for line, example in _examples(train, self.fmt, self.columns, scan):
-            prompt = _check(scan, line, example)
-            if prompt is None:
-                continue
-            side = _side(prompt, fractions["holdout"], fractions["validation"])
-            writers[side].write(example)
+        is_csv = self.fmt == "csv" or (
+            self.fmt == "auto" and train.suffix.lower() in (".csv", ".tsv")
+        )
+        workers = _workers()
+        ranges: list[tuple[int, int, int] | None] = [None]
+        if not is_csv and workers > 1 and size >= PARALLEL_MIN_BYTES:
+            ranges = list(split_ranges(train, workers))
+        detected = None if is_csv or len(ranges) == 1 else _detect_first(train)
+        jobs = [
+            _PartJob(
+                path=train,
+                byte_range=r,
+                fmt=self.fmt,
+                detected=detected,
+                columns=dict(self.columns) if self.columns else None,
+                method=self.method,
+                model=self.model,
+                display=display,
+                fractions=(fractions["holdout"], fractions["validation"]),
+                out_prefix=workdir / f".part{k}" if workdir else None,
+            )
+            for k, r in enumerate(ranges)
+        ]
+        parts = _run_parts(jobs)
+        merged = _merge(parts)
+        scan = merged.scan
+        findings.merge(scan.findings)
+        scan.findings = findings
+        # Each role's file: the joined parts of the training file's split ...
+        outputs: dict[str, DatasetFile | None] = dict.fromkeys(SIDES)
+        counts = dict(merged.examples)
+        if workdir is not None:
+            for side in SIDES:
+                outputs[side] = _join(
+                    [part.files[side] for part in parts], workdir / f"{side}.jsonl", display
+                )
         if size == 0 or (scan.examples == 0 and not findings.counts):
             findings.add(Finding("error", "empty-file", "the file has no examples", file=display))
         _quality(scan, is_train=True)
-        # Separate validation / holdout files, checked the same way and for leakage.
+        # ... or a separate file, checked the same way and for leakage (its fraction is 0).
         for role, value in (("validation", validation), ("holdout", holdout)):
-            if isinstance(value, Path):
-                other = _Scan(self.method, self.model, str(value), findings, fmt=None)
-                other_fmt = self.fmt
-                for line, example in _examples(value, other_fmt, self.columns, other):
-                    prompt = _check(other, line, example)
-                    if prompt is None:
-                        continue
-                    if prompt in scan.answers:
-                        severity: Severity = "error" if role == "holdout" else "warning"
-                        findings.add(
-                            Finding(
-                                severity,
-                                f"{role}-leakage",
-                                f"this prompt is also in the training data ({display})",
-                                line=line,
-                                file=str(value),
-                            )
+            if not isinstance(value, Path):
+                continue
+            writer = _Writer(workdir / f"{role}.jsonl" if workdir else None, str(value))
+            other = _Scan(self.method, self.model, str(value), findings, fmt=None)
+            for line, example in _examples(value, self.fmt, self.columns, other):
+                checked = _check(other, line, example)
+                if checked is None:
+                    continue
+                if checked[0] in scan.answers:
+                    severity: Severity = "error" if role == "holdout" else "warning"
+                    findings.add(
+                        Finding(
+                            severity,
+                            f"{role}-leakage",
+                            f"this prompt is also in the training data ({display})",
+                            line=line,
+                            file=str(value),
                         )
-                    writers[role].write(example)
-                writers[role].source = str(value)
-        n_validation = writers["validation"].examples
+                    )
+                writer.write(example)
+            outputs[role] = writer.close()
+            counts[role] = writer.examples
+        n_validation = counts["validation"]
         if n_validation > models.MAX_VALIDATION_EXAMPLES:
             findings.add(
                 Finding(
@@ -533,19 +732,18 @@ class Validator:
             if scan.images
             else self.model.max_train_examples_text
         )
-        if writers["train"].examples > limit:
+        n_train = merged.examples["train"]
+        if n_train > limit:
             findings.add(
                 Finding(
                     "error",
                     "too-many-examples",
-                    f"{writers['train'].examples:,} examples; {self.model.id} takes "
-                    f"at most {limit:,}",
+                    f"{n_train:,} examples; {self.model.id} takes at most {limit:,}",
                     file=display,
                 )
             )
         n_epochs = epochs or 1
-        train_share = writers["train"].examples / scan.examples if scan.examples else 0.0
-        per_epoch = round(scan.billable * train_share)
+        per_epoch = merged.billable["train"]
         billable = per_epoch * n_epochs
         cost = models.estimate_cost_usd(billable, self.model.id)
         stats: dict[str, Any] = {
@@ -554,9 +752,9 @@ class Validator:
             "method": self.method,
             "bytes": size,
             "examples": scan.examples,
-            "train_examples": writers["train"].examples,
+            "train_examples": n_train,
             "validation_examples": n_validation,
-            "holdout_examples": writers["holdout"].examples,
+            "holdout_examples": counts["holdout"],
             "input_tokens": _distribution(scan.input_tokens),
             "output_tokens": _distribution(scan.output_tokens),
             "billable_tokens_per_epoch": per_epoch,
@@ -584,13 +782,12 @@ class Validator:
                 )
         errors, warnings = findings.finish()
         report = Report(ok=not errors, errors=errors, warnings=warnings, stats=stats)
-        train_file = writers["train"].close()
-        validation_file = writers["validation"].close()
-        holdout_file = writers["holdout"].close()
         if workdir is None:
-            placeholder = DatasetFile(train, "", size, writers["train"].examples, display)
+            placeholder = DatasetFile(train, "", size, n_train, display)
             return PreparedDataset(report, placeholder, None, None)
+        train_file = outputs["train"]
         assert train_file is not None
+        validation_file, holdout_file = outputs["validation"], outputs["holdout"]
         return PreparedDataset(
             report,
             train_file,
