@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 Severity = Literal["error", "warning"]
@@ -31,3 +31,54 @@ class Finding:
         if self.field is not None:
             out["field"] = self.field
         return out
+
+
+#: Findings kept per code; the rest are counted, so a million bad lines stay a short report.
+MAX_PER_CODE = 50
+
+
+class FindingList:
+    """Findings, capped at :data:`MAX_PER_CODE` per code, with a count of what was left out."""
+
+    def __init__(self) -> None:
+        self.items: list[Finding] = []
+        self.counts: dict[str, int] = {}
+
+    def add(self, finding: Finding) -> None:
+        count = self.counts.get(finding.code, 0) + 1
+        self.counts[finding.code] = count
+        if count <= MAX_PER_CODE:
+            self.items.append(finding)
+
+    def extend(self, other: FindingList, *, line_offset: int = 0) -> None:
+        """Append the findings of a later part of the same file, its lines shifted."""
+        kept: dict[str, int] = {}
+        for finding in self.items:
+            kept[finding.code] = kept.get(finding.code, 0) + 1
+        for finding in other.items:
+            if kept.get(finding.code, 0) < MAX_PER_CODE:
+                kept[finding.code] = kept.get(finding.code, 0) + 1
+                if line_offset and finding.line is not None:
+                    finding = replace(finding, line=finding.line + line_offset)
+                self.items.append(finding)
+        for code, count in other.counts.items():
+            self.counts[code] = self.counts.get(code, 0) + count
+
+    def finish(self) -> tuple[list[Finding], list[Finding]]:
+        """(errors, warnings): whole-file findings first, then by line, then one "and N more"
+        for each code over the cap."""
+        items = sorted(self.items, key=lambda f: -1 if f.line is None else f.line)
+        for code, count in sorted(self.counts.items()):
+            if count > MAX_PER_CODE:
+                first = next(f for f in items if f.code == code)
+                items.append(
+                    Finding(
+                        first.severity,
+                        code,
+                        f"and {count - MAX_PER_CODE:,} more like this",
+                        file=first.file,
+                    )
+                )
+        errors = [f for f in items if f.severity == "error"]
+        warnings = [f for f in items if f.severity == "warning"]
+        return errors, warnings

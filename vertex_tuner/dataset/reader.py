@@ -1,98 +1,143 @@
 """Reading dataset files line by line, in bytes, whatever state they are in.
 
-JSONL is read in large binary chunks and split on ``\\n`` here, so a 50 MB line, a UTF-8 BOM,
-CRLF endings, blank lines and invalid UTF-8 never stop the reader: each line is yielded with its
-1-based number, and the caller decides what is wrong with it. CSV/TSV goes through the standard
-``csv`` module (quoted fields may span lines); each row carries the line it starts on.
+JSONL is read in binary chunks and split on ``\\n`` here, so a 50 MB line, a UTF-8 BOM, CRLF
+endings, blank lines and invalid UTF-8 never stop the reader: lines come in blocks (one list per
+chunk, so the caller's loop stays tight) with the 1-based number of the block's first line, and
+the caller decides what is wrong with each. A line keeps a trailing ``\\r``: JSON parsers take it
+as whitespace. CSV/TSV goes through the standard ``csv`` module (quoted fields may span lines);
+each row carries the line it starts on.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
-CHUNK = 4 * 1024 * 1024
+#: Bytes read at a time: large enough that splitting costs little per line, small enough that a
+#: block and its lines stay in the processor's cache (measured: 4 MB chunks are 20% slower).
+CHUNK = 128 * 1024
 BOM = b"\xef\xbb\xbf"
 
 
-def iter_lines(
+def iter_blocks(
     path: Path, *, start: int = 0, end: int | None = None, first_line: int = 1
-) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, line without its ending) for every line, blank ones included.
+) -> Iterator[tuple[int, list[bytes]]]:
+    """(number of the first line, lines without their ``\\n``) for each chunk of the file.
 
     ``start``/``end`` read a byte range that begins at a line start (``split_ranges`` finds
-    them); ``first_line`` is the number of the range's first line.
+    them); ``first_line`` is the number of the range's first line. Blank lines are included, so
+    numbers stay right.
     """
-    number = first_line - 1
-    pending = b""
-    first = start == 0
+    number = first_line
+    # Pieces of a line longer than a chunk: joined once when its end arrives, never re-copied.
+    tail: list[bytes] = []
     with path.open("rb") as f:
         f.seek(start)
         remaining = None if end is None else end - start
+        if start == 0:
+            if f.read(len(BOM)) == BOM:
+                remaining = None if remaining is None else remaining - len(BOM)
+            else:
+                f.seek(0)
         while remaining is None or remaining > 0:
             chunk = f.read(CHUNK if remaining is None else min(CHUNK, remaining))
             if not chunk:
                 break
             if remaining is not None:
                 remaining -= len(chunk)
-            if first:
-                chunk = chunk.removeprefix(BOM)
-                first = False
-            pending += chunk
-            lines = pending.split(b"\n")
-            pending = lines.pop()
-            for line in lines:
-                number += 1
-                yield number, line.removesuffix(b"\r")
-    if pending:
-        yield number + 1, pending.removesuffix(b"\r")
+            cut = chunk.rfind(b"\n")
+            if cut < 0:
+                tail.append(chunk)
+                continue
+            if tail:
+                tail.append(chunk[:cut])
+                block = b"".join(tail)
+                tail = []
+            else:
+                block = chunk[:cut]
+            rest = chunk[cut + 1 :]
+            if rest:
+                tail.append(rest)
+            lines = block.split(b"\n")
+            yield number, lines
+            number += len(lines)
+    if tail:
+        yield number, [b"".join(tail)]
 
 
-def split_ranges(path: Path, parts: int) -> list[tuple[int, int, int]]:
-    """(start, end, first line) of ``parts`` byte ranges that each begin at a line start."""
+def iter_lines(
+    path: Path, *, start: int = 0, end: int | None = None, first_line: int = 1
+) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line without ``\\r\\n``) for every line, blank ones included."""
+    for number, lines in iter_blocks(path, start=start, end=end, first_line=first_line):
+        for offset, line in enumerate(lines):
+            yield number + offset, line.removesuffix(b"\r")
+
+
+def split_ranges(path: Path, weights: list[float]) -> list[tuple[int, int]]:
+    """(start, end) byte ranges sized by ``weights``, each beginning at a line start.
+
+    Empty ranges (a file with fewer lines than parts) are left out, except the first.
+    """
     size = path.stat().st_size
+    total = sum(weights)
     bounds = [0]
+    acc = 0.0
     with path.open("rb") as f:
-        for k in range(1, parts):
-            f.seek(max(bounds[-1], size * k // parts))
-            f.readline()  # move to the start of the next line
-            bounds.append(min(f.tell(), size))
-        bounds.append(size)
-        ranges = []
-        line = 1
-        for start, end in itertools.pairwise(bounds):
-            ranges.append((start, end, line))
-            f.seek(start)
-            remaining = end - start
-            while remaining > 0:
-                chunk = f.read(min(CHUNK, remaining))
-                remaining -= len(chunk)
-                line += chunk.count(b"\n")
+        for weight in weights[:-1]:
+            acc += weight
+            cut = max(bounds[-1], int(size * acc / total))
+            if cut > 0:
+                # Step back one byte: a cut that lands just after a newline stays where it is.
+                f.seek(cut - 1)
+                f.readline()
+                cut = f.tell()
+            bounds.append(min(max(cut, bounds[-1]), size))
+    bounds.append(size)
+    ranges = [(bounds[k], bounds[k + 1]) for k in range(len(bounds) - 1)]
     return [r for r in ranges if r[1] > r[0] or r[0] == 0]
 
 
 def iter_csv_rows(
     path: Path, *, delimiter: str
 ) -> Iterator[tuple[int, dict[str, str] | None, str | None]]:
-    """(line, row, error) for every data row of a CSV/TSV file with a header row."""
-    raw = path.read_bytes().removeprefix(BOM)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        yield line, None, f"not UTF-8 (byte {exc.start}); save the file as UTF-8"
-        return
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    start = 2
-    try:
-        for row in reader:
-            if None in row:
-                yield start, None, "the row has more fields than the header"
-            else:
-                yield start, {k: v or "" for k, v in row.items() if k is not None}, None
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        yield reader.line_num, None, f"CSV error: {exc}"
+    """(line, row, error) for every data row of a CSV/TSV file with a header row.
+
+    The text is decoded incrementally, so memory does not grow with the file.
+    """
+    with path.open("rb") as raw:
+        head = raw.read(len(BOM))
+        if head != BOM:
+            raw.seek(0)
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
+        reader = csv.DictReader(text, delimiter=delimiter)
+        start = 2
+        try:
+            for row in reader:
+                if None in row:
+                    yield start, None, "the row has more fields than the header"
+                else:
+                    yield start, {k: v or "" for k, v in row.items() if k is not None}, None
+                start = reader.line_num + 1
+        except UnicodeDecodeError:
+            yield _bad_utf8_line(path), None, "not UTF-8; save the file as UTF-8"
+        except csv.Error as exc:
+            yield reader.line_num, None, f"CSV error: {exc}"
+
+
+def _bad_utf8_line(path: Path) -> int:
+    """The 1-based line of the first byte that is not UTF-8."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                return line + chunk[: exc.start].count(b"\n")
+            line += chunk.count(b"\n")
+    return line

@@ -1,0 +1,167 @@
+"""Checks for well-formed, text-only supervised examples straight from the parsed line.
+
+Nearly every line of a real dataset is fine, so the validator first tries these: each reads the
+parsed object once and either proves the example passes every rule that
+:func:`vertex_tuner.dataset.rules.check_example` would apply to its converted form, or returns
+``None`` and leaves the line to the full path (convert, check, explain). They never decide that
+something is wrong; they only skip work when nothing is.
+
+A result is ``(prompt key, answer texts, input tokens, output tokens, billable tokens)``, equal to
+what :mod:`vertex_tuner.dataset.keys` and :func:`vertex_tuner.dataset.tokens.measure` give for the
+converted example (the tests hold them to that). Tokens are counted as
+:func:`vertex_tuner.dataset.tokens.text_tokens` does: ``ceil(len / 4)``, written out inline
+because this is the validator's hot loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vertex_tuner.dataset.tokens import CHARS_PER_TOKEN, PADDING_PER_RECORD
+
+FastResult = tuple[list[Any], list[str], int, int, int]
+FastCheck = Callable[[dict[str, Any], int], "FastResult | None"]
+
+_ROUND = CHARS_PER_TOKEN - 1
+_MESSAGE_ROLES = {"user": "user", "assistant": "model", "model": "model"}
+
+
+def messages(obj: dict[str, Any], limit: int) -> FastResult | None:
+    """``{"messages": [system?, user, assistant, ...]}`` ending on the assistant."""
+    if len(obj) != 1 and "contents" in obj:
+        return None  # auto-detection calls it Gemini: the full path says so
+    turns = obj.get("messages")
+    if type(turns) is not list:
+        return None
+    key: list[Any] = [0]
+    system = seen = billable = n_in = n_out = 0
+    previous = None
+    mark = 0
+    text = ""
+    for message in turns:
+        if type(message) is not dict:
+            return None
+        text = message.get("content")  # type: ignore[assignment]
+        if type(text) is not str or not text or text.isspace():
+            return None
+        n = (len(text) + _ROUND) // CHARS_PER_TOKEN
+        given = message.get("role")
+        role = _MESSAGE_ROLES.get(given) if type(given) is str else None
+        if role is None:
+            if given != "system" or previous is not None or key[0]:
+                return None
+            key = [1, text]
+            system = n
+            continue
+        if role == previous:
+            return None
+        previous = role
+        if role == "model":
+            n_in = system + seen
+            n_out = n
+            billable += n_in + n + PADDING_PER_RECORD
+            mark = len(key)
+        key += (role, 1, text)
+        seen += n
+    if previous != "model" or n_in + n_out > limit:
+        return None
+    del key[mark:]
+    return key, [text], n_in, n_out, billable
+
+
+def _text_parts(parts: Any) -> tuple[list[str], int] | None:
+    """(texts, tokens) of parts that are all ``{"text": non-blank str}``."""
+    if type(parts) is not list or not parts:
+        return None
+    texts = []
+    n = 0
+    for part in parts:
+        if type(part) is not dict or len(part) != 1:
+            return None
+        text = part.get("text")
+        if type(text) is not str or not text or text.isspace():
+            return None
+        texts.append(text)
+        n += (len(text) + _ROUND) // CHARS_PER_TOKEN
+    return texts, n
+
+
+def gemini(obj: dict[str, Any], limit: int) -> FastResult | None:
+    """``{"contents": [...], "systemInstruction"?: ...}`` with text parts, ending on model."""
+    if obj.get("tools") is not None or "completions" in obj:
+        return None
+    contents = obj.get("contents")
+    if type(contents) is not list:
+        return None
+    system_value = obj.get("systemInstruction")
+    if system_value is None:
+        system_value = obj.get("system_instruction")
+    system = 0
+    key: list[Any]
+    if system_value is None:
+        key = [0]
+    else:
+        if type(system_value) is not dict:
+            return None
+        found = _text_parts(system_value.get("parts"))
+        if found is None:
+            return None
+        key = [len(found[0]), *found[0]]
+        system = found[1]
+    seen = billable = n_in = n_out = 0
+    previous = None
+    mark = 0
+    texts: list[str] = []
+    for content in contents:
+        if type(content) is not dict:
+            return None
+        role = content.get("role")
+        if role == previous or (role != "user" and role != "model"):
+            return None
+        previous = role
+        found = _text_parts(content.get("parts"))
+        if found is None:
+            return None
+        texts, n = found
+        if role == "model":
+            n_in = system + seen
+            n_out = n
+            billable += n_in + n + PADDING_PER_RECORD
+            mark = len(key)
+        key += (role, len(texts), *texts)
+        seen += n
+    if previous != "model" or n_in + n_out > limit:
+        return None
+    del key[mark:]
+    return key, texts, n_in, n_out, billable
+
+
+def pairs(obj: dict[str, Any], limit: int) -> FastResult | None:
+    """``{"input_text", "output_text"}`` or ``{"prompt", "completion"}``."""
+    if "contents" in obj or "messages" in obj:
+        return None
+    if "input_text" in obj and "output_text" in obj:
+        prompt, answer = obj["input_text"], obj["output_text"]
+    elif "prompt" in obj and "completion" in obj:
+        prompt, answer = obj["prompt"], obj["completion"]
+    else:
+        return None
+    if (
+        type(prompt) is not str
+        or type(answer) is not str
+        or not prompt
+        or not answer
+        or prompt.isspace()
+        or answer.isspace()
+    ):
+        return None
+    n_in = (len(prompt) + _ROUND) // CHARS_PER_TOKEN
+    n_out = (len(answer) + _ROUND) // CHARS_PER_TOKEN
+    if n_in + n_out > limit:
+        return None
+    return [0, "user", 1, prompt], [answer], n_in, n_out, n_in + n_out + PADDING_PER_RECORD
+
+
+#: The fast check for each input format (supervised tuning only).
+CHECKS: dict[str, FastCheck] = {"messages": messages, "gemini": gemini, "text-pairs": pairs}

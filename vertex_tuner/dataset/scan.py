@@ -1,0 +1,476 @@
+"""One pass over a dataset file, or over one byte range of it, in this process or a worker.
+
+Each line is parsed with orjson and handed to a fast check (:mod:`.fastpath`) that proves a
+well-formed text example valid without converting it; only the rest take the full path that
+converts, applies :func:`~vertex_tuner.dataset.rules.check_example` and explains each problem.
+What a pass keeps is a :class:`Part`: findings (capped per code) and, per accepted example, an
+8-byte prompt digest, its line and its token counts in flat arrays. Memory does not grow with the
+examples' size, only by 20 bytes per example.
+
+Large files are cut into byte ranges at line starts (:func:`run_parts`): this process scans the
+first while worker processes scan the others, and the parts are appended in order. A worker
+numbers lines from its range's first line, so no one has to count lines ahead; appending shifts
+them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import subprocess
+import sys
+from array import array
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from vertex_tuner import models
+from vertex_tuner.dataset import fastpath, formats, keys, tokens
+from vertex_tuner.dataset.findings import Finding, FindingList
+from vertex_tuner.dataset.reader import iter_blocks, iter_csv_rows
+from vertex_tuner.dataset.rules import TRUNCATION_CODES, check_example
+
+SIDES = ("train", "validation", "holdout")
+#: Distinct answers counted exactly; past this many the data is not a classification, and
+#: counting stops (so it costs nothing per example after the first few).
+LABELS_KEPT = 51
+
+
+@dataclass(frozen=True)
+class DatasetFile:
+    """A converted Gemini JSONL file, ready to upload."""
+
+    path: Path
+    sha256: str
+    size: int
+    examples: int
+    source: str
+
+
+class Writer:
+    """Writes canonical JSONL (orjson bytes and ``\\n``) while hashing it."""
+
+    def __init__(self, path: Path, source: str) -> None:
+        self.path = path
+        self.source = source
+        self.file: IO[bytes] = path.open("wb")
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.examples = 0
+
+    def write(self, example: Mapping[str, Any]) -> None:
+        data = orjson.dumps(example) + b"\n"
+        self.hash.update(data)
+        self.size += len(data)
+        self.examples += 1
+        self.file.write(data)
+
+    def close(self) -> DatasetFile:
+        self.file.close()
+        return DatasetFile(self.path, self.hash.hexdigest(), self.size, self.examples, self.source)
+
+
+@dataclass(frozen=True)
+class PartJob:
+    """One byte range of one file to scan (pickled to a worker process)."""
+
+    path: Path
+    #: (start, end) bytes; None: the whole file.
+    byte_range: tuple[int, int] | None
+    fmt: str
+    #: The file's format, when a line before this range settled it.
+    detected: str | None
+    columns: dict[str, str] | None
+    method: str
+    model: models.ModelInfo
+    display: str
+    #: (holdout, validation) fractions of the examples to set aside by prompt digest.
+    fractions: tuple[float, float]
+    #: Where to write the converted examples of each side; None: do not write.
+    outputs: dict[str, Path] | None
+
+
+@dataclass
+class Part:
+    """What one pass over a byte range learned: everything the report needs, in flat arrays."""
+
+    findings: FindingList
+    fmt: str | None = None
+    #: Lines in the range, blank ones included (to number the next range's lines).
+    lines_read: int = 0
+    #: Per accepted example, in line order: 8 bytes of prompt digest each ...
+    prompts: bytearray = field(default_factory=bytearray)
+    #: ... and its line and its input and output tokens.
+    lines: array[int] = field(default_factory=lambda: array("I"))
+    input_tokens: array[int] = field(default_factory=lambda: array("I"))
+    output_tokens: array[int] = field(default_factory=lambda: array("I"))
+    examples: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SIDES, 0))
+    billable: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SIDES, 0))
+    truncated: int = 0
+    multimodal: int = 0
+    #: Answer key -> examples with that answer, for the first :data:`LABELS_KEPT` answers.
+    labels: dict[bytes, int] = field(default_factory=dict)
+    #: Whether more distinct answers were seen than ``labels`` holds.
+    many_labels: bool = False
+    #: The converted files of each part, in order (empty when not writing).
+    outputs: list[dict[str, DatasetFile]] = field(default_factory=list)
+
+    def extend(self, other: Part) -> None:
+        """Append the part that follows this one in the file."""
+        offset = self.lines_read
+        self.findings.extend(other.findings, line_offset=offset)
+        self.fmt = self.fmt or other.fmt
+        self.lines_read += other.lines_read
+        self.prompts += other.prompts
+        self.lines.extend(array("I", map(offset.__add__, other.lines)) if offset else other.lines)
+        self.input_tokens.extend(other.input_tokens)
+        self.output_tokens.extend(other.output_tokens)
+        for side in SIDES:
+            self.examples[side] += other.examples[side]
+            self.billable[side] += other.billable[side]
+        self.truncated += other.truncated
+        self.multimodal += other.multimodal
+        self.many_labels |= other.many_labels
+        self.outputs += other.outputs
+        for label, count in other.labels.items():
+            if label in self.labels:
+                self.labels[label] += count
+            elif len(self.labels) < LABELS_KEPT:
+                self.labels[label] = count
+            else:
+                self.many_labels = True
+
+
+def _threshold(fraction: float) -> bytes:
+    """The prompt digest below which an example falls in a set-aside of ``fraction``."""
+    return min(int(fraction * 2**64), 2**64 - 1).to_bytes(8, "big")
+
+
+class Scanner:
+    """The full path for one part: conversion, every rule, and the explanation of each problem."""
+
+    def __init__(self, job: PartJob, part: Part) -> None:
+        self.job = job
+        self.part = part
+        self.add = part.findings.add
+        self.fmt = job.detected or (None if job.fmt == "auto" else job.fmt)
+        part.fmt = self.fmt
+        self.writers: dict[str, Writer] | None = (
+            {side: Writer(path, job.display) for side, path in job.outputs.items()}
+            if job.outputs
+            else None
+        )
+        holdout, validation = job.fractions
+        self.split = holdout > 0 or validation > 0
+        self.holdout_below = _threshold(holdout)
+        self.validation_below = _threshold(holdout + validation)
+
+    def finding(self, code: str, message: str, line: int | None, field: str | None = None) -> None:
+        self.add(Finding("error", code, message, line=line, file=self.job.display, field=field))
+
+    def side(self, digest: bytes) -> str:
+        if not self.split:
+            return "train"
+        if digest < self.holdout_below:
+            return "holdout"
+        if digest < self.validation_below:
+            return "validation"
+        return "train"
+
+    def bad_line(self, line: int, raw: bytes, exc: orjson.JSONDecodeError) -> None:
+        """A line orjson could not parse: blank (fine), not UTF-8, or not JSON."""
+        if not raw.strip():
+            return
+        message = str(exc)
+        if "utf-8" in message.lower() or "surrogate" in message.lower():
+            self.finding("not-utf8", "the line is not valid UTF-8; save the file as UTF-8", line)
+        else:
+            self.finding("bad-json", f"not valid JSON: {message[:120]}", line)
+
+    def line(self, line: int, obj: Any) -> None:
+        """A parsed JSONL line the fast path did not accept."""
+        if not isinstance(obj, dict):
+            self.finding("not-an-object", "each line must be a JSON object", line)
+            return
+        kind = formats.detect(obj)
+        if self.fmt is None:
+            if kind is None:
+                self.finding(
+                    "unknown-format",
+                    "cannot tell the format of this line (expected contents, messages, "
+                    "input_text/output_text or prompt/completion)",
+                    line,
+                )
+                return
+            self.fmt = self.part.fmt = kind
+        elif self.job.fmt == "auto" and kind is not None and kind != self.fmt:
+            self.finding(
+                "mixed-formats",
+                f"this line is {kind} but the file started as {self.fmt}; use one format per file",
+                line,
+            )
+            return
+        try:
+            example = formats.convert(obj, self.fmt)
+        except formats.ConversionError as exc:
+            self.finding(exc.code, exc.message, line, exc.field)
+            return
+        self.example(line, example)
+
+    def example(self, line: int, example: dict[str, Any]) -> None:
+        """A converted example: apply the rules; remember and write it when Vertex takes it."""
+        method = self.job.method
+        if method == "preference":
+            n_in, n_out = tokens.preference_tokens(example)
+            billable = n_in + n_out
+        else:
+            n_in, n_out, billable = tokens.measure(example)
+        problems = check_example(
+            example, method=method, model=self.job.model, line=line, measured=(n_in, n_out)
+        )
+        for f in problems:
+            self.add(
+                Finding(
+                    f.severity, f.code, f.message, line=line, file=self.job.display, field=f.field
+                )
+            )
+        # Vertex still trains on an example it truncates; any other error and it rejects it.
+        if any(f.severity == "error" and f.code not in TRUNCATION_CODES for f in problems):
+            return
+        part = self.part
+        if any(f.code in TRUNCATION_CODES for f in problems):
+            part.truncated += 1
+        if _has_media(example):
+            part.multimodal += 1
+        digest = keys.prompt_digest(keys.prompt_key(example, method))
+        part.prompts += digest
+        part.lines.append(line)
+        part.input_tokens.append(n_in)
+        part.output_tokens.append(n_out)
+        if not part.many_labels:
+            self.label(keys.answer_key(example, method))
+        side = self.side(digest)
+        part.examples[side] += 1
+        part.billable[side] += billable
+        if self.writers is not None:
+            self.writers[side].write(example)
+
+    def label(self, answer: bytes) -> None:
+        labels = self.part.labels
+        if answer in labels:
+            labels[answer] += 1
+        elif len(labels) < LABELS_KEPT:
+            labels[answer] = 1
+        else:
+            self.part.many_labels = True
+
+    def close(self) -> None:
+        if self.writers is not None:
+            self.part.outputs.append({side: w.close() for side, w in self.writers.items()})
+
+
+def _has_media(example: Mapping[str, Any]) -> bool:
+    contents = example.get("contents")
+    if not isinstance(contents, list):
+        return False
+    for content in contents:
+        parts = content.get("parts") if isinstance(content, dict) else None
+        for part in parts if isinstance(parts, list) else ():
+            if isinstance(part, dict) and any(
+                k in part for k in ("fileData", "file_data", "inlineData", "inline_data")
+            ):
+                return True
+    return False
+
+
+def is_csv(path: Path, fmt: str) -> bool:
+    return fmt == "csv" or (fmt == "auto" and path.suffix.lower() in (".csv", ".tsv"))
+
+
+def _scan_csv(job: PartJob, scanner: Scanner) -> None:
+    delimiter = "\t" if job.path.suffix.lower() == ".tsv" else ","
+    scanner.fmt = scanner.part.fmt = "csv"
+    mapping: dict[str, str | None] | None = None
+    for line, row, error in iter_csv_rows(job.path, delimiter=delimiter):
+        if error is not None or row is None:
+            scanner.finding("bad-csv", error or "unreadable row", line)
+            continue
+        if mapping is None:
+            try:
+                mapping = formats.csv_columns(list(row), job.columns)
+            except formats.ConversionError as exc:
+                scanner.finding(exc.code, exc.message, 1, "dataset.columns")
+                return
+        scanner.example(line, formats.from_csv_row(row, mapping))
+
+
+def scan(job: PartJob) -> Part:
+    """Check, split and write the examples of one byte range (in a worker process too).
+
+    The loop below is the validator's hot path: it runs once per line of a file of any size, so
+    it keeps what it touches in local names and leaves every uncommon case to the scanner.
+    """
+    part = Part(FindingList())
+    scanner = Scanner(job, part)
+    if is_csv(job.path, job.fmt):
+        _scan_csv(job, scanner)
+        scanner.close()
+        return part
+    supervised = job.method == "supervised"
+    fast = fastpath.CHECKS.get(scanner.fmt or "") if supervised else None
+    limit = job.model.max_tokens_per_example
+    loads, dumps, decode_error = orjson.loads, orjson.dumps, orjson.JSONDecodeError
+    sha1 = hashlib.sha1
+    prompts, lines = part.prompts, part.lines
+    input_tokens, output_tokens = part.input_tokens, part.output_tokens
+    labels, examples, billable = part.labels, part.examples, part.billable
+    writers, split = scanner.writers, scanner.split
+    train_billable = 0
+    start, end = job.byte_range or (0, None)
+    number = 0
+    for first, block in iter_blocks(job.path, start=start, end=end):
+        for number, raw in enumerate(block, first):
+            try:
+                obj = loads(raw)
+            except decode_error as exc:
+                scanner.bad_line(number, raw, exc)
+                continue
+            if fast is not None and type(obj) is dict:
+                result = fast(obj, limit)
+                if result is not None:
+                    key, texts, n_in, n_out, tokens_billable = result
+                    digest = sha1(dumps(key)).digest()[:8]
+                    prompts += digest
+                    lines.append(number)
+                    input_tokens.append(n_in)
+                    output_tokens.append(n_out)
+                    if not part.many_labels:
+                        answer = dumps(texts)
+                        if answer in labels:
+                            labels[answer] += 1
+                        else:
+                            scanner.label(answer)
+                    if split or writers is not None:
+                        side = scanner.side(digest)
+                        examples[side] += 1
+                        billable[side] += tokens_billable
+                        if writers is not None:
+                            writers[side].write(formats.convert(obj, scanner.fmt or ""))
+                    else:
+                        train_billable += tokens_billable
+                    continue
+            scanner.line(number, obj)
+            if fast is None and supervised and scanner.fmt is not None:
+                fast = fastpath.CHECKS.get(scanner.fmt)
+    part.lines_read = number
+    if not (split or writers is not None):
+        # The fast path counted nothing per side: every example it took is a training one.
+        examples["train"] = len(lines)
+        billable["train"] += train_billable
+    scanner.close()
+    return part
+
+
+def detect_first(path: Path) -> tuple[str, int] | None:
+    """(format, byte offset) of the first line whose format is known: a single pass settles the
+    file's format there, so every part of a parallel one must."""
+    with path.open("rb") as f:
+        offset = 0
+        for raw in f:
+            try:
+                kind = formats.detect(orjson.loads(raw))
+            except orjson.JSONDecodeError:
+                kind = None
+            if kind is not None:
+                return kind, offset
+            offset += len(raw)
+    return None
+
+
+def processes() -> int:
+    """Processes for a large file: both cores by default; VERTEX_TUNER_WORKERS=1 keeps one
+    (less memory, half the speed)."""
+    configured = os.environ.get("VERTEX_TUNER_WORKERS", "")
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    return min(2, os.cpu_count() or 1)
+
+
+#: What a worker process runs: the parent's import path first, then the job; the part goes back
+#: pickled on stdout.
+_WORKER = (
+    "import pickle, sys\n"
+    "sys.path[:] = pickle.load(sys.stdin.buffer)\n"
+    "from vertex_tuner.dataset.scan import worker_main\n"
+    "worker_main()\n"
+)
+
+
+def worker_main() -> None:
+    job = pickle.load(sys.stdin.buffer)
+    pickle.dump(scan(job), sys.stdout.buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    sys.stdout.buffer.flush()
+
+
+def _start_worker(job: PartJob) -> subprocess.Popen[bytes] | None:
+    # A plain interpreter rather than multiprocessing: it neither re-imports the caller's
+    # __main__ (a CLI, a test runner) nor inherits its threads, and it starts in a tenth of a
+    # second.
+    if not sys.executable:
+        return None
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+    except OSError:
+        return None
+    assert proc.stdin is not None
+    try:
+        pickle.dump(sys.path, proc.stdin)
+        pickle.dump(job, proc.stdin)
+        proc.stdin.close()
+    except OSError:
+        proc.kill()
+        proc.wait()
+        return None
+    return proc
+
+
+def _finish_worker(proc: subprocess.Popen[bytes] | None, job: PartJob) -> Part:
+    """The worker's part; if the worker could not run, the same part scanned here."""
+    if proc is not None:
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        proc.stdout.close()
+        if proc.wait() == 0:
+            try:
+                part = pickle.loads(out)
+            except (pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+                part = None
+            if isinstance(part, Part):
+                return part
+    return scan(job)
+
+
+def run_parts(jobs: list[PartJob]) -> Part:
+    """Scan each job's range (the first here, the others in workers) and append the parts."""
+    if len(jobs) == 1:
+        return scan(jobs[0])
+    procs = [_start_worker(job) for job in jobs[1:]]
+    try:
+        merged = scan(jobs[0])
+        for proc, job in zip(procs, jobs[1:], strict=True):
+            merged.extend(_finish_worker(proc, job))
+    finally:
+        for proc in procs:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return merged
