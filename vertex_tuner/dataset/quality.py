@@ -9,7 +9,6 @@ so those few lines are read again (:func:`answers_at`).
 from __future__ import annotations
 
 import itertools
-from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -19,7 +18,7 @@ import orjson
 from vertex_tuner.dataset import formats, keys
 from vertex_tuner.dataset.findings import Finding, FindingList, Severity
 from vertex_tuner.dataset.reader import iter_csv_rows, iter_lines
-from vertex_tuner.dataset.scan import Part
+from vertex_tuner.dataset.scan import Part, digests
 
 MIN_RECOMMENDED_EXAMPLES = 100
 #: Few enough distinct answers to call the task a classification.
@@ -30,13 +29,6 @@ SKEW_SHARE = 0.6
 OUTLIER_FACTOR = 8
 #: ... when it is also at least this long.
 OUTLIER_MIN_TOKENS = 512
-
-
-def digests(prompts: bytearray) -> array[int]:
-    """The 8-byte prompt digests as integers (native byte order: for equality only)."""
-    values = array("Q")
-    values.frombytes(prompts)
-    return values
 
 
 def answers_at(
@@ -183,10 +175,9 @@ def whole_file(part: Part, findings: FindingList, display: str) -> None:
                 )
             )
     if n >= FEW_DISTINCT_OUTPUTS:
-        totals = Counter(_totals(part))
-        median = distribution(totals)["median"]
+        median = distribution(part.total_counts)["median"]
         limit = max(median * OUTLIER_FACTOR, OUTLIER_MIN_TOKENS)
-        if max(totals) <= limit:
+        if max(part.total_counts) <= limit:
             return
         for i, total in enumerate(_totals(part)):
             if total > limit:

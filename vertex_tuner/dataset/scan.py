@@ -21,6 +21,7 @@ import pickle
 import subprocess
 import sys
 from array import array
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,11 @@ class Part:
     lines: array[int] = field(default_factory=lambda: array("I"))
     input_tokens: array[int] = field(default_factory=lambda: array("I"))
     output_tokens: array[int] = field(default_factory=lambda: array("I"))
+    #: How many examples have each input, output and total token count: mergeable sketches of
+    #: the arrays above, counted where the part was scanned (so on every core at once).
+    input_counts: Counter[int] = field(default_factory=Counter)
+    output_counts: Counter[int] = field(default_factory=Counter)
+    total_counts: Counter[int] = field(default_factory=Counter)
     examples: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SIDES, 0))
     billable: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SIDES, 0))
     truncated: int = 0
@@ -129,6 +135,9 @@ class Part:
         self.lines.extend(array("I", map(offset.__add__, other.lines)) if offset else other.lines)
         self.input_tokens.extend(other.input_tokens)
         self.output_tokens.extend(other.output_tokens)
+        self.input_counts.update(other.input_counts)
+        self.output_counts.update(other.output_counts)
+        self.total_counts.update(other.total_counts)
         for side in SIDES:
             self.examples[side] += other.examples[side]
             self.billable[side] += other.billable[side]
@@ -143,6 +152,13 @@ class Part:
                 self.labels[label] = count
             else:
                 self.many_labels = True
+
+
+def digests(prompts: bytearray) -> array[int]:
+    """The 8-byte prompt digests as integers (native byte order: for equality only)."""
+    values = array("Q")
+    values.frombytes(prompts)
+    return values
 
 
 def _threshold(fraction: float) -> bytes:
@@ -269,6 +285,10 @@ class Scanner:
             self.part.many_labels = True
 
     def close(self) -> None:
+        part = self.part
+        part.input_counts = Counter(part.input_tokens)
+        part.output_counts = Counter(part.output_tokens)
+        part.total_counts = Counter(map(int.__add__, part.input_tokens, part.output_tokens))
         if self.writers is not None:
             self.part.outputs.append({side: w.close() for side, w in self.writers.items()})
 

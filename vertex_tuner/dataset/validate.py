@@ -12,7 +12,6 @@ rows are appended, and the same prompt never lands on both sides.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -29,6 +28,7 @@ from vertex_tuner.dataset.scan import (
     Part,
     PartJob,
     detect_first,
+    digests,
     is_csv,
     processes,
     run_parts,
@@ -264,7 +264,7 @@ class Validator:
             if not isinstance(value, Path):
                 continue
             if train_digests is None:
-                train_digests = set(quality.digests(part.prompts))
+                train_digests = set(digests(part.prompts))
             job = self._job(
                 value,
                 str(value),
@@ -350,8 +350,8 @@ class Validator:
             "train_examples": counts["train"],
             "validation_examples": counts["validation"],
             "holdout_examples": counts["holdout"],
-            "input_tokens": quality.distribution(Counter(part.input_tokens)),
-            "output_tokens": quality.distribution(Counter(part.output_tokens)),
+            "input_tokens": quality.distribution(part.input_counts),
+            "output_tokens": quality.distribution(part.output_counts),
             "billable_tokens_per_epoch": per_epoch,
             "epochs": n_epochs,
             "billable_tokens": billable,
