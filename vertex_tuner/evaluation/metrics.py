@@ -1,163 +1,514 @@
 """Evaluation metrics, by stable name.
 
-Per-example metrics score one (reference, prediction) pair and average over the set; corpus
-metrics (macro-F1) look at all pairs at once. ``higher_is_better`` tells reports which way a
-change is a regression; ``None`` means neither (output length).
+Each metric scores a model's outputs (*predictions*) against the held-out answers
+(*references*). Per-example metrics score one pair at a time and are averaged over the pairs
+they could score; corpus metrics (``macro_f1``) look at every pair at once. ``higher_is_better``
+tells reports which way a change is a regression; ``None`` means neither way is better
+(``output_length``).
 
-- ``exact_match``: 1 when the normalised texts are equal (NFKC, casefold, whitespace collapsed,
-  surrounding quotes and punctuation stripped); when both sides parse as JSON, their canonical
-  forms are compared instead.
-- ``rouge_l``: ROUGE-L F-measure from Google's ``rouge-score`` package, without stemming.
-- ``json_valid``: 1 when the prediction parses as JSON.
-- ``json_schema``: 1 when it parses and conforms to the spec's JSON Schema (``jsonschema``).
-- ``label_accuracy`` and ``macro_f1``: the label is the normalised output, or the JSON field
-  named by ``label_field``.
-- ``output_length``: the prediction's length in words.
+========================  =====================================================================
+``exact_match``           1 when the normalised texts are equal (see :func:`normalise`). When
+                          both sides parse as a JSON object or array, their canonical forms
+                          are compared instead: key order, whitespace and ``1`` vs ``1.0`` do
+                          not matter; strings inside must match exactly.
+``rouge_l``               ROUGE-L F-measure (longest common subsequence of tokens) computed by
+                          Google's ``rouge-score``, **without stemming**: stemming is
+                          English-only and would make scores depend on the language. Tokens are
+                          those of ``rouge-score``'s default tokenizer (lowercased runs of
+                          ``[a-z0-9]``) for ASCII text; other text is NFKC-normalised and
+                          casefolded, letters and digits of every script make tokens (the
+                          default tokenizer would drop them), and CJK, Thai, Lao, Khmer and
+                          Myanmar characters, written without spaces between words, are tokens
+                          of their own. A reference with no tokens is not scored.
+``json_valid``            1 when the prediction parses as JSON (RFC 8259; ``NaN`` is not JSON).
+``json_schema``           1 when it parses and conforms to the JSON Schema given as the
+                          ``json_schema`` option (its ``$schema`` picks the draft, 2020-12 by
+                          default; ``format`` is checked; remote ``$ref`` is never fetched).
+``label_accuracy``        1 when the labels are equal. The label is the normalised output, or,
+                          with the ``label_field`` option, that field of a JSON object output
+                          (a dotted path such as ``result.category`` reaches into nested
+                          objects). An example whose reference has no label is not scored; a
+                          prediction with no label is wrong.
+``macro_f1``              Corpus-level: the unweighted mean over the reference labels of each
+                          label's F1 (2·TP / (2·TP + FP + FN)). Labels come from the
+                          references only: a prediction outside that set counts against the
+                          recall of the true label but does not add a label of its own.
+``output_length``         The prediction's length in whitespace-separated words (a sentence in
+                          a script without spaces, such as Chinese, counts as one word).
+========================  =====================================================================
+
+The ``json_valid``, ``json_schema``, ``exact_match`` and ``label_field`` parsers accept one
+Markdown code fence around the JSON (```` ```json ... ``` ````), which chat models often add.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
+import math
 import re
-import string
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache, cached_property
+from typing import Any, TypeAlias
 
 import orjson
 
+from vertex_tuner.errors import SpecError
+
+Score: TypeAlias = "float | None"
+#: Options as the metric functions take them: parsed, or a plain mapping to parse.
+OptionsLike: TypeAlias = "MetricOptions | Mapping[str, Any] | None"
+
+
+class MetricError(SpecError, ValueError):
+    """A metric name or metric option is wrong (unknown name, missing or invalid schema).
+
+    A :class:`~vertex_tuner.errors.SpecError`, since metrics and their options come from the
+    spec's ``evaluation`` section, and a :class:`ValueError`, so the spec's validators can
+    report it against the field.
+    """
+
+
+# --- normalisation and parsing ----------------------------------------------------------------
+
 _SPACE = re.compile(r"\s+")
-_STRIP = string.punctuation + "\u201c\u201d\u2018\u2019 "
+# Stripped from both ends: quotes of every kind (after NFKC, which maps the full-width ones to
+# ASCII) and sentence punctuation. Signs, brackets, %, # and the like are meaning-bearing
+# ("-5", "50%", "C#") and stay.
+_EDGES = (
+    " \"'`"
+    "\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u2039\u203a\u00ab\u00bb"
+    "\u300c\u300d\u300e\u300f\u301d\u301e\u301f"
+    ".,;:!?\u00bf\u00a1\u3002\u3001"
+)
 
 
 def normalise(text: str) -> str:
+    """The form compared by ``exact_match`` and used as a label.
+
+    Unicode NFKC (full-width and compatibility characters to their plain forms), casefold,
+    whitespace runs to one space, then quotes and sentence punctuation (``. , ; : ! ?`` and
+    their CJK and Spanish forms) stripped from both ends.
+    """
     text = unicodedata.normalize("NFKC", text).casefold()
-    return _SPACE.sub(" ", text).strip().strip(_STRIP)
+    return _SPACE.sub(" ", text).strip(_EDGES)
 
 
-def _json(text: str) -> Any:
+_FENCE = re.compile(r"\A```[ \t]*(?:json)?[ \t]*\r?\n(.*?)\r?\n?[ \t]*```\Z", re.S | re.I)
+
+
+class _NotJson:
+    """The type of :data:`NOT_JSON`."""
+
+    def __repr__(self) -> str:
+        return "NOT_JSON"
+
+
+#: What :func:`parse_json_output` returns for text that is not JSON (``None`` is JSON's null).
+NOT_JSON: Any = _NotJson()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json_output(text: str) -> Any:
+    """The JSON value in a model output, or :data:`NOT_JSON`.
+
+    Surrounding whitespace and one Markdown code fence are ignored.
+    """
     stripped = text.strip()
-    if stripped.startswith("```"):
-        stripped = stripped.strip("`").removeprefix("json").strip()
+    fenced = _FENCE.match(stripped)
+    if fenced is not None:
+        stripped = fenced.group(1).strip()
     try:
         return orjson.loads(stripped)
     except orjson.JSONDecodeError:
-        return _MISSING
+        pass
+    # orjson refuses numbers beyond a double's range, which RFC 8259 allows; the standard
+    # library takes them (and is told to refuse NaN and Infinity, which RFC 8259 does not).
+    try:
+        return json.loads(stripped, parse_constant=_reject_constant)
+    except ValueError:
+        return NOT_JSON
 
 
-_MISSING: Any = object()
+def _canonical(value: Any) -> Any:
+    """A JSON value with integral floats as ints, so that ``1`` and ``1.0`` compare equal."""
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
 
 
-def exact_match(reference: str, prediction: str, options: Mapping[str, Any]) -> float:
-    ref, pred = _json(reference), _json(prediction)
-    if ref is not _MISSING and pred is not _MISSING and isinstance(ref, (dict, list)):
-        dump = orjson.OPT_SORT_KEYS
-        return float(orjson.dumps(ref, option=dump) == orjson.dumps(pred, option=dump))
+def canonical_json(value: Any) -> bytes:
+    """Sorted-key compact JSON of a parsed value, for comparing structured outputs."""
+    return orjson.dumps(_canonical(value), option=orjson.OPT_SORT_KEYS)
+
+
+# --- options ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricOptions:
+    """Settings some metrics need, from the spec's ``evaluation`` section.
+
+    ``json_schema`` (a JSON Schema as a dict) is required by the ``json_schema`` metric;
+    ``label_field`` makes labels a field of JSON object outputs.
+    """
+
+    json_schema: Mapping[str, Any] | None = None
+    label_field: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.json_schema is not None:
+            if not isinstance(self.json_schema, Mapping):
+                raise MetricError(
+                    "evaluation.json_schema must hold a JSON object (a JSON Schema), "
+                    f"not {type(self.json_schema).__name__}"
+                )
+            _check_schema(self.json_schema)
+        if self.label_field is not None and (
+            not isinstance(self.label_field, str)
+            or not all(part.strip() for part in self.label_field.split("."))
+        ):
+            raise MetricError(
+                f"evaluation.label_field {self.label_field!r} is not a field name or a dotted "
+                "path such as result.category"
+            )
+
+    @classmethod
+    def from_mapping(cls, options: OptionsLike) -> MetricOptions:
+        """Options from a plain mapping with the keys ``json_schema`` and ``label_field``."""
+        if isinstance(options, MetricOptions):
+            return options
+        if not options:
+            return cls()
+        unknown = sorted(set(options) - {"json_schema", "label_field"})
+        if unknown:
+            raise MetricError(
+                f"unknown metric option {unknown[0]!r}; the options are json_schema and label_field"
+            )
+        return cls(json_schema=options.get("json_schema"), label_field=options.get("label_field"))
+
+    @cached_property
+    def validator(self) -> Any:
+        """A jsonschema validator for :attr:`json_schema` that never fetches remote ``$ref``."""
+        if self.json_schema is None:
+            raise MetricError(
+                "the json_schema metric needs a JSON Schema",
+                hint="set evaluation.json_schema to the path of a JSON Schema file",
+            )
+        from referencing import Registry
+
+        cls = _validator_class(self.json_schema)
+        # With a registry of its own (jsonschema adds the meta-schemas to it), jsonschema does
+        # not fetch remote references over the network.
+        return cls(self.json_schema, registry=Registry(), format_checker=cls.FORMAT_CHECKER)
+
+
+def _validator_class(schema: Mapping[str, Any]) -> Any:
+    from jsonschema import validators
+
+    if "$schema" in schema and validators.validator_for(schema, default=None) is None:
+        raise MetricError(
+            f"evaluation.json_schema: unknown $schema {schema['$schema']!r}",
+            hint="use a draft jsonschema knows, e.g. https://json-schema.org/draft/2020-12/schema",
+        )
+    return validators.validator_for(schema, default=validators.Draft202012Validator)
+
+
+def _check_schema(schema: Mapping[str, Any]) -> None:
+    from jsonschema import exceptions
+
+    try:
+        _validator_class(schema).check_schema(schema)
+    except exceptions.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "the top level"
+        raise MetricError(
+            f"evaluation.json_schema is not a valid JSON Schema: {exc.message} (at {where})"
+        ) from None
+
+
+# --- the metrics --------------------------------------------------------------------------------
+
+
+def exact_match(reference: str, prediction: str, options: OptionsLike = None) -> Score:
+    ref = parse_json_output(reference)
+    if isinstance(ref, (dict, list)):
+        pred = parse_json_output(prediction)
+        if isinstance(pred, (dict, list)):
+            return float(canonical_json(ref) == canonical_json(pred))
     return float(normalise(reference) == normalise(prediction))
 
 
-_SCORER: Any = None
+# Scripts written without spaces between words: each character is a token.
+_CHARACTER_TOKENS = (
+    (0x0E00, 0x0EFF),  # Thai, Lao
+    (0x1000, 0x109F),  # Myanmar
+    (0x1780, 0x17FF),  # Khmer
+    (0x3040, 0x30FF),  # Hiragana, Katakana
+    (0x3400, 0x4DBF),  # CJK Extension A
+    (0x4E00, 0x9FFF),  # CJK Unified Ideographs
+    (0xF900, 0xFAFF),  # CJK Compatibility Ideographs
+    (0x20000, 0x3FFFF),  # CJK Extensions B and later
+)
+_ASCII_TOKEN = re.compile(r"[a-z0-9]+")
 
 
-def rouge_l(reference: str, prediction: str, options: Mapping[str, Any]) -> float:
-    global _SCORER
-    if _SCORER is None:
-        from rouge_score import rouge_scorer
-
-        _SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    return float(_SCORER.score(reference, prediction)["rougeL"].fmeasure)
+def _character_token(char: str) -> bool:
+    code = ord(char)
+    return any(low <= code <= high for low, high in _CHARACTER_TOKENS)
 
 
-def json_valid(reference: str, prediction: str, options: Mapping[str, Any]) -> float:
-    return float(_json(prediction) is not _MISSING)
+def rouge_tokens(text: str) -> list[str]:
+    """The tokens ``rouge_l`` compares (see the module docstring)."""
+    if text.isascii():
+        # Exactly rouge-score's default tokenizer without a stemmer.
+        return _ASCII_TOKEN.findall(text.lower())
+    tokens: list[str] = []
+    current: list[str] = []
+    for char in unicodedata.normalize("NFKC", text).casefold():
+        kind = unicodedata.category(char)[0]
+        if _character_token(char):
+            if current:
+                tokens.append("".join(current))
+                current = []
+            tokens.append(char)
+        elif kind in "LN" or (kind == "M" and current):
+            current.append(char)
+        elif current:
+            tokens.append("".join(current))
+            current = []
+    if current:
+        tokens.append("".join(current))
+    return tokens
 
 
-def json_schema(reference: str, prediction: str, options: Mapping[str, Any]) -> float | None:
-    schema = options.get("json_schema")
-    if schema is None:
+class _Tokenizer:
+    """The ``tokenize`` interface rouge-score's scorer calls."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return rouge_tokens(text)
+
+
+@cache
+def _rouge_scorer() -> Any:
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False, tokenizer=_Tokenizer())
+
+
+def rouge_l(reference: str, prediction: str, options: OptionsLike = None) -> Score:
+    if not rouge_tokens(reference):
         return None
-    value = _json(prediction)
-    if value is _MISSING:
+    return float(_rouge_scorer().score(reference, prediction)["rougeL"].fmeasure)
+
+
+def json_valid(reference: str, prediction: str, options: OptionsLike = None) -> Score:
+    return float(parse_json_output(prediction) is not NOT_JSON)
+
+
+def json_schema(reference: str, prediction: str, options: OptionsLike = None) -> Score:
+    validator = MetricOptions.from_mapping(options).validator
+    value = parse_json_output(prediction)
+    if value is NOT_JSON:
         return 0.0
-    import jsonschema
+    from referencing.exceptions import Unresolvable
 
-    return float(jsonschema.Draft202012Validator(schema).is_valid(value))
-
-
-def label_of(text: str, options: Mapping[str, Any]) -> str:
-    field = options.get("label_field")
-    if field:
-        value = _json(text)
-        if isinstance(value, dict):
-            return normalise(str(value.get(field, "")))
-        return ""
-    return normalise(text)
+    try:
+        return float(validator.is_valid(value))
+    except Unresolvable as exc:
+        raise MetricError(
+            f"evaluation.json_schema refers to {exc}, which is not in the schema",
+            hint="inline the referenced schema under $defs; remote references are not fetched",
+        ) from None
 
 
-def label_accuracy(reference: str, prediction: str, options: Mapping[str, Any]) -> float:
-    return float(label_of(reference, options) == label_of(prediction, options))
+def label_of(text: str, options: OptionsLike = None) -> str | None:
+    """The label of a reference or prediction; ``None`` when it has none."""
+    field_path = MetricOptions.from_mapping(options).label_field
+    if not field_path:
+        label = normalise(text)
+        return label or None
+    value = parse_json_output(text)
+    for part in field_path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return normalise(value) or None
+    return canonical_json(value).decode()
 
 
-def output_length(reference: str, prediction: str, options: Mapping[str, Any]) -> float:
+def label_accuracy(reference: str, prediction: str, options: OptionsLike = None) -> Score:
+    parsed = MetricOptions.from_mapping(options)
+    gold = label_of(reference, parsed)
+    if gold is None:
+        return None
+    return float(label_of(prediction, parsed) == gold)
+
+
+def word_count(reference: str, prediction: str, options: OptionsLike = None) -> Score:
     return float(len(prediction.split()))
 
 
+def mean(scores: Sequence[Score]) -> float | None:
+    """The mean of the scores that are not ``None``; ``None`` when there are none."""
+    present = [s for s in scores if s is not None]
+    return math.fsum(present) / len(present) if present else None
+
+
 def macro_f1(
-    references: Sequence[str], predictions: Sequence[str], options: Mapping[str, Any]
-) -> float:
+    references: Sequence[str], predictions: Sequence[str], options: OptionsLike = None
+) -> float | None:
     """Unweighted mean of per-label F1 over the labels in the references."""
-    gold = [label_of(r, options) for r in references]
-    pred = [label_of(p, options) for p in predictions]
-    labels = sorted(set(gold))
-    if not labels:
-        return 0.0
+    parsed = MetricOptions.from_mapping(options)
+    gold: list[str] = []
+    pred: list[str | None] = []
+    for reference, prediction in zip(references, predictions, strict=True):
+        label = label_of(reference, parsed)
+        if label is not None:
+            gold.append(label)
+            pred.append(label_of(prediction, parsed))
+    if not gold:
+        return None
     scores = []
-    for label in labels:
+    for label in sorted(set(gold)):
         tp = sum(1 for g, p in zip(gold, pred, strict=True) if g == label and p == label)
         fp = sum(1 for g, p in zip(gold, pred, strict=True) if g != label and p == label)
         fn = sum(1 for g, p in zip(gold, pred, strict=True) if g == label and p != label)
-        denominator = 2 * tp + fp + fn
-        scores.append(2 * tp / denominator if denominator else 0.0)
-    return sum(scores) / len(scores)
+        scores.append(2 * tp / (2 * tp + fp + fn))  # never 0/0: the label occurs in gold
+    return math.fsum(scores) / len(scores)
 
 
-PerExample = Callable[[str, str, Mapping[str, Any]], "float | None"]
-Corpus = Callable[[Sequence[str], Sequence[str], Mapping[str, Any]], float]
+# --- the registry -------------------------------------------------------------------------------
+
+PerExample: TypeAlias = Callable[[str, str, MetricOptions], Score]
+Aggregate: TypeAlias = Callable[
+    [Sequence[str], Sequence[str], Sequence[Score], MetricOptions], "float | None"
+]
+
+
+def _mean_of_scores(
+    references: Sequence[str],
+    predictions: Sequence[str],
+    scores: Sequence[Score],
+    options: MetricOptions,
+) -> float | None:
+    return mean(scores)
+
+
+def _corpus(
+    function: Callable[[Sequence[str], Sequence[str], MetricOptions], float | None],
+) -> Aggregate:
+    def aggregate(
+        references: Sequence[str],
+        predictions: Sequence[str],
+        scores: Sequence[Score],
+        options: MetricOptions,
+    ) -> float | None:
+        return function(references, predictions, options)
+
+    return aggregate
 
 
 @dataclass(frozen=True)
 class MetricDef:
+    """A metric: its stable name, what it means, and how to compute it."""
+
     name: str
     description: str
+    #: True or False: which way is better, so reports can tell a regression; None: neither.
     higher_is_better: bool | None
-    per_example: PerExample | None = None
-    corpus: Corpus | None = None
+    #: What one value counts, for display: "share" (0 to 1) or "words".
+    unit: str
+    #: Scores one (reference, prediction) pair; None for corpus-only metrics.
+    per_example: PerExample | None
+    #: The metric over a whole set: (references, predictions, per-example scores, options).
+    aggregate: Aggregate = field(default=_mean_of_scores)
+    #: The option this metric cannot do without.
+    requires: str | None = None
+
+    def score(
+        self,
+        reference: str,
+        prediction: str,
+        options: OptionsLike = None,
+    ) -> Score:
+        """Score one pair; ``None`` when the pair cannot be scored (e.g. no reference label)."""
+        if self.per_example is None:
+            raise MetricError(f"{self.name} is computed over a whole set, not per example")
+        return self.per_example(reference, prediction, MetricOptions.from_mapping(options))
 
 
 METRICS: dict[str, MetricDef] = {
     m.name: m
     for m in (
-        MetricDef("exact_match", "normalised exact match", True, exact_match),
-        MetricDef("rouge_l", "ROUGE-L F-measure", True, rouge_l),
-        MetricDef("json_valid", "share of outputs that parse as JSON", True, json_valid),
+        MetricDef("exact_match", "normalised exact match", True, "share", exact_match),
+        MetricDef("rouge_l", "ROUGE-L F-measure (no stemming)", True, "share", rouge_l),
+        MetricDef("json_valid", "outputs that parse as JSON", True, "share", json_valid),
         MetricDef(
-            "json_schema", "share of outputs that conform to the JSON Schema", True, json_schema
+            "json_schema",
+            "outputs that conform to the JSON Schema",
+            True,
+            "share",
+            json_schema,
+            requires="json_schema",
         ),
-        MetricDef("label_accuracy", "label accuracy", True, label_accuracy),
-        MetricDef("macro_f1", "label macro-F1", True, corpus=macro_f1),
-        MetricDef("output_length", "mean output length in words", None, output_length),
+        MetricDef("label_accuracy", "label accuracy", True, "share", label_accuracy),
+        MetricDef("macro_f1", "label macro-F1", True, "share", None, _corpus(macro_f1)),
+        MetricDef("output_length", "mean output length in words", None, "words", word_count),
     )
 }
 
 
 def known_metric_names() -> list[str]:
+    """Every metric name, in the registry's order."""
     return list(METRICS)
+
+
+def resolve_metrics(names: Iterable[str]) -> list[MetricDef]:
+    """The metrics with these names (duplicates dropped), or a MetricError naming the known."""
+    found: dict[str, MetricDef] = {}
+    for name in names:
+        metric = METRICS.get(name)
+        if metric is None:
+            close = difflib.get_close_matches(str(name), METRICS, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise MetricError(f"unknown metric {name!r}; {hint}known metrics: {', '.join(METRICS)}")
+        found[name] = metric
+    return list(found.values())
+
+
+def check_metric_options(names: Collection[str], options: OptionsLike = None) -> MetricOptions:
+    """Check that the named metrics exist and have the options they need; the parsed options."""
+    parsed = MetricOptions.from_mapping(options)
+    for metric in resolve_metrics(names):
+        if metric.requires is not None and getattr(parsed, metric.requires) is None:
+            raise MetricError(
+                f"the {metric.name} metric needs evaluation.{metric.requires}",
+                hint=f"set evaluation.{metric.requires} or remove {metric.name} from "
+                "evaluation.metrics",
+            )
+    return parsed
 
 
 @dataclass(frozen=True)
 class MetricResults:
+    """Scores of one set of predictions."""
+
+    #: The metric over the whole set; a metric that could score nothing is absent.
     per_metric: dict[str, float]
-    per_example: list[dict[str, float | None]]
+    #: Per example, in order: each per-example metric's score (None: not scored).
+    per_example: list[dict[str, Score]]
 
 
 def compute_metrics(
@@ -165,26 +516,24 @@ def compute_metrics(
     references: Sequence[str],
     predictions: Sequence[str],
     *,
-    options: Mapping[str, Any] | None = None,
+    options: OptionsLike = None,
 ) -> MetricResults:
     """Score predictions against references for each named metric."""
-    opts = options or {}
-    unknown = [n for n in names if n not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metric {unknown[0]!r}; known: {', '.join(METRICS)}")
-    per_example: list[dict[str, float | None]] = [{} for _ in references]
+    if len(references) != len(predictions):
+        raise ValueError(
+            f"{len(references)} references but {len(predictions)} predictions; they pair up"
+        )
+    parsed = check_metric_options(names, options)
+    per_example: list[dict[str, Score]] = [{} for _ in references]
     per_metric: dict[str, float] = {}
-    for name in names:
-        metric = METRICS[name]
+    for metric in resolve_metrics(names):
+        scores: list[Score] = []
         if metric.per_example is not None:
-            values = [
-                metric.per_example(r, p, opts) for r, p in zip(references, predictions, strict=True)
-            ]
-            for row, value in zip(per_example, values, strict=True):
-                row[name] = value
-            present = [v for v in values if v is not None]
-            if present:
-                per_metric[name] = sum(present) / len(present)
-        elif metric.corpus is not None:
-            per_metric[name] = metric.corpus(references, predictions, opts)
+            score = metric.per_example
+            scores = [score(r, p, parsed) for r, p in zip(references, predictions, strict=True)]
+            for row, value in zip(per_example, scores, strict=True):
+                row[metric.name] = value
+        total = metric.aggregate(references, predictions, scores, parsed)
+        if total is not None:
+            per_metric[metric.name] = total
     return MetricResults(per_metric, per_example)

@@ -1,27 +1,57 @@
-"""The result of one evaluation: metrics per target, per-example outputs, the gate's verdict."""
+"""The result of one evaluation: metrics per target, per-example outputs, the gate's verdict.
+
+:meth:`EvaluationResult.to_json` is the stable machine form (``evaluate --json`` and the
+report's ``results.json``)::
+
+    {
+      "spec": "support-tone", "run": "r-...", "created_at": "2026-01-01T00:00:00Z",
+      "metrics": ["exact_match", "rouge_l"],
+      "targets": {"tuned": {"model": "...", "metrics": {"rouge_l": 0.61}, "errors": 0}, ...},
+      "gate": {"passed": true, "explanation": "...",
+               "clauses": [{"text": "...", "passed": true, "left": 0.61, "right": 0.45,
+                            "note": ""}]} | null,
+      "examples": [{"index": 0, "prompt": "...", "reference": "...",
+                    "outputs": {"tuned": "...", "base": "..."},
+                    "scores": {"tuned": {"rouge_l": 1.0}, "base": {"rouge_l": 0.5}}}]
+    }
+
+Targets are ``tuned``, ``base`` and ``production``, each present only when it was evaluated. A
+score of ``null`` means the example could not be scored by that metric (e.g. its reference has
+no label).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vertex_tuner.evaluation.gate import ClauseResult, GateVerdict
+from vertex_tuner.evaluation.gate import GateVerdict
 
 
 @dataclass(frozen=True)
 class TargetResult:
+    """One evaluated model."""
+
+    #: What generateContent was called with: a base model name or a tuned model's endpoint.
     model: str
+    #: Metric name to value; a metric that could score no example is absent.
     metrics: dict[str, float]
-    #: Examples whose generation failed for good.
+    #: Examples whose generation failed for good (scored as empty outputs).
     errors: int = 0
 
 
 @dataclass(frozen=True)
 class ExampleResult:
+    """One held-out example: its prompt, the expected answer, and each target's output."""
+
+    #: Its 0-based position in the held-out set.
     index: int
     prompt: str
     reference: str
+    #: Target to output text.
     outputs: dict[str, str]
+    #: Target to per-example metric scores (None: not scored).
     scores: dict[str, dict[str, float | None]]
 
 
@@ -30,12 +60,15 @@ class EvaluationResult:
     spec: str
     run: str
     created_at: str
+    #: The metrics evaluated, in the spec's order.
     metrics: list[str]
     targets: dict[str, TargetResult]
     examples: list[ExampleResult] = field(default_factory=list)
+    #: None when the spec has no gate (evaluation.promote_if).
     verdict: GateVerdict | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """Plain JSON-ready data with the stable keys shown in the module docstring."""
         return {
             "spec": self.spec,
             "run": self.run,
@@ -52,43 +85,48 @@ class EvaluationResult:
                     "prompt": e.prompt,
                     "reference": e.reference,
                     "outputs": dict(e.outputs),
-                    "scores": {k: dict(v) for k, v in e.scores.items()},
+                    "scores": {role: dict(s) for role, s in e.scores.items()},
                 }
                 for e in self.examples
             ],
         }
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> EvaluationResult:
-        gate = doc.get("gate")
-        verdict = None
-        if gate is not None:
-            verdict = GateVerdict(
-                passed=bool(gate["passed"]),
-                clauses=[
-                    ClauseResult(c["text"], c["passed"], c["left"], c["right"])
-                    for c in gate.get("clauses", [])
+    def from_json(cls, doc: Mapping[str, Any]) -> EvaluationResult:
+        """Read back what :meth:`to_json` wrote; ValueError names what is missing or wrong."""
+        try:
+            gate = doc.get("gate")
+            return cls(
+                spec=str(doc["spec"]),
+                run=str(doc["run"]),
+                created_at=str(doc.get("created_at", "")),
+                metrics=[str(m) for m in doc.get("metrics", [])],
+                targets={
+                    role: TargetResult(
+                        str(t["model"]),
+                        {str(k): float(v) for k, v in t["metrics"].items()},
+                        int(t.get("errors", 0)),
+                    )
+                    for role, t in doc["targets"].items()
+                },
+                examples=[
+                    ExampleResult(
+                        int(e["index"]),
+                        str(e["prompt"]),
+                        str(e["reference"]),
+                        {str(k): str(v) for k, v in e["outputs"].items()},
+                        {
+                            str(role): {
+                                str(k): None if v is None else float(v) for k, v in s.items()
+                            }
+                            for role, s in e["scores"].items()
+                        },
+                    )
+                    for e in doc.get("examples", [])
                 ],
-                explanation=gate.get("explanation", ""),
+                verdict=None if gate is None else GateVerdict.from_json(gate),
             )
-        return cls(
-            spec=doc["spec"],
-            run=doc["run"],
-            created_at=doc.get("created_at", ""),
-            metrics=list(doc.get("metrics", [])),
-            targets={
-                r: TargetResult(t["model"], dict(t["metrics"]), int(t.get("errors", 0)))
-                for r, t in doc["targets"].items()
-            },
-            examples=[
-                ExampleResult(
-                    e["index"],
-                    e["prompt"],
-                    e["reference"],
-                    dict(e["outputs"]),
-                    {k: dict(v) for k, v in e["scores"].items()},
-                )
-                for e in doc.get("examples", [])
-            ],
-            verdict=verdict,
-        )
+        except KeyError as exc:
+            raise ValueError(f"not an evaluation result: {exc.args[0]!r} is missing") from None
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ValueError(f"not an evaluation result: {exc}") from None
