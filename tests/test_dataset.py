@@ -450,7 +450,7 @@ def test_validate_cli_json_and_exit_codes(tmp_path: Path) -> None:
         "file": str(bad),
     }
     assert runner.invoke(cli, ["validate"]).exit_code == 2
-    assert runner.invoke(cli, ["validate", str(good), "--model", "nope"]).exit_code == 1
+    assert runner.invoke(cli, ["validate", str(good), "--model", "nope"]).exit_code == 2
 
 
 def test_validate_cli_github_annotations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

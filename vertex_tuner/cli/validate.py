@@ -1,4 +1,9 @@
-"""``vertex-tuner validate``: every problem Vertex would reject, truncate or drop, before upload."""
+"""``vertex-tuner validate``: every problem Vertex would reject, truncate or drop, before upload.
+
+The report goes to stdout (readable, or one JSON document with ``--json``); under GitHub Actions
+each finding is also written to stderr as an ``::error``/``::warning`` annotation. Exit 0 when
+there are no errors, 1 when there are, 2 for a usage error.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,18 @@ from pathlib import Path
 
 import click
 
-from vertex_tuner.cli._common import (
-    EXIT_INVALID,
-    echo_json,
-    handle_errors,
-    is_github_actions,
-    stderr_console,
-)
-from vertex_tuner.models import DEFAULT_BASE_MODEL
+from vertex_tuner.cli._common import EXIT_INVALID, echo_json, handle_errors, is_github_actions
+from vertex_tuner.models import DEFAULT_BASE_MODEL, MODELS, model_info
+
+_FORMATS = ["auto", "gemini", "messages", "text-pairs", "csv", "preference"]
+
+
+def _known_model(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if model_info(value) is None:
+        raise click.BadParameter(
+            f"{value!r} is not a tunable base model; use one of {', '.join(MODELS)}"
+        )
+    return value
 
 
 @click.command()
@@ -30,6 +39,7 @@ from vertex_tuner.models import DEFAULT_BASE_MODEL
     "--model",
     default=DEFAULT_BASE_MODEL,
     show_default=True,
+    callback=_known_model,
     help="Base model whose limits apply to a bare dataset file.",
 )
 @click.option(
@@ -37,21 +47,28 @@ from vertex_tuner.models import DEFAULT_BASE_MODEL
     type=click.Choice(["supervised", "preference", "distillation"]),
     default="supervised",
     show_default=True,
-    help="For a bare dataset file.",
+    help="Tuning method, for a bare dataset file.",
 )
 @click.option(
     "--format",
     "fmt",
     default="auto",
     show_default=True,
-    type=click.Choice(["auto", "gemini", "messages", "text-pairs", "csv", "preference"]),
-    help="For a bare dataset file.",
+    type=click.Choice(_FORMATS),
+    help="Dataset format, for a bare dataset file.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @handle_errors
 def validate(paths: tuple[str, ...], model: str, method: str, fmt: str, as_json: bool) -> None:
-    """Check job specs (and their data) or dataset files: exit 0 clean, 1 with errors."""
-    from vertex_tuner.dataset import Report, Validator
+    """Check job specs (and their data) or dataset files: exit 0 clean, 1 with errors.
+
+    A spec (.yaml/.yml) is checked as submit would: its data read, converted and split with the
+    spec's model, method and format. Any other file is a dataset checked against --model's
+    limits.
+    """
+    from rich.console import Console
+
+    from vertex_tuner.dataset import Report, Validator, prepare
     from vertex_tuner.dataset.report import github_annotations, render_text
     from vertex_tuner.spec import load_spec
 
@@ -59,8 +76,6 @@ def validate(paths: tuple[str, ...], model: str, method: str, fmt: str, as_json:
     for path in paths:
         if path.endswith((".yaml", ".yml")):
             spec = load_spec(path, offline=True)
-            from vertex_tuner.dataset import prepare
-
             with tempfile.TemporaryDirectory(prefix="vertex-tuner-") as tmp:
                 reports.append((path, prepare(spec, Path(tmp)).report))
         else:
@@ -75,16 +90,17 @@ def validate(paths: tuple[str, ...], model: str, method: str, fmt: str, as_json:
         if len(reports) == 1:
             echo_json(reports[0][1].to_json())
         else:
+            documents = [r.to_json() for _, r in reports]
             echo_json(
                 {
                     "ok": ok,
-                    "errors": [e for _, r in reports for e in r.to_json()["errors"]],
-                    "warnings": [w for _, r in reports for w in r.to_json()["warnings"]],
+                    "errors": [e for d in documents for e in d["errors"]],
+                    "warnings": [w for d in documents for w in d["warnings"]],
                     "stats": {p: r.stats for p, r in reports},
                 }
             )
     else:
-        console = stderr_console()
+        console = Console(highlight=False, soft_wrap=True)
         for path, report in reports:
             render_text(report, console, source=path)
     if not ok:

@@ -34,7 +34,7 @@ def messages(obj: dict[str, Any], limit: int) -> FastResult | None:
     turns = obj.get("messages")
     if type(turns) is not list:
         return None
-    if len(turns) == 3:
+    if len(turns) == 3 and type(turns[0]) is dict:
         found = _exchange(turns[0], turns[1], turns[2], limit)
         if found is not None:
             return found
@@ -79,8 +79,9 @@ def messages(obj: dict[str, Any], limit: int) -> FastResult | None:
 
 
 def _exchange(s: Any, u: Any, a: Any, limit: int) -> FastResult | None:
-    """The commonest shapes by far, ``[system, user, assistant]`` and ``[user, assistant]``
-    (``s`` is None), unrolled: two thirds of the time of the general loop."""
+    """The commonest shapes by far, ``[system, user, assistant]`` and ``[user, assistant]``,
+    unrolled: two thirds of the time of the general loop. ``s`` is the system message, or None
+    when there is none (the caller passes only a dict there)."""
     if type(u) is not dict or type(a) is not dict:
         return None
     prompt, answer = u.get("content"), a.get("content")

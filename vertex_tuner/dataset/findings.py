@@ -64,6 +64,15 @@ class FindingList:
         for code, count in other.counts.items():
             self.counts[code] = self.counts.get(code, 0) + count
 
+    def totals(self) -> dict[str, Any]:
+        """How many errors and warnings there are in all, and how many of each code."""
+        severity = {f.code: f.severity for f in self.items}
+        return {
+            "error_count": sum(n for c, n in self.counts.items() if severity[c] == "error"),
+            "warning_count": sum(n for c, n in self.counts.items() if severity[c] == "warning"),
+            "counts_by_code": dict(sorted(self.counts.items())),
+        }
+
     def finish(self) -> tuple[list[Finding], list[Finding]]:
         """(errors, warnings): whole-file findings first, then by line, then one "and N more"
         for each code over the cap."""

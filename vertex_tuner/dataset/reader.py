@@ -11,7 +11,6 @@ each row carries the line it starts on.
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,39 +104,42 @@ def iter_csv_rows(
 ) -> Iterator[tuple[int, dict[str, str] | None, str | None]]:
     """(line, row, error) for every data row of a CSV/TSV file with a header row.
 
-    The text is decoded incrementally, so memory does not grow with the file.
+    ``line`` is the physical line the row starts on (quoted fields may span lines). A row with
+    bytes that are not UTF-8, or with more or fewer fields than the header, comes with an error
+    and the reading goes on; broken quoting stops it (nothing after it can be trusted).
     """
-    with path.open("rb") as raw:
-        head = raw.read(len(BOM))
-        if head != BOM:
-            raw.seek(0)
-        text = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
-        reader = csv.DictReader(text, delimiter=delimiter)
-        start = 2
-        try:
-            for row in reader:
-                if None in row:
-                    yield start, None, "the row has more fields than the header"
-                else:
-                    yield start, {k: v or "" for k, v in row.items() if k is not None}, None
-                start = reader.line_num + 1
-        except UnicodeDecodeError:
-            yield _bad_utf8_line(path), None, "not UTF-8; save the file as UTF-8"
-        except csv.Error as exc:
-            yield reader.line_num, None, f"CSV error: {exc}"
+    bad_lines: list[int] = []
 
+    def decoded() -> Iterator[str]:
+        with path.open("rb") as f:
+            for number, raw in enumerate(f, 1):
+                if number == 1:
+                    raw = raw.removeprefix(BOM)
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    bad_lines.append(number)
+                    yield raw.decode("utf-8", "replace")
 
-def _bad_utf8_line(path: Path) -> int:
-    """The 1-based line of the first byte that is not UTF-8."""
-    import codecs
-
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    line = 1
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError as exc:
-                return line + chunk[: exc.start].count(b"\n")
-            line += chunk.count(b"\n")
-    return line
+    reader = csv.reader(decoded(), delimiter=delimiter, strict=True)
+    start = 1
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        start = reader.line_num + 1
+        for fields in reader:
+            end = reader.line_num
+            bad = [n for n in bad_lines if n <= end]
+            if bad:
+                del bad_lines[: len(bad)]
+                yield bad[0], None, "not UTF-8; save the file as UTF-8"
+            elif len(fields) > len(header):
+                yield start, None, "the row has more fields than the header"
+            elif len(fields) < len(header) and fields:
+                yield start, None, "the row has fewer fields than the header"
+            elif fields:
+                yield start, dict(zip(header, fields, strict=True)), None
+            start = end + 1
+    except csv.Error as exc:
+        yield start, None, f"CSV error in the row that starts here: {exc}; the rest was not read"

@@ -1,9 +1,13 @@
-"""Pure functions that render a validation report for people, for JSON and for GitHub."""
+"""Pure functions that render a validation report for people and for GitHub Actions.
+
+(The JSON form is :meth:`vertex_tuner.dataset.Report.to_json`.)
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -12,33 +16,43 @@ if TYPE_CHECKING:
     from vertex_tuner.dataset.validate import Report
 
 
-def _escape_annotation(text: str) -> str:
+def _escape_data(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
 def github_annotations(report: Report, default_file: str) -> list[str]:
-    """``::error file=…,line=…::message`` lines for GitHub Actions."""
+    """``::error file=…,line=…,title=code::message`` lines (and ``::warning``) for GitHub
+    Actions, which shows them on the pull request's diff."""
     out = []
     for kind, findings in (("error", report.errors), ("warning", report.warnings)):
         for f in findings:
-            props = f"file={f.file or default_file}"
+            props = f"file={_escape_property(f.file or default_file)}"
             if f.line is not None:
                 props += f",line={f.line}"
-            props += f",title={f.code}"
-            out.append(f"::{kind} {props}::{_escape_annotation(f.message)}")
+            props += f",title={_escape_property(f.code)}"
+            message = f"{f.field}: {f.message}" if f.field else f.message
+            out.append(f"::{kind} {props}::{_escape_data(message)}")
     return out
 
 
-def render_text(report: Report, console: Console, *, source: str) -> None:
-    """The readable report: findings with file:line, then the figures."""
-    for f in [*report.errors, *report.warnings]:
+def render_text(report: Report, console: Console, *, source: str | None = None) -> None:
+    """The readable report: each finding as ``file:line: field: message (code)``, then the
+    figures and a verdict. ``source`` names the file for findings that carry none."""
+    findings = [*report.errors, *report.warnings]
+    source = source or next((f.file for f in findings if f.file), None) or "dataset"
+    for f in findings:
         where = f.file or source
         if f.line is not None:
             where += f":{f.line}"
         field = f" {f.field}:" if f.field else ""
         colour = "red" if f.severity == "error" else "yellow"
         console.print(
-            f"[{colour}]{f.severity}[/] {where}:{field} {f.message} [dim]({f.code})[/]",
+            f"[{colour}]{f.severity}[/] {escape(where)}:{escape(field)} {escape(f.message)} "
+            f"[dim]({f.code})[/]",
             highlight=False,
         )
     s = report.stats
@@ -48,28 +62,29 @@ def render_text(report: Report, console: Console, *, source: str) -> None:
     table.add_row("format", str(s.get("format")))
     table.add_row(
         "examples",
-        f"{s.get('examples', 0):,} (train {s.get('train_examples', 0):,}, "
+        f"{s.get('examples', 0):,} accepted: train {s.get('train_examples', 0):,}, "
         f"validation {s.get('validation_examples', 0):,}, "
-        f"held out {s.get('holdout_examples', 0):,})",
+        f"held out {s.get('holdout_examples', 0):,}",
     )
-    tin, tout = s.get("input_tokens", {}), s.get("output_tokens", {})
-    table.add_row(
-        "tokens in",
-        f"median {tin.get('median', 0):,}, p95 {tin.get('p95', 0):,}, max {tin.get('max', 0):,}",
-    )
-    table.add_row(
-        "tokens out",
-        f"median {tout.get('median', 0):,}, p95 {tout.get('p95', 0):,}, max {tout.get('max', 0):,}",
-    )
+    for label, key in (("tokens in", "input_tokens"), ("tokens out", "output_tokens")):
+        d = s.get(key, {})
+        table.add_row(
+            label,
+            f"median {d.get('median', 0):,}, p95 {d.get('p95', 0):,}, max {d.get('max', 0):,}",
+        )
     cost = s.get("estimated_cost_usd")
     table.add_row(
         "billable",
-        f"~{s.get('billable_tokens', 0):,} tokens over {s.get('epochs')} "
-        f"epoch(s) on {s.get('model')}" + (f" ≈ ${cost:,.2f}" if cost is not None else ""),
+        f"~{s.get('billable_tokens', 0):,} tokens ({s.get('epochs')} epoch(s)) on "
+        f"{s.get('model')}" + (f" ≈ ${cost:,.2f}" if cost is not None else ""),
     )
     if "budget_usd" in s:
         table.add_row("budget", f"${s['budget_usd']:,.2f}")
+    if s.get("truncated_examples_expected"):
+        table.add_row("truncated", f"{s['truncated_examples_expected']:,} example(s) (estimated)")
     table.add_row("note", f"{s.get('token_estimate')}; prices as of {s.get('prices_as_of')}")
     console.print(table)
-    verdict = "[green]ok[/]" if report.ok else f"[red]{len(report.errors)} error(s)[/]"
-    console.print(f"{source}: {verdict}, {len(report.warnings)} warning(s)")
+    n_errors = s.get("error_count", len(report.errors))
+    n_warnings = s.get("warning_count", len(report.warnings))
+    verdict = "[green]ok[/]" if report.ok else f"[red]{n_errors:,} error(s)[/]"
+    console.print(f"{escape(source)}: {verdict}, {n_warnings:,} warning(s)")

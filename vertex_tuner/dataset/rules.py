@@ -75,7 +75,13 @@ def check_example(
         if role is None and is_response:
             role = "user"  # a functionResponse turn may have no role
         if role not in ("user", "model"):
-            err("bad-role", f"{field}.role is {role!r}; use user or model", f"{field}.role")
+            problem = "has no role" if role is None else f"has role {role!r}"
+            err(
+                "bad-role",
+                f"{field} {problem}; use user or model (only a functionResponse turn may omit "
+                "it; a system prompt goes in systemInstruction)",
+                f"{field}.role",
+            )
             return out
         if role == previous:
             err(
@@ -88,7 +94,9 @@ def check_example(
             err("empty-parts", f"{field}.parts must be a non-empty list", f"{field}.parts")
             continue
         for j, part in enumerate(parts):
-            images += _check_part(part, f"{field}.parts[{j}]", role, err)
+            images += _check_part(
+                part, f"{field}.parts[{j}]", role, err, text_only=method == "preference"
+            )
     if method == "preference":
         _check_preference(example, contents, err)
     elif method == "distillation":
@@ -155,7 +163,7 @@ def _check_system(system: Any, err: Any) -> None:
             err("empty-text", "the system instruction is empty", f"{field}.parts[{j}].text")
 
 
-def _check_part(part: Any, field: str, role: str, err: Any) -> int:
+def _check_part(part: Any, field: str, role: str, err: Any, *, text_only: bool = False) -> int:
     """Check one part; returns 1 for an image, else 0."""
     if not isinstance(part, dict):
         err("bad-part", f"{field} must be an object", field)
@@ -176,17 +184,28 @@ def _check_part(part: Any, field: str, role: str, err: Any) -> int:
         elif not value.strip():
             err("empty-text", "empty or whitespace-only text", f"{field}.text")
         return 0
+    if text_only:
+        err("bad-part", "preference examples take text parts only", field)
+        return 0
     if kind in ("fileData", "file_data"):
         return _check_file_data(value, f"{field}.{kind}", err)
+    if kind in ("inlineData", "inline_data"):
+        err(
+            "bad-part",
+            "tuning data cannot inline files; upload it to Cloud Storage and use fileData",
+            field,
+        )
+        return 0
     if kind in ("functionCall", "function_call"):
         if role != "model":
             err("bad-part", "a functionCall belongs in a model turn", field)
         if not isinstance(value, dict) or not isinstance(value.get("name"), str):
             err("bad-part", "functionCall needs a name", f"{field}.{kind}.name")
-    if kind in ("functionResponse", "function_response") and (
-        not isinstance(value, dict) or not isinstance(value.get("name"), str)
-    ):
-        err("bad-part", "functionResponse needs a name", f"{field}.{kind}.name")
+    if kind in ("functionResponse", "function_response"):
+        if role != "user":
+            err("bad-part", "a functionResponse belongs in a turn with no role (or user)", field)
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+            err("bad-part", "functionResponse needs a name", f"{field}.{kind}.name")
     return 0
 
 

@@ -278,6 +278,7 @@ class Validator:
             counts[role] = len(other.lines)
         self._limits(counts, part, findings, display)
         stats = self._stats(part, counts, size, epochs, budget_usd, findings, display)
+        stats.update(findings.totals())
         errors, warnings = findings.finish()
         report = Report(ok=not errors, errors=errors, warnings=warnings, stats=stats)
         if workdir is None:
