@@ -28,8 +28,8 @@ Evaluation:
   skipped passes. So ``tuned.x >= production.x`` lets the first model through, and
   ``tuned.x > production.x or tuned.y > base.y`` does not pass on the skipped half alone.
 - A comparison that needs a metric the evaluated target has no value for (e.g. it could score
-  no example) **fails**, and so does one that divides by zero: a gate never passes on a number
-  that does not exist.
+  no example), or that divides by zero, **fails the gate**, whatever ``not`` or ``or`` surround
+  it: a gate never passes on a number that does not exist.
 - Every comparison is evaluated (no short-circuit), so the verdict lists each with its numbers.
 """
 
@@ -557,6 +557,8 @@ class _Judge:
         #: Per comparison node (by identity): its result and the reason to give for it.
         self.results: dict[int, bool | None] = {}
         self.reasons: dict[int, str] = {}
+        #: Why comparisons could not be judged; any of them fails the gate.
+        self.broken: list[str] = []
 
     def value(self, node: Value) -> float:
         if isinstance(node, Num):
@@ -623,6 +625,7 @@ class _Judge:
         except _NoValue as missing:
             self.clauses.append(ClauseResult(text, False, None, None, str(missing)))
             self.reasons[id(node)] = f"{text} cannot be judged: {missing}"
+            self.broken.append(self.reasons[id(node)])
             return False
         passed = _OPERATORS[node.op](left, right)
         self.clauses.append(ClauseResult(text, passed, _tidy(left), _tidy(right)))
@@ -698,7 +701,11 @@ class Gate:
                 judge.clauses,
                 f"passed: every condition was skipped ({'; '.join(notes)})",
             )
-        reasons = "; ".join(judge.why(self.tree))
+        if judge.broken:
+            result = False
+            reasons = "; ".join(judge.broken)
+        else:
+            reasons = "; ".join(judge.why(self.tree))
         explanation = f"{'passed' if result else 'failed'}: {reasons}"
         if skipped:
             explanation += "; skipped: " + "; ".join(
