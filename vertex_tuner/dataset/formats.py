@@ -173,4 +173,4 @@ def convert(obj: Any, fmt: str) -> dict[str, Any]:
         return from_messages(obj)
     if fmt == "text-pairs":
         return from_pairs(obj)
-    raise ConversionError("bad-format", f"unknown format {fmt!r}")
+    raise ValueError(f"unknown format {fmt!r}")  # the Validator checks formats up front
