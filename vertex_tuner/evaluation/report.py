@@ -89,8 +89,9 @@ class Regression:
         return self.tuned - self.base
 
 
-def regression_metric(result: EvaluationResult) -> str | None:
-    """The metric regressions are judged on: the first per-example one with a direction."""
+def _directional(result: EvaluationResult) -> list[MetricDef]:
+    """The spec's per-example metrics that have a direction, in the spec's order."""
+    found = []
     for name in result.metrics:
         definition = _metric(name)
         if (
@@ -98,8 +99,14 @@ def regression_metric(result: EvaluationResult) -> str | None:
             and definition.per_example is not None
             and definition.higher_is_better is not None
         ):
-            return name
-    return None
+            found.append(definition)
+    return found
+
+
+def regression_metric(result: EvaluationResult) -> str | None:
+    """The metric regressions are judged on: the first per-example one with a direction."""
+    directional = _directional(result)
+    return directional[0].name if directional else None
 
 
 def worst_regressions(
@@ -107,23 +114,33 @@ def worst_regressions(
 ) -> list[Regression]:
     """Up to ``n`` examples where the tuned model fell furthest behind the base, worst first.
 
-    Examples without a score for either model are left out; ties keep the held-out order.
+    An example regressed when its ``metric`` score (by default :func:`regression_metric`) is
+    worse for the tuned model than for the base; examples without both scores are left out.
+    Ties, common with 0/1 metrics such as exact match, are broken by the other directional
+    metrics in the spec's order, then by the held-out order.
     """
     metric = metric or regression_metric(result)
-    if metric is None or "base" not in result.targets or "tuned" not in result.targets:
+    definition = _metric(metric) if metric else None
+    if definition is None or "base" not in result.targets or "tuned" not in result.targets:
         return []
-    definition = _metric(metric)
-    higher = definition is None or definition.higher_is_better is not False
+    order = [definition, *(d for d in _directional(result) if d.name != definition.name)]
+
+    def worsening(example: ExampleResult, d: MetricDef) -> float:
+        tuned = example.scores.get("tuned", {}).get(d.name)
+        base = example.scores.get("base", {}).get(d.name)
+        if tuned is None or base is None:
+            return 0.0
+        return (base - tuned) if d.higher_is_better is not False else (tuned - base)
+
     found = []
     for example in result.examples:
-        tuned = example.scores.get("tuned", {}).get(metric)
-        base = example.scores.get("base", {}).get(metric)
-        if tuned is None or base is None:
-            continue
-        if (tuned < base) if higher else (tuned > base):
-            found.append(Regression(example, metric, base, tuned))
-    found.sort(key=lambda r: r.delta if higher else -r.delta)
-    return found[:n]
+        tuned = example.scores.get("tuned", {}).get(definition.name)
+        base = example.scores.get("base", {}).get(definition.name)
+        if tuned is not None and base is not None and worsening(example, definition) > 0:
+            key = tuple(-worsening(example, d) for d in order)
+            found.append((key, Regression(example, definition.name, base, tuned)))
+    found.sort(key=lambda pair: pair[0])
+    return [regression for _, regression in found[:n]]
 
 
 def _clause_detail(clause: ClauseResult) -> str:
@@ -147,6 +164,12 @@ def markdown_cell(text: str, limit: int = 200) -> str:
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def _code(text: str) -> str:
+    """A Markdown code span outside tables (Markdown is not interpreted inside one)."""
+    text = " ".join(text.split())
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
 def _md_metrics(result: EvaluationResult, roles: list[str]) -> list[str]:
@@ -202,9 +225,9 @@ def render_markdown(result: EvaluationResult, *, worst: int = WORST) -> str:
     roles = _roles(result)
     count = len(result.examples)
     lines = [
-        f"## Evaluation of {markdown_cell(result.spec)}",
+        f"## Evaluation of {_code(result.spec)}",
         "",
-        f"Run {markdown_cell(result.run)} · {markdown_cell(result.created_at)} · "
+        f"Run {_code(result.run)} · {markdown_cell(result.created_at)} · "
         f"{count} held-out example{'s' if count != 1 else ''}",
         "",
         "| target | model | generation failures |",
@@ -317,7 +340,8 @@ def _html_metrics(result: EvaluationResult, roles: list[str]) -> str:
                 result.targets[role].metrics.get(metric),
                 base.metrics.get(metric) if base else None,
             )
-            cells.append(f"<td class='num {word}'>{_esc(text)}</td>")
+            cls = f"num {word}" if word in ("better", "worse") else "num"
+            cells.append(f"<td class='{cls}'>{_esc(text)}</td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
