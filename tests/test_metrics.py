@@ -437,3 +437,21 @@ def test_no_examples() -> None:
     result = compute_metrics(known_metric_names(), [], [], options={"json_schema": SCHEMA})
     assert result.per_metric == {}
     assert result.per_example == []
+
+
+def _naive_macro_f1(gold: list[str], pred: list[str]) -> float:
+    scores = []
+    for label in set(gold):
+        tp = sum(g == label and p == label for g, p in zip(gold, pred, strict=True))
+        fp = sum(g != label and p == label for g, p in zip(gold, pred, strict=True))
+        fn = sum(g == label and p != label for g, p in zip(gold, pred, strict=True))
+        scores.append(2 * tp / (2 * tp + fp + fn))
+    return sum(scores) / len(scores)
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from("abcd"), st.sampled_from("abcde")), min_size=1, max_size=40)
+)
+def test_macro_f1_is_the_mean_of_per_label_f1(pairs: list[tuple[str, str]]) -> None:
+    gold, pred = [g for g, _ in pairs], [p for _, p in pairs]
+    assert macro_f1(gold, pred) == pytest.approx(_naive_macro_f1(gold, pred))

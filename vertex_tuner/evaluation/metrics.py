@@ -48,6 +48,7 @@ import json
 import math
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -380,12 +381,17 @@ def macro_f1(
             pred.append(label_of(prediction, parsed))
     if not gold:
         return None
-    scores = []
-    for label in sorted(set(gold)):
-        tp = sum(1 for g, p in zip(gold, pred, strict=True) if g == label and p == label)
-        fp = sum(1 for g, p in zip(gold, pred, strict=True) if g != label and p == label)
-        fn = sum(1 for g, p in zip(gold, pred, strict=True) if g == label and p != label)
-        scores.append(2 * tp / (2 * tp + fp + fn))  # never 0/0: the label occurs in gold
+    tp: Counter[str] = Counter()
+    fp: Counter[str | None] = Counter()
+    fn: Counter[str] = Counter()
+    for g, p in zip(gold, pred, strict=True):
+        if g == p:
+            tp[g] += 1
+        else:
+            fn[g] += 1
+            fp[p] += 1
+    # Never 0/0: every label comes from gold, so TP + FN > 0.
+    scores = [2 * tp[label] / (2 * tp[label] + fp[label] + fn[label]) for label in set(gold)]
     return math.fsum(scores) / len(scores)
 
 

@@ -57,6 +57,8 @@ class ExampleResult:
 
 @dataclass(frozen=True)
 class EvaluationResult:
+    """One evaluation of a run: what ``evaluate`` returns and the reports are made of."""
+
     spec: str
     run: str
     created_at: str
