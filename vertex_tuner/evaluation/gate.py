@@ -19,6 +19,8 @@ NUMBER is decimal (``0.05``, ``.5``, ``1e-3``); TARGET is ``tuned``, ``base`` or
 and the gate itself take conditions (comparisons), comparisons and arithmetic take numbers.
 Chained comparisons (``0 < x < 1``) are rejected: write ``0 < x and x < 1``. Nothing else is
 accepted: no names besides target.metric, no attribute chains, calls, strings or indexing.
+Parentheses, ``not`` and unary minus nest at most 32 deep. ``str(gate)`` is the normalised
+form: single spaces, only the parentheses precedence needs, nested ``and``/``or`` flattened.
 
 Evaluation:
 
