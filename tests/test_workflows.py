@@ -1,12 +1,20 @@
-"""The GitHub Actions workflows: structure, and the sandbox job run exactly as the workflow does."""
+"""The GitHub Actions workflows: their structure, and their steps run as the runner runs them.
+
+The sandbox job of retrain.yml has no ``${{ }}`` expressions, so its ``run:`` steps are executed
+here verbatim, in order, with ``bash --noprofile --norc -eo pipefail`` (what ``shell: bash``
+means on a runner) and the runner's files (GITHUB_ENV, GITHUB_OUTPUT, GITHUB_STEP_SUMMARY).
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,118 +22,482 @@ import orjson
 import pytest
 import yaml
 
+from vertex_tuner.sandbox import Sandbox, SandboxInfo
+
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOWS = REPO / ".github" / "workflows"
-PINNED = re.compile(r"^[\w.-]+/[\w.-]+(/[\w.-]+)*@[0-9a-f]{40}$")
+SPECS = sorted(f"jobs/{p.name}" for p in (REPO / "jobs").glob("*.yaml"))
+SHA_PIN = re.compile(r"^\s*(?:- )?uses: ([\w.-]+/[\w./-]+)@([0-9a-f]{40}) # v\d+\.\d+\.\d+$")
+
+
+def _missing_commands() -> str | None:
+    try:
+        import vertex_tuner.cli.evaluate  # noqa: F401
+    except ImportError as exc:
+        return f"the evaluate/promote commands are not in this build yet ({exc})"
+    return None
+
+
+needs_cli = pytest.mark.skipif(_missing_commands() is not None, reason=str(_missing_commands()))
 
 
 def load(name: str) -> dict[str, Any]:
-    doc = yaml.safe_load((WORKFLOWS / name).read_text())
+    doc: dict[Any, Any] = yaml.safe_load((WORKFLOWS / name).read_text())
     # YAML 1.1 reads the key `on` as True.
-    doc["on"] = doc.pop(True, doc.get("on"))
+    doc["on"] = doc.pop(True)
     return doc
 
 
-def steps(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def all_steps(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(job, step) for job, body in doc["jobs"].items() for step in body["steps"]]
 
 
+def step_named(job: dict[str, Any], name: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [s for s in job["steps"] if s.get("name") == name]
+    (step,) = found
+    return step
+
+
+# --- structure -------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize("name", ["ci.yml", "retrain.yml"])
-def test_actions_are_pinned_and_checkouts_keep_no_credentials(name: str) -> None:
+def test_every_action_is_pinned_to_a_commit_with_its_version(name: str) -> None:
+    text = (WORKFLOWS / name).read_text()
+    uses = [line for line in text.splitlines() if re.match(r"^\s*(- )?uses:", line)]
+    assert uses
+    for line in uses:
+        assert SHA_PIN.match(line), line
+
+
+@pytest.mark.parametrize("name", ["ci.yml", "retrain.yml"])
+def test_checkouts_keep_no_credentials(name: str) -> None:
+    checkouts = [s for _, s in all_steps(load(name)) if s.get("uses", "").startswith("actions/ch")]
+    assert checkouts
+    for step in checkouts:
+        assert step["with"]["persist-credentials"] is False
+
+
+@pytest.mark.parametrize("name", ["ci.yml", "retrain.yml"])
+def test_permissions_are_none_by_default_and_read_only_per_job(name: str) -> None:
     doc = load(name)
     assert doc["permissions"] == {}
-    for job, step in steps(doc):
-        if "uses" in step:
-            assert PINNED.match(step["uses"]), (job, step["uses"])
-        if str(step.get("uses", "")).startswith("actions/checkout@"):
-            assert step["with"]["persist-credentials"] is False
+    for job_id, job in doc["jobs"].items():
+        granted = dict(job["permissions"])
+        if (name, job_id) == ("retrain.yml", "retrain"):
+            assert granted.pop("id-token") == "write"
+        assert granted == {"contents": "read"}, job_id
 
 
-def test_retrain_triggers_permissions_and_concurrency() -> None:
-    doc = load("retrain.yml")
-    on = doc["on"]
-    assert on["schedule"][0]["cron"]
-    assert "spec" in on["workflow_dispatch"]["inputs"]
-    assert on["push"]["paths"] == ["jobs/**"]
-    assert "pull_request" in on
-    jobs = doc["jobs"]
-    assert jobs["sandbox"]["permissions"] == {"contents": "read"}
-    assert jobs["retrain"]["permissions"] == {"contents": "read", "id-token": "write"}
-    assert "matrix.spec" in jobs["retrain"]["concurrency"]["group"]
-    assert jobs["retrain"]["concurrency"]["cancel-in-progress"] is False
-    auth = [s for _, s in steps(doc) if "google-github-actions/auth@" in str(s.get("uses"))]
-    assert len(auth) == 1 and "workload_identity_provider" in auth[0]["with"]
-    assert "credentials_json" not in auth[0]["with"]
+def test_only_the_cloud_job_can_ask_for_an_oidc_token() -> None:
+    for name in ("ci.yml", "retrain.yml"):
+        text = (WORKFLOWS / name).read_text()
+        expected = 1 if name == "retrain.yml" else 0
+        assert len(re.findall(r"id-token:\s*write", text)) == expected
 
 
-def test_ci_runs_every_python_and_the_checks() -> None:
-    doc = load("ci.yml")
-    assert doc["jobs"]["test"]["strategy"]["matrix"]["python"] == ["3.10", "3.11", "3.12", "3.13"]
-    commands = " ".join(str(s.get("run", "")) for _, s in steps(doc))
-    for needed in (
-        "ruff format --check",
-        "ruff check",
-        "mypy",
-        "vertex-tuner validate",
-        "scripts/lint-workflows",
-        "pytest",
-    ):
-        assert needed in commands
+def test_retrain_triggers() -> None:
+    on = load("retrain.yml")["on"]
+    (schedule,) = on["schedule"]
+    minute, hour, day_of_month, month, day_of_week = schedule["cron"].split()
+    # One fixed minute, hour and weekday: once a week.
+    assert [minute.isdigit(), hour.isdigit(), day_of_week.isdigit()] == [True, True, True]
+    assert (day_of_month, month) == ("*", "*")
+    spec_input = on["workflow_dispatch"]["inputs"]["spec"]
+    assert spec_input["type"] == "choice" and spec_input["default"] == "all"
+    assert spec_input["options"] == ["all", *SPECS]
+    assert on["workflow_dispatch"]["inputs"]["retry_failed"]["type"] == "boolean"
+    assert on["push"] == {"branches": ["main"], "paths": ["jobs/**"]}
+    assert "jobs/**" in on["pull_request"]["paths"]
+
+
+def test_retrain_jobs_split_between_pull_requests_and_the_cloud() -> None:
+    jobs = load("retrain.yml")["jobs"]
+    assert jobs["sandbox"]["if"] == "github.event_name == 'pull_request'"
+    for cloud in ("specs", "retrain"):
+        assert jobs[cloud]["if"] == "github.event_name != 'pull_request'"
+    assert jobs["retrain"]["needs"] == "specs"
+    assert jobs["retrain"]["strategy"]["matrix"] == "${{ fromJSON(needs.specs.outputs.matrix) }}"
+    # Hosted jobs stop at 6 hours: the wait gives up well before the job is killed.
+    assert jobs["retrain"]["timeout-minutes"] < 360
+    assert jobs["retrain"]["env"]["RETRAIN_WAIT_TIMEOUT"] == "5h"
+    # The state that lets a later run resume lives in Cloud Storage, not on the runner.
+    assert jobs["retrain"]["env"]["VERTEX_TUNER_REGISTRY"].startswith("gs://")
+
+
+def test_one_run_per_spec_at_a_time() -> None:
+    concurrency = load("retrain.yml")["jobs"]["retrain"]["concurrency"]
+    assert concurrency == {"group": "retrain-${{ matrix.key }}", "cancel-in-progress": False}
+
+
+def test_the_cloud_job_authenticates_with_workload_identity_only() -> None:
+    job = load("retrain.yml")["jobs"]["retrain"]
+    uses = [s.get("uses", "").split("@")[0] for s in job["steps"]]
+    auth = job["steps"][uses.index("google-github-actions/auth")]
+    assert auth["with"] == {
+        "project_id": "${{ vars.GCP_PROJECT }}",
+        "workload_identity_provider": "${{ vars.GCP_WORKLOAD_IDENTITY_PROVIDER }}",
+        "service_account": "${{ vars.GCP_SERVICE_ACCOUNT }}",
+    }
+    # After checkout (which would delete the credentials file) and the install.
+    assert uses.index("actions/checkout") < uses.index("google-github-actions/auth")
+    names = [s.get("name") for s in job["steps"]]
+    assert names.index("Install") < uses.index("google-github-actions/auth")
+    assert job["env"]["VERTEX_TUNER_BUCKET"] == "${{ vars.VERTEX_TUNER_BUCKET }}"
+    assert "secrets." not in str(auth)
+
+
+def test_both_retrain_jobs_run_the_same_script() -> None:
+    jobs = load("retrain.yml")["jobs"]
+    assert step_named(jobs["retrain"], "Retrain")["run"] == 'scripts/retrain.sh "$SPEC"'
+    sandbox_run = step_named(jobs["sandbox"], "Retrain every spec against the sandbox")["run"]
+    assert 'scripts/retrain.sh "$spec" --sandbox' in sandbox_run
+    uploads = [s for s in jobs["retrain"]["steps"] if "upload-artifact" in s.get("uses", "")]
+    assert uploads[0]["if"] == "always()" and uploads[0]["with"]["path"] == "retrain-out/"
+
+
+def test_the_sandbox_job_runs_as_written() -> None:
+    """No expressions, so the test below runs exactly what the runner runs."""
+    job = load("retrain.yml")["jobs"]["sandbox"]
+    for step in job["steps"]:
+        if "run" in step:
+            assert "${{" not in step["run"] + str(step.get("env", {})), step["name"]
+    assert "${{" not in str(job["env"])
 
 
 def test_every_spec_path_named_exists() -> None:
-    for name in ("ci.yml", "retrain.yml"):
-        text = (WORKFLOWS / name).read_text()
-        for path in re.findall(r"jobs/[\w.-]+\.yaml", text):
-            assert (REPO / path).is_file(), path
-    matrix = load("retrain.yml")["jobs"]["retrain"]["strategy"]["matrix"]["spec"]
-    assert sorted(matrix) == sorted(f"jobs/{p.name}" for p in (REPO / "jobs").glob("*.yaml"))
+    named = set()
+    for path in [*WORKFLOWS.glob("*.yml"), REPO / "docs" / "github-actions.md"]:
+        named.update(re.findall(r"jobs/[\w.-]+\.ya?ml", path.read_text()))
+    assert named
+    for spec in named:
+        assert (REPO / spec).is_file(), spec
+
+
+def test_ci_checks_everything_on_every_python() -> None:
+    doc = load("ci.yml")
+    assert doc["on"]["pull_request"] is None and doc["on"]["push"] == {"branches": ["main"]}
+    assert doc["jobs"]["test"]["strategy"]["matrix"]["python"] == ["3.10", "3.11", "3.12", "3.13"]
+    commands = [str(s.get("run", "")) for _, s in all_steps(doc)]
+    for needed in (
+        "ruff format --check .",
+        "ruff check .",
+        "mypy",
+        "vertex-tuner validate jobs/*.yaml",
+        "scripts/lint-workflows",
+        "python -m pytest",
+    ):
+        assert any(needed in c for c in commands), needed
+
+
+def test_dependabot_keeps_the_pins_current() -> None:
+    doc = yaml.safe_load((REPO / ".github" / "dependabot.yml").read_text())
+    ecosystems = {u["package-ecosystem"] for u in doc["updates"]}
+    assert {"github-actions", "npm"} <= ecosystems
+
+
+# --- steps run as the runner runs them --------------------------------------------------------
+
+
+@dataclass
+class Runner:
+    """The parts of a GitHub-hosted runner that `run:` steps see."""
+
+    workspace: Path
+    env: dict[str, str]
+    groups: list[int] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, tmp_path: Path, extra_env: dict[str, str] | None = None) -> Runner:
+        workspace = tmp_path / "workspace"
+        for folder in ("jobs", "scripts"):
+            shutil.copytree(REPO / folder, workspace / folder)
+        (tmp_path / "runner-temp").mkdir()
+        env = {
+            **os.environ,
+            # The install step's console scripts, as setup-python puts them on PATH.
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "CI": "true",
+            "GITHUB_ACTIONS": "true",
+            "GITHUB_WORKSPACE": str(workspace),
+            "RUNNER_TEMP": str(tmp_path / "runner-temp"),
+            "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+            **(extra_env or {}),
+        }
+        (tmp_path / "summary.md").write_text("")
+        return cls(workspace, env)
+
+    def run(self, script: str, env: dict[str, str] | None = None) -> Step:
+        """One `run:` step: its own output and env files, its own process group."""
+        temp = Path(self.env["RUNNER_TEMP"])
+        n = len(self.groups)
+        script_file, output, env_file = (temp / f"step{n}.{x}" for x in ("sh", "out", "env"))
+        script_file.write_text(script)
+        output.write_text("")
+        env_file.write_text("")
+        proc = subprocess.Popen(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script_file)],
+            cwd=self.workspace,
+            env={
+                **self.env,
+                **(env or {}),
+                "GITHUB_OUTPUT": str(output),
+                "GITHUB_ENV": str(env_file),
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.groups.append(proc.pid)
+        stdout, stderr = proc.communicate(timeout=600)
+        self.env.update(parse_env_file(env_file.read_text()))
+        return Step(proc.returncode, stdout, stderr, parse_env_file(output.read_text()))
+
+    def stop(self) -> None:
+        """End what the steps left running (the sandbox), as a runner does at the end of a job."""
+        for group in self.groups:
+            try:
+                os.killpg(group, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(group, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+
+    @property
+    def summary(self) -> str:
+        return Path(self.env["GITHUB_STEP_SUMMARY"]).read_text()
+
+
+@dataclass
+class Step:
+    returncode: int
+    stdout: str
+    stderr: str
+    outputs: dict[str, str]
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """GITHUB_ENV / GITHUB_OUTPUT: NAME=value lines and NAME<<DELIMITER blocks."""
+    values: dict[str, str] = {}
+    lines = iter(text.splitlines())
+    for line in lines:
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            key, _, delimiter = line.partition("<<")
+            block = []
+            for item in lines:
+                if item == delimiter:
+                    break
+                block.append(item)
+            values[key] = "\n".join(block)
+        elif line:
+            key, _, value = line.partition("=")
+            values[key] = value
+    return values
+
+
+def test_parse_env_file_reads_both_forms() -> None:
+    assert parse_env_file("A=1\nB<<EOF\nx=y\nz\nEOF\nC=a=b\n") == {
+        "A": "1",
+        "B": "x=y\nz",
+        "C": "a=b",
+    }
+
+
+def test_the_specs_job_picks_every_spec_or_the_one_asked_for(tmp_path: Path) -> None:
+    runner = Runner.create(tmp_path)
+    pick = step_named(load("retrain.yml")["jobs"]["specs"], "Pick")
+    assert pick["env"] == {"ONLY": "${{ inputs.spec }}"}
+    keys = {spec: Path(spec).stem for spec in SPECS}
+
+    for only in ("", "all"):  # a schedule or a push has no inputs; the form's default is "all"
+        step = runner.run(pick["run"], {"ONLY": only})
+        assert step.returncode == 0, step.stderr
+        assert orjson.loads(step.outputs["matrix"]) == {
+            "include": [{"spec": s, "key": k} for s, k in keys.items()]
+        }
+    step = runner.run(pick["run"], {"ONLY": "jobs/ticket_triage.yaml"})
+    assert orjson.loads(step.outputs["matrix"]) == {
+        "include": [{"spec": "jobs/ticket_triage.yaml", "key": "ticket_triage"}]
+    }
+    step = runner.run(pick["run"], {"ONLY": "jobs/nothing.yaml"})
+    assert step.returncode == 1
+    assert step.stdout == "::error::no spec at jobs/nothing.yaml\n"
 
 
 @pytest.mark.sandbox
-def test_the_sandbox_job_runs_as_the_workflow_runs_it(tmp_path: Path) -> None:
-    """Each `run:` step of the sandbox job, in order, in its own bash, with GITHUB_ENV carried.
+@needs_cli
+def test_the_sandbox_job_retrains_every_spec_then_finds_nothing_changed(tmp_path: Path) -> None:
+    """Every `run:` step of the sandbox job, in order, then its retrain step again (next run).
 
-    The install step is the one step not run: the test environment has the package installed.
+    The install step is the one not run: this environment has the package installed already.
     """
-    job = load("retrain.yml")["jobs"]["sandbox"]
-    bin_dir = str(Path(sys.executable).parent)
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "RUNNER_TEMP": str(tmp_path),
-        "GITHUB_ENV": str(tmp_path / "github_env"),
-        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
-        "GITHUB_WORKSPACE": str(REPO),
-    }
-    (tmp_path / "github_env").write_text("")
+    workflow = load("retrain.yml")
+    job = workflow["jobs"]["sandbox"]
+    runner = Runner.create(tmp_path, {**job["env"]})
     ran = []
     try:
         for step in job["steps"]:
-            if "run" not in step or step.get("name") == "Install":
+            if "run" not in step or step["name"] == "Install":
                 continue
-            result = subprocess.run(
-                ["bash", "-e", "-c", step["run"]],
-                cwd=REPO,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
+            result = runner.run(step["run"], step.get("env"))
             assert result.returncode == 0, (step["name"], result.stdout, result.stderr)
-            ran.append(step["name"])
-            for line in (tmp_path / "github_env").read_text().splitlines():
-                key, _, value = line.partition("=")
-                env[key] = value
+            ran.append((step["name"], result))
+        assert [name for name, _ in ran] == [
+            "Start the sandbox",
+            "Retrain every spec against the sandbox",
+        ]
+        assert runner.env["VERTEX_TUNER_SANDBOX"] == f"{runner.env['RUNNER_TEMP']}/sandbox.json"
+        first = runner.summary
+        outputs = ran[1][1].outputs
+        records = {}
+        for spec in SPECS:
+            stem = Path(spec).stem
+            out = runner.workspace / "retrain-out" / stem
+            record = orjson.loads((out / "record.json").read_bytes())
+            records[spec] = record
+            name, run_id = record["spec_name"], record["run_id"]
+            assert record["state"] == "SUCCEEDED" and record["sandbox"] is True
+            assert record["evaluation"]["gate"]["passed"] is True
+            assert (
+                f"## `{name}` ({spec})\n\n- plan: **create**, job `{record['job_name']}`" in first
+            )
+            assert (out / "report" / "report.md").read_text() in first
+            assert (
+                f"✅ **promoted**: `{name}@production` → run `{run_id}` (it was at nothing)."
+                in first
+            )
+            for document in ("submit", "wait", "aliases", "evaluation", "promote"):
+                assert orjson.loads((out / f"{document}.json").read_bytes())
+        # GITHUB_OUTPUT keeps the last spec's values (ticket_triage sorts last).
+        assert outputs["outcome"] == "promoted"
+        assert outputs["run_id"] == records[SPECS[-1]]["run_id"]
+        # The run store is the gs:// one, in the sandbox's Cloud Storage, as in the cloud job.
+        assert not (Path(os.environ["VERTEX_TUNER_HOME"]) / "runs").exists()
+
+        # The next scheduled run: the same data, so no new job and nothing to evaluate.
+        again = runner.run(step_named(job, "Retrain every spec against the sandbox")["run"])
+        assert again.returncode == 0, again.stderr
+        second = runner.summary[len(first) :]
+        for spec, record in records.items():
+            assert (
+                f"## `{record['spec_name']}` ({spec})\n\n"
+                f"- plan: **reuse**, job `{record['job_name']}`, run `{record['run_id']}`"
+            ) in second
+            assert (
+                f"✅ **unchanged**: `{record['spec_name']}@production` already serves run "
+                f"`{record['run_id']}`; nothing to evaluate or promote."
+            ) in second
+        assert "## Evaluation" not in second
+        assert again.outputs["outcome"] == "unchanged"
     finally:
-        info = tmp_path / "sandbox.json"
-        if info.exists() and info.read_text().strip():
-            os.kill(orjson.loads(info.read_text().splitlines()[0])["pid"], signal.SIGTERM)
-    assert ran == ["Start the sandbox", "Retrain every spec against the sandbox"]
-    summary = (tmp_path / "summary.md").read_text()
-    assert "### `support-tone`" in summary and "### `ticket-triage`" in summary
-    assert summary.count("✅ promoted") == 2
-    assert "## Evaluation of `support-tone`" in summary
-    record = orjson.loads((tmp_path / "retrain" / "record.json").read_bytes())
-    assert record["state"] == "SUCCEEDED" and record["sandbox"] is True
+        runner.stop()
+
+
+def _spec_copy(runner: Runner, name: str, **replace: str) -> str:
+    """A copy of jobs/support_tone.yaml under another name (so another fingerprint)."""
+    text = (runner.workspace / "jobs" / "support_tone.yaml").read_text()
+    text = text.replace("name: support-tone", f"name: {name}")
+    for old, new in replace.items():
+        assert old in text
+        text = text.replace(old, new)
+    path = f"jobs/{name.replace('-', '_')}.yaml"
+    (runner.workspace / path).write_text(text)
+    return path
+
+
+def _retrain(runner: Runner, spec: str, env: dict[str, str] | None = None) -> Step:
+    return runner.run(f'scripts/retrain.sh "{spec}" --sandbox', env)
+
+
+@pytest.mark.sandbox
+@needs_cli
+def test_over_budget_fails_with_the_reason_on_the_summary(
+    use_sandbox: SandboxInfo, tmp_path: Path
+) -> None:
+    runner = Runner.create(tmp_path)
+    spec = _spec_copy(runner, "budget-check", **{"max_cost_usd: 50": "max_cost_usd: 0.01"})
+    step = _retrain(runner, spec)
+    assert step.returncode == 3
+    assert runner.summary.startswith(
+        "## `jobs/budget_check.yaml`\n\n```text\nerror: estimated cost $0.95 is over the budget "
+        "of $0.01"
+    )
+    assert (
+        "❌ **submit refused: over budget** (exit 3: the estimate is over "
+        "budget.max_cost_usd; nothing was uploaded)"
+    ) in runner.summary
+    assert step.outputs == {
+        "outcome": "over-budget",
+        "message": runner.summary.strip().splitlines()[-1],
+        "run_id": "",
+        "spec_name": "",
+    }
+    assert "::error title=retrain jobs/budget_check.yaml::submit refused" in step.stdout
+
+
+@pytest.mark.sandbox
+@needs_cli
+def test_a_failed_gate_fails_and_leaves_production_alone(
+    use_sandbox: SandboxInfo, tmp_path: Path
+) -> None:
+    runner = Runner.create(tmp_path)
+    gate = 'promote_if: "tuned.exact_match >= 0.99"\n'
+    spec = _spec_copy(
+        runner,
+        "gate-check",
+        **{
+            'promote_if: "tuned.rouge_l >= base.rouge_l + 0.05 and tuned.rouge_l >= '
+            'production.rouge_l"\n': gate
+        },
+    )
+    step = _retrain(runner, spec)
+    assert step.returncode == 5, step.stderr
+    summary = runner.summary
+    assert "## Evaluation of" in summary and "❌" in summary
+    assert "```text\nerror: the evaluation gate failed: " in summary
+    assert summary.rstrip().endswith(
+        "❌ **the evaluation gate failed; `gate-check@production` stays at nothing** "
+        "(exit 5: the evaluation gate failed)"
+    )
+    assert step.outputs["outcome"] == "gate-failed"
+    record = orjson.loads((runner.workspace / "retrain-out/gate_check/record.json").read_bytes())
+    assert record["evaluation"]["gate"]["passed"] is False
+    assert record["run_id"] == step.outputs["run_id"]
+    assert not (runner.workspace / "retrain-out/gate_check/promote.json").exists()
+
+
+@pytest.mark.sandbox
+@needs_cli
+def test_a_wait_that_times_out_succeeds_and_the_next_run_attaches(tmp_path: Path) -> None:
+    with Sandbox(job_seconds=600) as info:
+        runner = Runner.create(
+            tmp_path,
+            {
+                "VERTEX_TUNER_SANDBOX": orjson.dumps(info.to_json()).decode(),
+                "RETRAIN_WAIT_TIMEOUT": "1s",
+            },
+        )
+        first = _retrain(runner, "jobs/ticket_triage.yaml")
+        assert first.returncode == 0, first.stderr
+        assert first.outputs["outcome"] == "running"
+        assert "- plan: **create**" in runner.summary
+        assert runner.summary.rstrip().endswith(
+            "⏳ **still running** after 1s: the job keeps running in Vertex, and the next run "
+            "of this workflow attaches to it (the run store carries the state)."
+        )
+        record = orjson.loads(
+            (runner.workspace / "retrain-out/ticket_triage/record.json").read_bytes()
+        )
+        assert record["state"] in ("QUEUED", "PENDING", "RUNNING")
+
+        second = _retrain(runner, "jobs/ticket_triage.yaml")
+        assert second.returncode == 0, second.stderr
+        assert second.outputs["outcome"] == "running"
+        assert second.outputs["run_id"] == first.outputs["run_id"]
+        assert f"- plan: **attach**, job `{record['job_name']}`" in runner.summary
