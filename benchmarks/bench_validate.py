@@ -1,10 +1,11 @@
 """Validation speed, memory and cold start, each beside its reference, measured in one run.
 
-    python benchmarks/bench_validate.py [--examples 300000] [--repeat 3]
+    python benchmarks/bench_validate.py [--examples 300000] [--repeat 5]
 
 Generates a chat-format dataset under benchmarks/.data/ (git-ignored; 300,000 examples are about
-270 MB), reads it once so every contender finds it in the page cache, then measures each in a
-fresh process (best of ``--repeat``):
+270 MB), reads it once so every contender finds it in the page cache, compiles vertex-tuner's
+modules to bytecode as an installed package has them, then measures each contender in a fresh
+process (best of ``--repeat``, since other work on the machine only ever slows a run down):
 - parsing every line with orjson alone (the floor any validator pays);
 - ``vertex-tuner``'s validator (formats, Vertex's rules, tokens, duplicates, quality, stats),
   with its worker processes: wall time, and peak RSS of the process plus its workers;
@@ -19,7 +20,9 @@ validate >= 0.5x orjson alone, >= 2x together, peak RSS <= 150 MB.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
+import os
 import subprocess
 import sys
 import time
@@ -148,11 +151,14 @@ def workers_used() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--examples", type=int, default=300_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     path = DATA / f"chat-{args.examples}.jsonl"
     generate(path, args.examples)
     warm(path)
+    compileall.compile_dir(HERE.parent / "vertex_tuner", quiet=1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"machine: {os.cpu_count()} cores, load average {load:.2f} before the run")
     mb = path.stat().st_size / 1e6
     ok = True
 

@@ -296,7 +296,7 @@ def test_prepare_from_a_spec(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     write_lines(data, [chat(i) for i in range(300)], "train.jsonl")
-    write_lines(data, [chat(5), chat(900)], "held.jsonl")
+    write_lines(data, [chat(900), *[chat(i) for i in range(10)]], "held.jsonl")
     spec_path = tmp_path / "job.yaml"
     spec_path.write_text(
         "name: demo\nbase_model: gemini-2.5-flash-lite\nmethod: supervised\n"
@@ -311,10 +311,19 @@ def test_prepare_from_a_spec(tmp_path: Path) -> None:
     stats = prepared.report.stats
     assert stats["model"] == "gemini-2.5-flash-lite" and stats["epochs"] == 2
     assert stats["budget_usd"] == 5
-    assert [(f.code, f.line) for f in prepared.report.errors] == [("holdout-leakage", 1)]
-    assert prepared.holdout is not None and prepared.holdout.examples == 2
     assert prepared.validation is not None
     assert prepared.train.examples + prepared.validation.examples == 300
+    # Held-out prompts that stayed in training leak; those split off for validation do not.
+    trained = {
+        orjson.loads(line)["contents"][0]["parts"][0]["text"]
+        for line in prepared.train.path.read_bytes().splitlines()
+    }
+    leaked = [2 + i for i in range(10) if chat(i)["messages"][1]["content"] in trained]
+    assert 0 < len(leaked) < 10
+    assert [(f.code, f.line) for f in prepared.report.errors] == [
+        ("holdout-leakage", line) for line in leaked
+    ]
+    assert prepared.holdout is not None and prepared.holdout.examples == 11
     assert prepared.train.path == tmp_path / "work" / "train.jsonl"
     assert stats["billable_tokens"] == 2 * stats["billable_tokens_per_epoch"]
 

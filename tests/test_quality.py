@@ -323,3 +323,23 @@ def test_unknown_model_method_or_format_is_a_dataset_error(tmp_path: Path) -> No
 
 def test_engine_constants_are_exported() -> None:
     assert engine.MAX_PER_CODE == 50 and engine.MIN_RECOMMENDED_EXAMPLES == 100
+
+
+def test_leakage_counts_only_what_is_left_for_training(tmp_path: Path) -> None:
+    train = write(tmp_path, [numbered(i) for i in range(300)])
+    first = validator().run(train, display="d", workdir=tmp_path / "a", validation=0.2)
+    assert first.validation is not None
+
+    def first_row(path: Path) -> dict[str, Any]:
+        row = orjson.loads(path.read_bytes().splitlines()[0])
+        return chat(row["contents"][0]["parts"][0]["text"], "Held out.")
+
+    held = write(
+        tmp_path, [first_row(first.validation.path), first_row(first.train.path)], "held.jsonl"
+    )
+    report = (
+        validator()
+        .run(train, display="d", workdir=tmp_path / "b", validation=0.2, holdout=held)
+        .report
+    )
+    assert codes(report) == {"holdout-leakage": [2]}

@@ -39,7 +39,7 @@ class ConversionError(Exception):
 
 def detect(obj: Any) -> str | None:
     """The format of one parsed JSONL object, or None when it is none of them."""
-    if not isinstance(obj, Mapping):
+    if not isinstance(obj, dict):
         return None
     if "completions" in obj and "contents" in obj:
         return "preference"
@@ -76,7 +76,7 @@ def from_messages(obj: Mapping[str, Any]) -> dict[str, Any]:
     contents: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         field = f"messages[{i}]"
-        if not isinstance(message, Mapping):
+        if not isinstance(message, dict):
             raise ConversionError("bad-shape", f"{field} must be an object", field)
         role = message.get("role")
         if role == "system":
@@ -163,7 +163,7 @@ def from_csv_row(row: Mapping[str, str], columns: Mapping[str, str | None]) -> d
 
 def convert(obj: Any, fmt: str) -> dict[str, Any]:
     """One parsed JSONL object in ``fmt`` → a Gemini example (raises ConversionError)."""
-    if not isinstance(obj, Mapping):
+    if not isinstance(obj, dict):
         raise ConversionError("not-an-object", "each line must be a JSON object")
     if fmt in ("gemini", "preference"):
         if "contents" not in obj:

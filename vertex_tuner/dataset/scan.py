@@ -15,6 +15,7 @@ them.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import pickle
@@ -53,7 +54,13 @@ class DatasetFile:
 
 
 class Writer:
-    """Writes canonical JSONL (orjson bytes and ``\\n``) while hashing it."""
+    """Writes canonical JSONL (orjson bytes and ``\\n``) while hashing it.
+
+    Lines are gathered and written and hashed a block at a time: one call per example would
+    cost more than the example's conversion.
+    """
+
+    BLOCK = 1024 * 1024
 
     def __init__(self, path: Path, source: str) -> None:
         self.path = path
@@ -62,15 +69,38 @@ class Writer:
         self.hash = hashlib.sha256()
         self.size = 0
         self.examples = 0
+        self.pending: list[bytes] = []
+        self.pending_size = 0
 
     def write(self, example: Mapping[str, Any]) -> None:
         data = orjson.dumps(example) + b"\n"
-        self.hash.update(data)
-        self.size += len(data)
+        self.pending.append(data)
+        self.pending_size += len(data)
         self.examples += 1
-        self.file.write(data)
+        if self.pending_size >= self.BLOCK:
+            self._flush()
+
+    def _flush(self) -> None:
+        block = b"".join(self.pending)
+        self.hash.update(block)
+        self.file.write(block)
+        self.size += len(block)
+        self.pending = []
+        self.pending_size = 0
+
+    def append_file(self, other: DatasetFile) -> None:
+        """Append a later part's file (then remove it), as if its lines were written here."""
+        self._flush()
+        with other.path.open("rb") as f:
+            while block := f.read(self.BLOCK):
+                self.hash.update(block)
+                self.file.write(block)
+                self.size += len(block)
+        self.examples += other.examples
+        other.path.unlink()
 
     def close(self) -> DatasetFile:
+        self._flush()
         self.file.close()
         return DatasetFile(self.path, self.hash.hexdigest(), self.size, self.examples, self.source)
 
@@ -122,8 +152,10 @@ class Part:
     labels: dict[bytes, int] = field(default_factory=dict)
     #: Whether more distinct answers were seen than ``labels`` holds.
     many_labels: bool = False
-    #: The converted files of each part, in order (empty when not writing).
-    outputs: list[dict[str, DatasetFile]] = field(default_factory=list)
+    #: The converted file of each side (empty when not writing).
+    outputs: dict[str, DatasetFile] = field(default_factory=dict)
+    #: The first part's writers, still open while later parts are appended (never pickled).
+    open_writers: dict[str, Writer] | None = None
 
     def extend(self, other: Part) -> None:
         """Append the part that follows this one in the file."""
@@ -144,7 +176,6 @@ class Part:
         self.truncated += other.truncated
         self.multimodal += other.multimodal
         self.many_labels |= other.many_labels
-        self.outputs += other.outputs
         for label, count in other.labels.items():
             if label in self.labels:
                 self.labels[label] += count
@@ -161,7 +192,7 @@ def digests(prompts: bytearray) -> array[int]:
     return values
 
 
-def _threshold(fraction: float) -> bytes:
+def threshold(fraction: float) -> bytes:
     """The prompt digest below which an example falls in a set-aside of ``fraction``."""
     return min(int(fraction * 2**64), 2**64 - 1).to_bytes(8, "big")
 
@@ -182,8 +213,8 @@ class Scanner:
         )
         holdout, validation = job.fractions
         self.split = holdout > 0 or validation > 0
-        self.holdout_below = _threshold(holdout)
-        self.validation_below = _threshold(holdout + validation)
+        self.holdout_below = threshold(holdout)
+        self.validation_below = threshold(holdout + validation)
 
     def finding(self, code: str, message: str, line: int | None, field: str | None = None) -> None:
         self.add(Finding("error", code, message, line=line, file=self.job.display, field=field))
@@ -284,13 +315,17 @@ class Scanner:
         else:
             self.part.many_labels = True
 
-    def close(self) -> None:
+    def close(self, *, keep_open: bool = False) -> dict[str, Writer] | None:
+        """Finish the part; with ``keep_open``, hand back the writers (for later parts' files)
+        instead of closing them."""
         part = self.part
         part.input_counts = Counter(part.input_tokens)
         part.output_counts = Counter(part.output_tokens)
         part.total_counts = Counter(map(int.__add__, part.input_tokens, part.output_tokens))
-        if self.writers is not None:
-            self.part.outputs.append({side: w.close() for side, w in self.writers.items()})
+        if self.writers is None or keep_open:
+            return self.writers
+        part.outputs = {side: w.close() for side, w in self.writers.items()}
+        return None
 
 
 def _has_media(example: Mapping[str, Any]) -> bool:
@@ -328,17 +363,34 @@ def _scan_csv(job: PartJob, scanner: Scanner) -> None:
         scanner.example(line, formats.from_csv_row(row, mapping))
 
 
-def scan(job: PartJob) -> Part:
+def scan(job: PartJob, *, keep_open: bool = False) -> Part:
     """Check, split and write the examples of one byte range (in a worker process too).
 
-    The loop below is the validator's hot path: it runs once per line of a file of any size, so
+    With ``keep_open`` the writers stay open in ``part.open_writers``, for :func:`run_parts` to
+    append the later parts' files to.
+    """
+    # Parsing allocates a handful of dicts and lists per line, which sets off the cyclic garbage
+    # collector every few hundred lines to walk every object in the process, though none of
+    # them can form a cycle: a third of the time on a large file. It is off while the file is
+    # read, and back as it was afterwards.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _scan(job, keep_open=keep_open)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _scan(job: PartJob, *, keep_open: bool) -> Part:
+    """The loop below is the validator's hot path: it runs once per line of a file of any size, so
     it keeps what it touches in local names and leaves every uncommon case to the scanner.
     """
     part = Part(FindingList())
     scanner = Scanner(job, part)
     if is_csv(job.path, job.fmt):
         _scan_csv(job, scanner)
-        scanner.close()
+        part.open_writers = scanner.close(keep_open=keep_open)
         return part
     supervised = job.method == "supervised"
     fast = fastpath.CHECKS.get(scanner.fmt or "") if supervised else None
@@ -391,7 +443,7 @@ def scan(job: PartJob) -> Part:
         # The fast path counted nothing per side: every example it took is a training one.
         examples["train"] = len(lines)
         billable["train"] += train_billable
-    scanner.close()
+    part.open_writers = scanner.close(keep_open=keep_open)
     return part
 
 
@@ -480,14 +532,25 @@ def _finish_worker(proc: subprocess.Popen[bytes] | None, job: PartJob) -> Part:
 
 
 def run_parts(jobs: list[PartJob]) -> Part:
-    """Scan each job's range (the first here, the others in workers) and append the parts."""
+    """Scan each job's range (the first here, the others in workers) and append the parts.
+
+    The first part writes the final files; each later part's files are appended to them.
+    """
     if len(jobs) == 1:
         return scan(jobs[0])
     procs = [_start_worker(job) for job in jobs[1:]]
     try:
-        merged = scan(jobs[0])
+        merged = scan(jobs[0], keep_open=True)
+        writers = merged.open_writers
+        merged.open_writers = None
         for proc, job in zip(procs, jobs[1:], strict=True):
-            merged.extend(_finish_worker(proc, job))
+            later = _finish_worker(proc, job)
+            merged.extend(later)
+            if writers is not None:
+                for side, file in later.outputs.items():
+                    writers[side].append_file(file)
+        if writers is not None:
+            merged.outputs = {side: w.close() for side, w in writers.items()}
     finally:
         for proc in procs:
             if proc is not None and proc.poll() is None:

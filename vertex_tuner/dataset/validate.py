@@ -11,7 +11,6 @@ rows are appended, and the same prompt never lands on both sides.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -33,6 +32,7 @@ from vertex_tuner.dataset.scan import (
     processes,
     run_parts,
     scan,
+    threshold,
 )
 from vertex_tuner.errors import DatasetError
 
@@ -89,26 +89,13 @@ class PreparedDataset:
     holdout: DatasetFile | None
 
 
-def _join(parts: list[DatasetFile], target: Path, source: str) -> DatasetFile:
-    """Concatenate part files in order into ``target``, hashing as it goes."""
-    if len(parts) == 1:
-        parts[0].path.replace(target)
-        return DatasetFile(target, parts[0].sha256, parts[0].size, parts[0].examples, source)
-    digest = hashlib.sha256()
-    with target.open("wb") as out:
-        for part in parts:
-            with part.path.open("rb") as f:
-                while chunk := f.read(1024 * 1024):
-                    digest.update(chunk)
-                    out.write(chunk)
-            part.path.unlink()
-    return DatasetFile(
-        target,
-        digest.hexdigest(),
-        sum(p.size for p in parts),
-        sum(p.examples for p in parts),
-        source,
-    )
+def _trained_on(prompts: bytearray, fractions: tuple[float, float]) -> set[int]:
+    """The prompt digests (as :func:`digests` gives them) of the examples left for training."""
+    values = digests(prompts)
+    if not any(fractions):
+        return set(values)
+    first_kept = threshold(sum(fractions))  # below it, the example was set aside
+    return {value for i, value in enumerate(values) if prompts[8 * i : 8 * i + 8] >= first_kept}
 
 
 class Validator:
@@ -179,7 +166,9 @@ class Validator:
         for k, byte_range in enumerate(ranges):
             outputs = None
             if workdir is not None:
-                outputs = {side: workdir / f".part{k}-{side}.jsonl" for side in SIDES}
+                # The first part writes the final files; later ones are appended to them.
+                name = "{side}.jsonl" if k == 0 else f".part{k}-{{side}}.jsonl"
+                outputs = {side: workdir / name.format(side=side) for side in SIDES}
             # A range after the line that settled the format starts with it; the range that
             # holds that line settles it just as a single pass would.
             detected = found[0] if found and byte_range and found[1] < byte_range[0] else None
@@ -252,19 +241,14 @@ class Validator:
         )
         quality.duplicates(part, findings, display, read_answers)
         quality.whole_file(part, findings, display)
-        outputs: dict[str, DatasetFile | None] = dict.fromkeys(SIDES)
-        if workdir is not None:
-            for side in SIDES:
-                outputs[side] = _join(
-                    [p[side] for p in part.outputs], workdir / f"{side}.jsonl", display
-                )
+        outputs: dict[str, DatasetFile | None] = {**dict.fromkeys(SIDES), **part.outputs}
         counts = dict(part.examples)
         train_digests: set[int] | None = None
         for role, value in (("validation", validation), ("holdout", holdout)):
             if not isinstance(value, Path):
                 continue
             if train_digests is None:
-                train_digests = set(digests(part.prompts))
+                train_digests = _trained_on(part.prompts, fractions)
             job = self._job(
                 value,
                 str(value),
@@ -274,7 +258,7 @@ class Validator:
             findings.extend(other.findings)
             quality.leakage(other, train_digests, role, findings, str(value), display)
             if other.outputs:
-                outputs[role] = other.outputs[0]["train"]
+                outputs[role] = other.outputs["train"]
             counts[role] = len(other.lines)
         self._limits(counts, part, findings, display)
         stats = self._stats(part, counts, size, epochs, budget_usd, findings, display)
