@@ -43,7 +43,7 @@ vt() {
   local into=$1 log=$2 rc
   shift 2
   {
-    vertex-tuner "$@" ${flags[@]+"${flags[@]}"} 2>&1 >"$into" | tee "$log" >&2
+    vertex-tuner "$@" ${flags[@]+"${flags[@]}"} 2>&1 >"$into" | tee -i "$log" >&2
     rc=${PIPESTATUS[0]}
   }
   return "$rc"
@@ -146,6 +146,7 @@ case $rc in
     finish 0 running "⏳ **still running** after $wait_timeout: the job keeps running in Vertex, \
 and the next run of this workflow attaches to it (the run store carries the state)."
     ;;
+  130) fail "$rc" interrupted "detached while waiting" "$out/wait.log" ;;
   *) fail "$rc" failed "the tuning job did not succeed" "$out/wait.log" ;;
 esac
 

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,32 +228,54 @@ class Runner:
         (tmp_path / "summary.md").write_text("")
         return cls(workspace, env)
 
-    def run(self, script: str, env: dict[str, str] | None = None) -> Step:
-        """One `run:` step: its own output and env files, its own process group."""
+    def run(
+        self,
+        script: str,
+        env: dict[str, str] | None = None,
+        *,
+        interrupt_when: Callable[[], bool] | None = None,
+    ) -> Step:
+        """One `run:` step: its own output and env files, its own process group.
+
+        With ``interrupt_when``, the step's process group gets SIGINT (what a runner sends when
+        a run is cancelled) as soon as that returns true.
+        """
         temp = Path(self.env["RUNNER_TEMP"])
         n = len(self.groups)
-        script_file, output, env_file = (temp / f"step{n}.{x}" for x in ("sh", "out", "env"))
-        script_file.write_text(script)
-        output.write_text("")
-        env_file.write_text("")
-        proc = subprocess.Popen(
-            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script_file)],
-            cwd=self.workspace,
-            env={
-                **self.env,
-                **(env or {}),
-                "GITHUB_OUTPUT": str(output),
-                "GITHUB_ENV": str(env_file),
-            },
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
+        files = {x: temp / f"step{n}.{x}" for x in ("sh", "out", "env", "stdout", "stderr")}
+        files["sh"].write_text(script)
+        files["out"].write_text("")
+        files["env"].write_text("")
+        with files["stdout"].open("w") as stdout, files["stderr"].open("w") as stderr:
+            proc = subprocess.Popen(
+                ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(files["sh"])],
+                cwd=self.workspace,
+                env={
+                    **self.env,
+                    **(env or {}),
+                    "GITHUB_OUTPUT": str(files["out"]),
+                    "GITHUB_ENV": str(files["env"]),
+                },
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+            )
+            self.groups.append(proc.pid)
+            if interrupt_when is not None:
+                deadline = time.monotonic() + 120
+                while proc.poll() is None and time.monotonic() < deadline:
+                    if interrupt_when():
+                        os.killpg(proc.pid, signal.SIGINT)
+                        break
+                    time.sleep(0.05)
+            proc.wait(timeout=600)
+        self.env.update(parse_env_file(files["env"].read_text()))
+        return Step(
+            proc.returncode,
+            files["stdout"].read_text(),
+            files["stderr"].read_text(),
+            parse_env_file(files["out"].read_text()),
         )
-        self.groups.append(proc.pid)
-        stdout, stderr = proc.communicate(timeout=600)
-        self.env.update(parse_env_file(env_file.read_text()))
-        return Step(proc.returncode, stdout, stderr, parse_env_file(output.read_text()))
 
     def stop(self) -> None:
         """End what the steps left running (the sandbox), as a runner does at the end of a job."""
@@ -501,3 +524,25 @@ def test_a_wait_that_times_out_succeeds_and_the_next_run_attaches(tmp_path: Path
         assert second.outputs["outcome"] == "running"
         assert second.outputs["run_id"] == first.outputs["run_id"]
         assert f"- plan: **attach**, job `{record['job_name']}`" in runner.summary
+
+        # A cancelled run (SIGINT) detaches: the job keeps running for the next run to attach to.
+        wait_log = runner.workspace / "retrain-out/ticket_triage/wait.log"
+        wait_log.unlink()
+
+        def waiting() -> bool:  # the wait has read the job's state once
+            return wait_log.exists() and re.search(r"\d+: QUEUED", wait_log.read_text()) is not None
+
+        third = runner.run(
+            'scripts/retrain.sh "jobs/ticket_triage.yaml" --sandbox',
+            {"RETRAIN_WAIT_TIMEOUT": "10m"},
+            interrupt_when=waiting,
+        )
+        assert third.returncode == 130, third.stderr
+        assert third.outputs["outcome"] == "interrupted"
+        assert third.outputs["run_id"] == first.outputs["run_id"]
+        assert runner.summary.rstrip().endswith(
+            "❌ **detached while waiting** (exit 130: interrupted; a job already created keeps "
+            "running and the next run attaches to it)"
+        )
+        detached = f"```text\nerror: detached; {record['job_name']} keeps running (resume with: "
+        assert detached in runner.summary
