@@ -9,8 +9,9 @@ so those few lines are read again (:func:`answers_at`).
 from __future__ import annotations
 
 import itertools
+from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import orjson
@@ -18,7 +19,7 @@ import orjson
 from vertex_tuner.dataset import formats, keys
 from vertex_tuner.dataset.findings import Finding, FindingList, Severity
 from vertex_tuner.dataset.reader import iter_csv_rows, iter_lines
-from vertex_tuner.dataset.scan import Part, digests
+from vertex_tuner.dataset.scan import LONG_TOKENS, Part, digests
 
 MIN_RECOMMENDED_EXAMPLES = 100
 #: Few enough distinct answers to call the task a classification.
@@ -28,7 +29,7 @@ SKEW_SHARE = 0.6
 #: An example this many times the median length (in tokens) is an outlier ...
 OUTLIER_FACTOR = 8
 #: ... when it is also at least this long.
-OUTLIER_MIN_TOKENS = 512
+OUTLIER_MIN_TOKENS = LONG_TOKENS
 
 
 def answers_at(
@@ -59,6 +60,15 @@ def answers_at(
     return out
 
 
+def _repeats(prompts: bytearray, lines: array[int]) -> list[tuple[int, int]]:
+    """(line, digest) of every example of one bucket whose digest occurs more than once."""
+    values = digests(prompts)
+    if len(set(values)) == len(values):
+        return []
+    repeated = {v for v, count in Counter(values).items() if count > 1}
+    return [(lines[i], values[i]) for i, v in enumerate(values) if v in repeated]
+
+
 def duplicates(
     part: Part,
     findings: FindingList,
@@ -66,16 +76,18 @@ def duplicates(
     read_answers: Callable[[set[int]], dict[int, bytes]],
 ) -> None:
     """Warn about each example whose prompt an earlier line already had."""
-    values = digests(part.prompts)
-    if len(set(values)) == len(values):
+    found = sorted(
+        itertools.chain.from_iterable(
+            _repeats(prompts, lines)
+            for prompts, lines in zip(part.prompts, part.prompt_lines, strict=True)
+        )
+    )
+    if not found:
         return
-    repeated = {v for v, count in Counter(values).items() if count > 1}
-    positions = list(itertools.compress(range(len(values)), map(repeated.__contains__, values)))
-    answers = read_answers({part.lines[i] for i in positions})
+    answers = read_answers({line for line, _ in found})
     first: dict[int, int] = {}
-    for i in positions:
-        line = part.lines[i]
-        earlier = first.setdefault(values[i], line)
+    for line, digest in found:
+        earlier = first.setdefault(digest, line)
         if earlier == line:
             continue
         if answers.get(earlier) == answers.get(line):
@@ -88,25 +100,37 @@ def duplicates(
 
 def leakage(
     other: Part,
-    train: set[int],
+    train: Part,
+    kept: Callable[[bytes], bool],
     role: str,
     findings: FindingList,
     source: str,
     display: str,
 ) -> None:
-    """Flag each example of a separate validation or held-out file whose prompt is in train."""
+    """Flag each example of a separate validation or held-out file whose prompt is in the
+    training data (of ``train``, the digests ``kept`` says stayed there)."""
     severity: Severity = "error" if role == "holdout" else "warning"
-    for digest, line in zip(digests(other.prompts), other.lines, strict=True):
-        if digest in train:
-            findings.add(
-                Finding(
-                    severity,
-                    f"{role}-leakage",
-                    f"this prompt is also in the training data ({display})",
-                    line=line,
-                    file=source,
-                )
+    leaked: list[int] = []
+    for b, (prompts, lines) in enumerate(zip(other.prompts, other.prompt_lines, strict=True)):
+        if not lines:
+            continue
+        mine = train.prompts[b]
+        trained = {
+            value for i, value in enumerate(digests(mine)) if kept(bytes(mine[8 * i : 8 * i + 8]))
+        }
+        leaked += (
+            line for line, value in zip(lines, digests(prompts), strict=True) if value in trained
+        )
+    for line in sorted(leaked):
+        findings.add(
+            Finding(
+                severity,
+                f"{role}-leakage",
+                f"this prompt is also in the training data ({display})",
+                line=line,
+                file=source,
             )
+        )
 
 
 def distribution(counts: Mapping[int, int]) -> dict[str, int]:
@@ -135,13 +159,9 @@ def label_text(answer: bytes) -> str:
     return answer.decode("utf-8", "replace")[:80]
 
 
-def _totals(part: Part) -> Iterable[int]:
-    return map(int.__add__, part.input_tokens, part.output_tokens)
-
-
 def whole_file(part: Part, findings: FindingList, display: str) -> None:
     """Warnings about the training data as a whole."""
-    n = len(part.lines)
+    n = part.count
     if 0 < n < MIN_RECOMMENDED_EXAMPLES:
         findings.add(
             Finding(
@@ -177,9 +197,9 @@ def whole_file(part: Part, findings: FindingList, display: str) -> None:
     if n >= FEW_DISTINCT_OUTPUTS:
         median = distribution(part.total_counts)["median"]
         limit = max(median * OUTLIER_FACTOR, OUTLIER_MIN_TOKENS)
-        if max(part.total_counts) <= limit:
-            return
-        for i, total in enumerate(_totals(part)):
+        # The bar is never below LONG_TOKENS, so every outlier is among the long examples kept.
+        assert limit >= LONG_TOKENS
+        for line, total in zip(part.long_lines, part.long_totals, strict=True):
             if total > limit:
                 findings.add(
                     Finding(
@@ -187,7 +207,7 @@ def whole_file(part: Part, findings: FindingList, display: str) -> None:
                         "length-outlier",
                         f"~{total:,} tokens, more than {OUTLIER_FACTOR}× the median "
                         f"({median:,}); check it is not a paste error",
-                        line=part.lines[i],
+                        line=line,
                         file=display,
                     )
                 )

@@ -3,9 +3,9 @@
 Each line is parsed with orjson and handed to a fast check (:mod:`.fastpath`) that proves a
 well-formed text example valid without converting it; only the rest take the full path that
 converts, applies :func:`~vertex_tuner.dataset.rules.check_example` and explains each problem.
-What a pass keeps is a :class:`Part`: findings (capped per code) and, per accepted example, an
-8-byte prompt digest, its line and its token counts in flat arrays. Memory does not grow with the
-examples' size, only by 20 bytes per example.
+What a pass keeps is a :class:`Part`: findings (capped per code), token counters and, per
+accepted example, an 8-byte prompt digest and its line in flat arrays. Memory does not grow with
+the examples' size, only by 12 bytes per example (20 for a long one).
 
 Large files are cut into byte ranges at line starts (:func:`run_parts`): this process scans the
 first while worker processes scan the others, and the parts are appended in order. A worker
@@ -125,25 +125,52 @@ class PartJob:
     outputs: dict[str, Path] | None
 
 
+#: Prompt digests are kept in this many buckets (by their first byte), so that finding repeats
+#: needs a set of one bucket at a time, never of every example at once.
+BUCKETS = 256
+#: Examples up to this many tokens can never be length outliers (the outlier bar is at least
+#: this high), so only longer ones are remembered for that check.
+LONG_TOKENS = 512
+
+
+def _buckets() -> list[bytearray]:
+    return [bytearray() for _ in range(BUCKETS)]
+
+
+def _line_buckets() -> list[array[int]]:
+    return [array("I") for _ in range(BUCKETS)]
+
+
 @dataclass
 class Part:
-    """What one pass over a byte range learned: everything the report needs, in flat arrays."""
+    """What one pass over a byte range learned: everything the report needs.
+
+    Per accepted example it keeps 12 bytes (its prompt digest and line, bucketed by the
+    digest's first byte), and 8 more for an example over :data:`LONG_TOKENS` tokens; token
+    counts go straight into counters.
+    """
 
     findings: FindingList
     fmt: str | None = None
     #: Lines in the range, blank ones included (to number the next range's lines).
     lines_read: int = 0
-    #: Per accepted example, in line order: 8 bytes of prompt digest each ...
-    prompts: bytearray = field(default_factory=bytearray)
-    #: ... and its line and its input and output tokens.
-    lines: array[int] = field(default_factory=lambda: array("I"))
-    input_tokens: array[int] = field(default_factory=lambda: array("I"))
-    output_tokens: array[int] = field(default_factory=lambda: array("I"))
-    #: How many examples have each input, output and total token count: mergeable sketches of
-    #: the arrays above, counted where the part was scanned (so on every core at once).
+    #: Examples accepted (with or without truncation).
+    count: int = 0
+    #: Per bucket, the 8-byte prompt digests of its examples, in line order ...
+    prompts: list[bytearray] = field(default_factory=_buckets)
+    #: ... and their lines.
+    prompt_lines: list[array[int]] = field(default_factory=_line_buckets)
+    #: Line and total tokens of each example over LONG_TOKENS, in line order.
+    long_lines: array[int] = field(default_factory=lambda: array("I"))
+    long_totals: array[int] = field(default_factory=lambda: array("I"))
+    #: How many examples have each input, output and total token count: mergeable sketches,
+    #: counted where the part was scanned (so on every core at once).
     input_counts: Counter[int] = field(default_factory=Counter)
     output_counts: Counter[int] = field(default_factory=Counter)
     total_counts: Counter[int] = field(default_factory=Counter)
+    #: Token counts of the examples since the last :meth:`flush` (a block's worth).
+    pending_in: array[int] = field(default_factory=lambda: array("I"))
+    pending_out: array[int] = field(default_factory=lambda: array("I"))
     examples: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SIDES, 0))
     billable: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SIDES, 0))
     truncated: int = 0
@@ -157,16 +184,41 @@ class Part:
     #: The first part's writers, still open while later parts are appended (never pickled).
     open_writers: dict[str, Writer] | None = None
 
+    def remember(self, line: int, digest: bytes, n_in: int, n_out: int) -> None:
+        """Keep what the whole-file checks need of one accepted example (the hot loop in
+        :func:`_scan` does the same inline)."""
+        bucket = digest[0]
+        self.prompts[bucket] += digest
+        self.prompt_lines[bucket].append(line)
+        self.pending_in.append(n_in)
+        self.pending_out.append(n_out)
+        if n_in + n_out > LONG_TOKENS:
+            self.long_lines.append(line)
+            self.long_totals.append(n_in + n_out)
+
+    def flush(self) -> None:
+        """Count the pending token figures into the counters."""
+        if self.pending_in:
+            self.count += len(self.pending_in)
+            self.input_counts.update(self.pending_in)
+            self.output_counts.update(self.pending_out)
+            self.total_counts.update(map(int.__add__, self.pending_in, self.pending_out))
+            del self.pending_in[:]
+            del self.pending_out[:]
+
     def extend(self, other: Part) -> None:
         """Append the part that follows this one in the file."""
         offset = self.lines_read
+        shift = offset.__add__
         self.findings.extend(other.findings, line_offset=offset)
         self.fmt = self.fmt or other.fmt
         self.lines_read += other.lines_read
-        self.prompts += other.prompts
-        self.lines.extend(array("I", map(offset.__add__, other.lines)) if offset else other.lines)
-        self.input_tokens.extend(other.input_tokens)
-        self.output_tokens.extend(other.output_tokens)
+        self.count += other.count
+        for b in range(BUCKETS):
+            self.prompts[b] += other.prompts[b]
+            self.prompt_lines[b].extend(array("I", map(shift, other.prompt_lines[b])))
+        self.long_lines.extend(array("I", map(shift, other.long_lines)))
+        self.long_totals.extend(other.long_totals)
         self.input_counts.update(other.input_counts)
         self.output_counts.update(other.output_counts)
         self.total_counts.update(other.total_counts)
@@ -186,7 +238,7 @@ class Part:
 
 
 def digests(prompts: bytearray) -> array[int]:
-    """The 8-byte prompt digests as integers (native byte order: for equality only)."""
+    """8-byte prompt digests as integers (native byte order: for equality only)."""
     values = array("Q")
     values.frombytes(prompts)
     return values
@@ -294,10 +346,7 @@ class Scanner:
         if _has_media(example):
             part.multimodal += 1
         digest = keys.prompt_digest(keys.prompt_key(example, method))
-        part.prompts += digest
-        part.lines.append(line)
-        part.input_tokens.append(n_in)
-        part.output_tokens.append(n_out)
+        part.remember(line, digest, n_in, n_out)
         if not part.many_labels:
             self.label(keys.answer_key(example, method))
         side = self.side(digest)
@@ -319,9 +368,7 @@ class Scanner:
         """Finish the part; with ``keep_open``, hand back the writers (for later parts' files)
         instead of closing them."""
         part = self.part
-        part.input_counts = Counter(part.input_tokens)
-        part.output_counts = Counter(part.output_tokens)
-        part.total_counts = Counter(map(int.__add__, part.input_tokens, part.output_tokens))
+        part.flush()
         if self.writers is None or keep_open:
             return self.writers
         part.outputs = {side: w.close() for side, w in self.writers.items()}
@@ -397,8 +444,9 @@ def _scan(job: PartJob, *, keep_open: bool) -> Part:
     limit = job.model.max_tokens_per_example
     loads, dumps, decode_error = orjson.loads, orjson.dumps, orjson.JSONDecodeError
     sha1 = hashlib.sha1
-    prompts, lines = part.prompts, part.lines
-    input_tokens, output_tokens = part.input_tokens, part.output_tokens
+    prompts, prompt_lines = part.prompts, part.prompt_lines
+    pending_in, pending_out = part.pending_in, part.pending_out
+    long_lines, long_totals, long_tokens = part.long_lines, part.long_totals, LONG_TOKENS
     labels, examples, billable = part.labels, part.examples, part.billable
     writers, split = scanner.writers, scanner.split
     train_billable = 0
@@ -416,10 +464,14 @@ def _scan(job: PartJob, *, keep_open: bool) -> Part:
                 if result is not None:
                     key, texts, n_in, n_out, tokens_billable = result
                     digest = sha1(dumps(key)).digest()[:8]
-                    prompts += digest
-                    lines.append(number)
-                    input_tokens.append(n_in)
-                    output_tokens.append(n_out)
+                    bucket = digest[0]
+                    prompts[bucket] += digest
+                    prompt_lines[bucket].append(number)
+                    pending_in.append(n_in)
+                    pending_out.append(n_out)
+                    if n_in + n_out > long_tokens:
+                        long_lines.append(number)
+                        long_totals.append(n_in + n_out)
                     if not part.many_labels:
                         answer = dumps(texts)
                         if answer in labels:
@@ -438,10 +490,11 @@ def _scan(job: PartJob, *, keep_open: bool) -> Part:
             scanner.line(number, obj)
             if fast is None and supervised and scanner.fmt is not None:
                 fast = fastpath.CHECKS.get(scanner.fmt)
+        part.flush()
     part.lines_read = number
     if not (split or writers is not None):
         # The fast path counted nothing per side: every example it took is a training one.
-        examples["train"] = len(lines)
+        examples["train"] = part.count
         billable["train"] += train_billable
     part.open_writers = scanner.close(keep_open=keep_open)
     return part
@@ -519,15 +572,16 @@ def _finish_worker(proc: subprocess.Popen[bytes] | None, job: PartJob) -> Part:
     """The worker's part; if the worker could not run, the same part scanned here."""
     if proc is not None:
         assert proc.stdout is not None
-        out = proc.stdout.read()
-        proc.stdout.close()
-        if proc.wait() == 0:
-            try:
-                part = pickle.loads(out)
-            except (pickle.UnpicklingError, EOFError, AttributeError, ImportError):
-                part = None
-            if isinstance(part, Part):
-                return part
+        part = None
+        try:
+            # Straight from the pipe: no second copy of the part in memory.
+            part = pickle.load(proc.stdout)
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError):
+            part = None
+        finally:
+            proc.stdout.close()
+        if proc.wait() == 0 and isinstance(part, Part):
+            return part
     return scan(job)
 
 

@@ -2,8 +2,8 @@
 
 :mod:`.scan` reads the file (in byte ranges on several cores when it is large), :mod:`.quality`
 looks at the data as a whole, and this module adds the file-level limits, the token and cost
-estimate, and the report. Memory stays flat whatever the file size: about 20 bytes per example
-and at most :data:`~vertex_tuner.dataset.findings.MAX_PER_CODE` findings per code.
+estimate, and the report. Memory does not depend on the examples' size: 12 bytes per example
+(20 for a long one) and at most :data:`~vertex_tuner.dataset.findings.MAX_PER_CODE` findings per code.
 
 Splits are decided by a hash of each example's prompt, so they are deterministic, stay stable as
 rows are appended, and the same prompt never lands on both sides.
@@ -27,7 +27,6 @@ from vertex_tuner.dataset.scan import (
     Part,
     PartJob,
     detect_first,
-    digests,
     is_csv,
     processes,
     run_parts,
@@ -87,15 +86,6 @@ class PreparedDataset:
     train: DatasetFile
     validation: DatasetFile | None
     holdout: DatasetFile | None
-
-
-def _trained_on(prompts: bytearray, fractions: tuple[float, float]) -> set[int]:
-    """The prompt digests (as :func:`digests` gives them) of the examples left for training."""
-    values = digests(prompts)
-    if not any(fractions):
-        return set(values)
-    first_kept = threshold(sum(fractions))  # below it, the example was set aside
-    return {value for i, value in enumerate(values) if prompts[8 * i : 8 * i + 8] >= first_kept}
 
 
 class Validator:
@@ -230,7 +220,7 @@ class Validator:
         )
         part = self._scan_train(train, display, workdir, fractions)
         findings.extend(part.findings)
-        if size == 0 or (not part.lines and not findings.counts):
+        if size == 0 or (not part.count and not findings.counts):
             findings.add(Finding("error", "empty-file", "the file has no examples", file=display))
         read_answers = partial(
             quality.answers_at,
@@ -243,12 +233,10 @@ class Validator:
         quality.whole_file(part, findings, display)
         outputs: dict[str, DatasetFile | None] = {**dict.fromkeys(SIDES), **part.outputs}
         counts = dict(part.examples)
-        train_digests: set[int] | None = None
+        kept_from = threshold(sum(fractions))  # digests below it were set aside
         for role, value in (("validation", validation), ("holdout", holdout)):
             if not isinstance(value, Path):
                 continue
-            if train_digests is None:
-                train_digests = _trained_on(part.prompts, fractions)
             job = self._job(
                 value,
                 str(value),
@@ -256,10 +244,10 @@ class Validator:
             )
             other = scan(job)
             findings.extend(other.findings)
-            quality.leakage(other, train_digests, role, findings, str(value), display)
+            quality.leakage(other, part, kept_from.__le__, role, findings, str(value), display)
             if other.outputs:
                 outputs[role] = other.outputs["train"]
-            counts[role] = len(other.lines)
+            counts[role] = other.count
         self._limits(counts, part, findings, display)
         stats = self._stats(part, counts, size, epochs, budget_usd, findings, display)
         stats.update(findings.totals())
@@ -331,7 +319,7 @@ class Validator:
             "model": self.model.id,
             "method": self.method,
             "bytes": size,
-            "examples": len(part.lines),
+            "examples": part.count,
             "train_examples": counts["train"],
             "validation_examples": counts["validation"],
             "holdout_examples": counts["holdout"],
