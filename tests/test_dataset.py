@@ -339,3 +339,20 @@ def test_prepare_needs_a_local_copy_of_gs_data(tmp_path: Path) -> None:
     )
     with pytest.raises(DatasetError, match="local copy"):
         prepare(load_spec(spec_path), tmp_path / "work")
+
+
+def test_bad_json_says_which_column(tmp_path: Path) -> None:
+    report = validate_file(write_lines(tmp_path, [b'{"messages": [1,]}', b'"\\ud800"']))
+    assert [f.message for f in report.errors] == [
+        "not valid JSON: trailing comma is not allowed at column 16",
+        "not valid JSON: no low surrogate in string at column 2",
+    ]
+
+
+def test_splits_that_leave_nothing_to_train_on(tmp_path: Path) -> None:
+    from vertex_tuner.errors import DatasetError
+
+    path = write_lines(tmp_path, [chat(i) for i in range(10)])
+    validator = Validator(model="gemini-2.5-flash", method="supervised")
+    with pytest.raises(DatasetError, match="set aside all of the training data"):
+        validator.run(path, display="d", validation=0.5, holdout=0.5)

@@ -19,6 +19,7 @@ import gc
 import hashlib
 import os
 import pickle
+import re
 import subprocess
 import sys
 from array import array
@@ -244,6 +245,9 @@ def digests(prompts: bytearray) -> array[int]:
     return values
 
 
+_POSITION = re.compile(r": line \d+ column (\d+) \(char \d+\)$")
+
+
 def threshold(fraction: float) -> bytes:
     """The prompt digest below which an example falls in a set-aside of ``fraction``."""
     return min(int(fraction * 2**64), 2**64 - 1).to_bytes(8, "big")
@@ -285,10 +289,14 @@ class Scanner:
         if not raw.strip():
             return
         message = str(exc)
-        if "utf-8" in message.lower() or "surrogate" in message.lower():
+        if "not valid UTF-8" in message:
             self.finding("not-utf8", "the line is not valid UTF-8; save the file as UTF-8", line)
-        else:
-            self.finding("bad-json", f"not valid JSON: {message[:120]}", line)
+            return
+        # orjson says where as "line 1 column 7 (char 6)": within this line, so only the column.
+        where = _POSITION.search(message)
+        if where:
+            message = f"{message[: where.start()]} at column {where.group(1)}"
+        self.finding("bad-json", f"not valid JSON: {message[:160]}", line)
 
     def line(self, line: int, obj: Any) -> None:
         """A parsed JSONL line the fast path did not accept."""

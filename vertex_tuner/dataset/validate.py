@@ -3,7 +3,8 @@
 :mod:`.scan` reads the file (in byte ranges on several cores when it is large), :mod:`.quality`
 looks at the data as a whole, and this module adds the file-level limits, the token and cost
 estimate, and the report. Memory does not depend on the examples' size: 12 bytes per example
-(20 for a long one) and at most :data:`~vertex_tuner.dataset.findings.MAX_PER_CODE` findings per code.
+(20 for a long one) and at most :data:`~vertex_tuner.dataset.findings.MAX_PER_CODE` findings
+per code.
 
 Splits are decided by a hash of each example's prompt, so they are deterministic, stay stable as
 rows are appended, and the same prompt never lands on both sides.
@@ -218,6 +219,12 @@ class Validator:
             holdout if isinstance(holdout, float) else 0.0,
             validation if isinstance(validation, float) else 0.0,
         )
+        if sum(fractions) >= 1:
+            raise DatasetError(
+                f"evaluation.holdout ({fractions[0]}) and dataset.validation ({fractions[1]}) "
+                "together set aside all of the training data",
+                hint="keep their sum well below 1, e.g. 0.1 each",
+            )
         part = self._scan_train(train, display, workdir, fractions)
         findings.extend(part.findings)
         if size == 0 or (not part.count and not findings.counts):
