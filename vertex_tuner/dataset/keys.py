@@ -10,15 +10,15 @@ array, the other a JSON object.
 Flat key: ``[n, *system texts, role, n, *texts, role, n, *texts, ...]`` where each ``n`` counts
 the texts that follow, so no choice of text can imitate another example's structure.
 
-Digests: a prompt is remembered as 8 bytes of SHA-1 (duplicate, conflict and leakage checks, and
-the deterministic split: its big-endian value is uniform); an answer as a CRC-32, since it is
-only ever compared between examples that already share a prompt digest.
+A prompt is remembered as 8 bytes of its key's SHA-1 (for the duplicate, conflict and leakage
+checks, and the deterministic split: read big-endian, the value is uniform). An answer key is
+kept only for the first few distinct answers (to tell a classification), and read again from the
+file for an example whose prompt repeats.
 """
 
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,10 +30,6 @@ PROMPT_DIGEST_SIZE = 8
 def prompt_digest(key: bytes) -> bytes:
     """8 bytes that stand for a prompt key (big-endian, uniform: the split compares them)."""
     return hashlib.sha1(key).digest()[:PROMPT_DIGEST_SIZE]
-
-
-def answer_digest(key: bytes) -> int:
-    return zlib.crc32(key)
 
 
 def system_of(example: Mapping[str, Any]) -> Any:
@@ -117,23 +113,3 @@ def answer_key(example: Mapping[str, Any], method: str) -> bytes:
     if texts is not None:
         return orjson.dumps(texts)
     return orjson.dumps(last, option=orjson.OPT_SORT_KEYS)
-
-
-def answer_text(example: Mapping[str, Any], method: str) -> str:
-    """A short, readable form of the answer, for messages about labels."""
-    if method == "distillation":
-        return ""
-    contents = example.get("contents")
-    if method == "preference":
-        contents = [
-            c.get("completion")
-            for c in example.get("completions") or []
-            if type(c) is dict and c.get("score") == 1
-        ]
-    if type(contents) is list and contents and type(contents[-1]) is dict:
-        parts = contents[-1].get("parts")
-        if type(parts) is list:
-            return "".join(
-                p["text"] for p in parts if type(p) is dict and type(p.get("text")) is str
-            )[:80]
-    return ""

@@ -426,7 +426,7 @@ def scan(job: PartJob, *, keep_open: bool = False) -> Part:
     """
     # Parsing allocates a handful of dicts and lists per line, which sets off the cyclic garbage
     # collector every few hundred lines to walk every object in the process, though none of
-    # them can form a cycle: a third of the time on a large file. It is off while the file is
+    # them can form a cycle: up to a third of the time on a large file. It is off while the file is
     # read, and back as it was afterwards.
     enabled = gc.isenabled()
     gc.disable()
