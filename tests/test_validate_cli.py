@@ -156,10 +156,12 @@ def test_render_text_is_a_pure_function(bad: Path) -> None:
     assert "examples    2 accepted: train 2, validation 0, held out 0" in text
 
 
-def test_validating_a_small_file_imports_no_google_client(good: Path) -> None:
+@pytest.mark.parametrize("args", [["validate", "{good}", "--json"], ["--help"], ["validate", "-h"]])
+def test_validate_and_help_import_no_google_client(good: Path, args: list[str]) -> None:
+    argv = [a.format(good=good) for a in args]
     code = (
         "import sys\nfrom vertex_tuner.cli import cli\n"
-        f"try:\n    cli(['validate', {str(good)!r}, '--json'])\nexcept SystemExit as e:\n"
+        f"try:\n    cli({argv!r})\nexcept SystemExit as e:\n"
         "    assert e.code == 0, e.code\n"
         "loaded = [m for m in sys.modules if m.startswith(('google.genai', 'google.cloud'))]\n"
         "assert not loaded, loaded\n"
