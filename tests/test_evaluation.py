@@ -174,6 +174,36 @@ def test_gates_are_checked_when_the_spec_loads(tmp_path: Path) -> None:
     assert info.value.location.field == "evaluation.promote_if"
 
 
+def test_a_gate_may_only_read_the_metrics_the_spec_evaluates(tmp_path: Path) -> None:
+    from vertex_tuner.errors import SpecError
+    from vertex_tuner.spec import load_spec
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: a\ndataset: {train: d.jsonl}\nevaluation:\n  metrics: [exact_match]\n"
+        '  promote_if: "tuned.rouge_l >= base.rouge_l"\n'
+    )
+    with pytest.raises(SpecError) as info:
+        load_spec(spec, environ={})
+    assert info.value.location.line == 5
+    assert info.value.location.field == "evaluation.promote_if"
+    assert "add it to evaluation.metrics" in str(info.value)
+
+
+def test_a_metric_without_its_option_is_a_spec_error(tmp_path: Path) -> None:
+    from vertex_tuner.errors import SpecError
+    from vertex_tuner.spec import load_spec
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: a\ndataset: {train: d.jsonl}\nevaluation:\n  metrics: [json_valid, json_schema]\n"
+    )
+    with pytest.raises(SpecError) as info:
+        load_spec(spec, environ={})
+    assert info.value.location.field == "evaluation"
+    assert "needs evaluation.json_schema" in str(info.value)
+
+
 # --- the evaluator and reports --------------------------------------------------------------
 
 
@@ -261,6 +291,30 @@ def test_evaluator_runs_targets_caches_and_stores(tmp_path: Path) -> None:
     evaluator.evaluate(current, settings)
     assert len(generator.history) == calls  # the re-run is served from the cache
     assert cache.hits == 12
+
+
+def test_a_missing_metric_option_fails_before_any_prompt_is_sent(tmp_path: Path) -> None:
+    from vertex_tuner.evaluation.metrics import MetricError
+
+    storage = FakeStorage()
+    storage.write("gs://b/holdout/h.jsonl", holdout_line(0), if_generation_match=0)
+    runs = RunStore(LocalBlobStore(tmp_path / "runs"))
+    current = record("r1", "projects/p/locations/l/endpoints/new")
+    runs.save(current)
+    generator = FakeGenerator(lambda model, contents: "{}")
+    evaluator = Evaluator(generator=generator, runs=runs, storage=storage, sleep=lambda s: None)
+    # Built without the spec's checks, as a program calling the evaluator directly might.
+    settings = EvaluationSpec.model_construct(
+        metrics=["json_schema"],
+        concurrency=1,
+        max_examples=None,
+        promote_if=None,
+        label_field=None,
+        json_schema=None,
+    )
+    with pytest.raises(MetricError, match="needs evaluation.json_schema"):
+        evaluator.evaluate(current, settings)
+    assert generator.history == []
 
 
 def test_reports(tmp_path: Path) -> None:

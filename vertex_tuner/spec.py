@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -183,16 +184,32 @@ class EvaluationSpec(_Model):
 
     @field_validator("promote_if")
     @classmethod
-    def _gate(cls, v: str | None) -> str | None:
+    def _gate(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is None:
             return v
         from vertex_tuner.evaluation.gate import parse_gate
 
+        # The gate may only read metrics this spec evaluates (when they passed their own check).
+        metrics = info.data.get("metrics")
         try:
-            parse_gate(v)
+            parse_gate(v, metrics=metrics)
         except ValueError as exc:
             raise ValueError(f"invalid gate: {exc}") from exc
         return v
+
+    @model_validator(mode="after")
+    def _metric_options(self) -> EvaluationSpec:
+        from vertex_tuner.evaluation.metrics import check_metric_options
+
+        try:
+            # Here json_schema is a path (read when evaluating), so only its presence counts.
+            schema = {} if self.json_schema is not None else None
+            check_metric_options(
+                self.metrics, {"json_schema": schema, "label_field": self.label_field}
+            )
+        except SpecError as exc:
+            raise ValueError(f"{exc.message}; {exc.hint}" if exc.hint else exc.message) from exc
+        return self
 
 
 def _known_metrics() -> frozenset[str] | None:

@@ -184,7 +184,7 @@ class Evaluator:
     ) -> EvaluationResult:
         """Run the held-out set, score it, judge the gate, and store the result with the run."""
         from vertex_tuner.evaluation.gate import parse_gate
-        from vertex_tuner.evaluation.metrics import compute_metrics
+        from vertex_tuner.evaluation.metrics import check_metric_options, compute_metrics
         from vertex_tuner.evaluation.results import (
             EvaluationResult,
             ExampleResult,
@@ -196,10 +196,12 @@ class Evaluator:
             examples = examples[: settings.max_examples]
         if not examples:
             raise DatasetError(f"run {record.run_id}: the held-out set is empty")
+        # A metric missing an option (or given a bad schema) fails before any prompt is sent.
+        options: dict[str, Any] = {"json_schema": json_schema, "label_field": settings.label_field}
+        check_metric_options(settings.metrics, options)
         targets = self.targets(record, against)
         outputs = self.generate_all(targets, examples, concurrency=settings.concurrency)
         references = [e.reference for e in examples]
-        options: dict[str, Any] = {"json_schema": json_schema, "label_field": settings.label_field}
         target_results: dict[str, TargetResult] = {}
         per_example: dict[str, list[dict[str, float | None]]] = {}
         for target in targets:
