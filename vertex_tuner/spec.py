@@ -203,7 +203,7 @@ class EvaluationSpec(_Model):
 
         try:
             # Here json_schema is a path (read when evaluating), so only its presence counts.
-            schema = {} if self.json_schema is not None else None
+            schema: dict[str, Any] | None = {} if self.json_schema is not None else None
             check_metric_options(
                 self.metrics, {"json_schema": schema, "label_field": self.label_field}
             )
