@@ -312,7 +312,7 @@ def test_a_missing_metric_option_fails_before_any_prompt_is_sent(tmp_path: Path)
         label_field=None,
         json_schema=None,
     )
-    with pytest.raises(MetricError, match="needs evaluation.json_schema"):
+    with pytest.raises(MetricError, match=r"needs evaluation\.json_schema"):
         evaluator.evaluate(current, settings)
     assert generator.history == []
 
