@@ -146,7 +146,7 @@ def test_the_json_report_shape(tmp_path: Path) -> None:
     assert document["warnings"][0] == {
         "line": None,
         "code": "few-examples",
-        "message": "only 1 training examples; start with at least 100",
+        "message": "only 1 training example; start with at least 100",
         "file": str(tmp_path / "d.jsonl"),
     }
     for key in (

@@ -129,6 +129,77 @@ def run(path: Path, **kwargs: Any) -> Any:
     return validator.run(path, display=path.name, workdir=path.parent / f"out-{path.stem}")
 
 
+def _findings(path: Path) -> list[tuple[int | None, str, str | None, str]]:
+    report = run(path).report
+    return [(f.line, f.code, f.field, f.message) for f in report.errors]
+
+
+def test_findings_name_the_fields_of_the_line_as_written(tmp_path: Path) -> None:
+    """A chat file's problems are in messages[i].content, not in the Gemini form it becomes."""
+    path = tmp_path / "chat.jsonl"
+    lines = [
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]},
+        {
+            "messages": [
+                {"role": "system", "content": "Be kind."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "   "},
+            ]
+        },
+        {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},
+    ]
+    path.write_bytes(b"\n".join(orjson.dumps(line) for line in lines))
+    assert _findings(path) == [
+        (2, "empty-text", "messages[2].content", "empty or whitespace-only text"),
+        (
+            3,
+            "consecutive-turns",
+            "messages[1].role",
+            "messages[1] is a second user turn in a row; user and assistant turns must alternate",
+        ),
+        (
+            3,
+            "must-end-on-model",
+            "messages[1].role",
+            "the conversation must end on an assistant turn (the answer to learn)",
+        ),
+    ]
+
+
+def test_findings_in_pairs_csv_and_snake_case_gemini_name_their_own_fields(
+    tmp_path: Path,
+) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_bytes(orjson.dumps({"prompt": "Hi", "completion": "\t"}))
+    assert [f[:3] for f in _findings(pairs)] == [(1, "empty-text", "completion")]
+
+    table = tmp_path / "tickets.csv"
+    table.write_text("ticket,label,system\nWhere is it?, ,Be brief\n  ,refund,\n")
+    assert [f[:3] for f in _findings(table)] == [
+        (2, "empty-text", "column 'label'"),
+        (3, "empty-text", "column 'ticket'"),
+    ]
+
+    snake = tmp_path / "snake.jsonl"
+    snake.write_bytes(
+        orjson.dumps(
+            {"system_instruction": {"parts": [{"text": " "}]}, "contents": [u("Hi"), m("Yo")]}
+        )
+    )
+    assert [f[:3] for f in _findings(snake)] == [
+        (1, "empty-text", "system_instruction.parts[0].text")
+    ]
+
+
+def test_source_paths_leave_what_they_cannot_place() -> None:
+    translate = formats.source_paths("messages", {"messages": [{"role": "user", "content": "a"}]})
+    assert translate is not None
+    assert translate("contents[0].parts[0].text") == "messages[0].content"
+    assert translate("contents[3].role") == "contents[3].role"
+    assert formats.source_paths("gemini", {"contents": []}) is None
+    assert formats.source_paths("messages", {"messages": "x"}) is None
+
+
 def lines_of(report: Any) -> dict[str, list[int | None]]:
     out: dict[str, list[int | None]] = {}
     for f in [*report.errors, *report.warnings]:

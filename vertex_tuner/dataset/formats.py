@@ -15,7 +15,8 @@ preference     ``{"contents": [...ending on user], "completions": [{"score", "co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 FORMATS = ("gemini", "messages", "text-pairs", "csv", "preference")
@@ -174,3 +175,69 @@ def convert(obj: Any, fmt: str) -> dict[str, Any]:
     if fmt == "text-pairs":
         return from_pairs(obj)
     raise ValueError(f"unknown format {fmt!r}")  # the Validator checks formats up front
+
+
+#: A field path of a converted example: ``contents[1]``, ``contents[1].role``,
+#: ``contents[0].parts[0].text``, ``systemInstruction.parts[0].text``...
+_CONVERTED_PATH = re.compile(
+    r"\b(?:contents\[(\d+)\]|(systemInstruction))(\.role|\.parts(?:\[0\](?:\.text)?)?)?"
+)
+
+
+def source_paths(
+    fmt: str, obj: Any, columns: Mapping[str, str | None] | None = None
+) -> Callable[[str], str] | None:
+    """A function that rewrites the converted example's field paths, in a finding's field or
+    message, into the paths of the line as written (``contents[1].parts[0].text`` of a chat line
+    is its ``messages[2].content``); None when the line is already in Gemini's shape.
+
+    ``obj`` is the parsed line (a CSV row for ``csv``, with ``columns`` from
+    :func:`csv_columns`).
+    """
+    names: list[str] = []
+    system: str | None = None
+    text_suffix = ""
+    if fmt == "messages":
+        messages = obj.get("messages") if isinstance(obj, dict) else None
+        if not isinstance(messages, list):
+            return None
+        for i, message in enumerate(messages):
+            if isinstance(message, dict) and message.get("role") == "system":
+                system = f"messages[{i}]"
+            else:
+                names.append(f"messages[{i}]")
+        text_suffix = ".content"
+    elif fmt == "text-pairs" and isinstance(obj, dict):
+        pair = next(((a, b) for a, b in _PAIR_KEYS if a in obj and b in obj), None)
+        if pair is None:
+            return None
+        names = list(pair)
+    elif fmt == "csv" and columns is not None:
+        names = [f"column {columns['prompt']!r}", f"column {columns['response']!r}"]
+        if columns.get("system"):
+            system = f"column {columns['system']!r}"
+    elif fmt in ("gemini", "preference") and isinstance(obj, dict):
+        if "system_instruction" in obj and "systemInstruction" not in obj:
+            return lambda text: text.replace("systemInstruction", "system_instruction")
+        return None
+    else:
+        return None
+    chat = fmt == "messages"
+
+    def rewrite(match: re.Match[str]) -> str:
+        index, is_system, rest = match.group(1), match.group(2), match.group(3) or ""
+        base = system if is_system else (names[int(index)] if int(index) < len(names) else None)
+        if base is None:
+            return match.group(0)
+        if rest == ".role":
+            return base + rest if chat else base
+        return base + (text_suffix if rest else "")
+
+    def translate(text: str) -> str:
+        text = _CONVERTED_PATH.sub(rewrite, text)
+        if chat:
+            text = text.replace("a model turn", "an assistant turn")
+            text = text.replace("model turn", "assistant turn")
+        return text
+
+    return translate

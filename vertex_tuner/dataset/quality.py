@@ -167,7 +167,8 @@ def whole_file(part: Part, findings: FindingList, display: str) -> None:
             Finding(
                 "warning",
                 "few-examples",
-                f"only {n} training examples; start with at least {MIN_RECOMMENDED_EXAMPLES}",
+                f"only {n} training example{'' if n == 1 else 's'}; "
+                f"start with at least {MIN_RECOMMENDED_EXAMPLES}",
                 file=display,
             )
         )

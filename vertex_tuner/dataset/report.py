@@ -59,7 +59,7 @@ def render_text(report: Report, console: Console, *, source: str | None = None) 
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="dim")
     table.add_column()
-    table.add_row("format", str(s.get("format")))
+    table.add_row("format", str(s.get("format") or "unknown (no example read)"))
     table.add_row(
         "examples",
         f"{s.get('examples', 0):,} accepted: train {s.get('train_examples', 0):,}, "

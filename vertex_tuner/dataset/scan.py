@@ -326,10 +326,21 @@ class Scanner:
         except formats.ConversionError as exc:
             self.finding(exc.code, exc.message, line, exc.field)
             return
-        self.example(line, example)
+        self.example(line, example, source=obj)
 
-    def example(self, line: int, example: dict[str, Any]) -> None:
-        """A converted example: apply the rules; remember and write it when Vertex takes it."""
+    def example(
+        self,
+        line: int,
+        example: dict[str, Any],
+        *,
+        source: Any = None,
+        columns: Mapping[str, str | None] | None = None,
+    ) -> None:
+        """A converted example: apply the rules; remember and write it when Vertex takes it.
+
+        ``source`` is the line as parsed (a CSV row, with its ``columns``): findings name its
+        fields, not the converted example's.
+        """
         method = self.job.method
         if method == "preference":
             n_in, n_out = tokens.preference_tokens(example)
@@ -339,12 +350,18 @@ class Scanner:
         problems = check_example(
             example, method=method, model=self.job.model, line=line, measured=(n_in, n_out)
         )
-        for f in problems:
-            self.add(
-                Finding(
-                    f.severity, f.code, f.message, line=line, file=self.job.display, field=f.field
+        if problems:
+            translate = formats.source_paths(self.fmt or "", source, columns)
+            for f in problems:
+                message, where = f.message, f.field
+                if translate is not None:
+                    message = translate(message)
+                    where = translate(where) if where is not None else None
+                self.add(
+                    Finding(
+                        f.severity, f.code, message, line=line, file=self.job.display, field=where
+                    )
                 )
-            )
         # Vertex still trains on an example it truncates; any other error and it rejects it.
         if any(f.severity == "error" and f.code not in TRUNCATION_CODES for f in problems):
             return
@@ -415,7 +432,7 @@ def _scan_csv(job: PartJob, scanner: Scanner) -> None:
             except formats.ConversionError as exc:
                 scanner.finding(exc.code, exc.message, 1, "dataset.columns")
                 return
-        scanner.example(line, formats.from_csv_row(row, mapping))
+        scanner.example(line, formats.from_csv_row(row, mapping), source=row, columns=mapping)
 
 
 def scan(job: PartJob, *, keep_open: bool = False) -> Part:
