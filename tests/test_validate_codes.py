@@ -13,9 +13,10 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "vertex_tuner" / "dataset"
 
 
-def test_the_docs_list_every_code_with_its_meaning() -> None:
-    docs = (REPO / "docs" / "validation.md").read_text()
-    rows = re.findall(r"^\| `([a-z0-9-]+)` \| (.+) \|$", docs.split("## Finding codes", 1)[1], re.M)
+def test_the_readme_lists_every_code_with_its_meaning() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Finding codes", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z0-9-]+)` \| (.+) \|$", section, re.M)
     assert rows == [(code, meaning) for code, (_, meaning) in CODES.items()]
 
 

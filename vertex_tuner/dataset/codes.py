@@ -1,7 +1,7 @@
 """Every finding code the validator can emit: a stable contract, one line each.
 
 Scripts match on these codes (``--json``), so a code is never renamed or reused for another
-meaning. ``docs/validation.md`` lists the same table, and the tests hold the two, and the codes
+meaning. The README's "Finding codes" lists the same table, and the tests hold the two, and the codes
 used in the source, to each other.
 """
 
