@@ -1,8 +1,8 @@
 """Every finding code the validator can emit: a stable contract, one line each.
 
 Scripts match on these codes (``--json``), so a code is never renamed or reused for another
-meaning. The README's "Finding codes" lists the same table, and the tests hold the two, and the codes
-used in the source, to each other.
+meaning. The README's "Finding codes" lists the same table; the tests hold the two, and the
+codes used in the source, to each other.
 """
 
 from __future__ import annotations
