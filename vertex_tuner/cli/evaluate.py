@@ -91,13 +91,16 @@ def render_result(result: EvaluationResult, *, as_json: bool, report: str | None
     if as_json:
         echo_json(result.to_json())
         return
+    from rich.markup import escape
+
     from vertex_tuner.cli._render import evaluation_table
 
     console = stderr_console()
     console.print(evaluation_table(result))
     if result.verdict is not None:
-        mark = "[green]passed[/]" if result.verdict.passed else "[red]failed[/]"
-        console.print(f"gate {mark}: {result.verdict.explanation}")
+        # The explanation starts with "passed:" or "failed:".
+        colour = "green" if result.verdict.passed else "red"
+        console.print(f"[{colour}]gate[/] {escape(result.verdict.explanation)}")
 
 
 def check_gate(result: EvaluationResult) -> None:
@@ -105,7 +108,7 @@ def check_gate(result: EvaluationResult) -> None:
 
     if result.verdict is not None and not result.verdict.passed:
         raise GateFailed(
-            f"the evaluation gate failed: {result.verdict.explanation}",
+            f"the evaluation gate {result.verdict.explanation}",
             hint="the alias was not moved; see the report for the regressions",
         )
 
@@ -189,7 +192,7 @@ def promote_run(
             )
         if not gate.get("passed"):
             raise GateFailed(
-                f"run {record.run_id} did not pass its gate: {gate.get('explanation', '')}"
+                f"run {record.run_id} did not pass its gate ({gate.get('explanation', '')})"
             )
     entry = runs.set_alias(name, alias, record.run_id, reason="--if-gate" if if_gate else "")
     return record, entry
