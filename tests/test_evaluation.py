@@ -6,8 +6,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from records_support import run_record
 
 from vertex_tuner.backends.fake import FakeGenerator, FakeStorage
+from vertex_tuner.errors import SpecError
 from vertex_tuner.evaluation.gate import GateSyntaxError, parse_gate
 from vertex_tuner.evaluation.metrics import compute_metrics, macro_f1, normalise
 from vertex_tuner.evaluation.report import render_html, render_markdown, write_report
@@ -15,7 +17,7 @@ from vertex_tuner.evaluation.results import EvaluationResult
 from vertex_tuner.evaluation.runner import Evaluator
 from vertex_tuner.records import DatasetRef, RunRecord
 from vertex_tuner.runstore import LocalBlobStore, RunStore
-from vertex_tuner.spec import EvaluationSpec
+from vertex_tuner.spec import EvaluationSpec, load_spec
 
 # --- metrics -------------------------------------------------------------------------------
 
@@ -160,48 +162,34 @@ def test_rejected_gates(text: str, column: int) -> None:
     assert "^" in str(info.value)
 
 
-def test_gates_are_checked_when_the_spec_loads(tmp_path: Path) -> None:
-    from vertex_tuner.errors import SpecError
-    from vertex_tuner.spec import load_spec
-
+def spec_error(tmp_path: Path, evaluation: str) -> SpecError:
+    """The error of loading a spec whose ``evaluation:`` section (from line 4) is given."""
     spec = tmp_path / "s.yaml"
-    spec.write_text(
-        'name: a\ndataset: {train: d.jsonl}\nevaluation:\n  promote_if: "tuned.rouge_l >> 1"\n'
-    )
+    spec.write_text("name: a\ndataset: {train: d.jsonl}\nevaluation:\n" + evaluation)
     with pytest.raises(SpecError) as info:
         load_spec(spec, environ={})
-    assert info.value.location.line == 4
-    assert info.value.location.field == "evaluation.promote_if"
+    return info.value
+
+
+def test_gates_are_checked_when_the_spec_loads(tmp_path: Path) -> None:
+    error = spec_error(tmp_path, '  promote_if: "tuned.rouge_l >> 1"\n')
+    assert error.location.line == 4
+    assert error.location.field == "evaluation.promote_if"
 
 
 def test_a_gate_may_only_read_the_metrics_the_spec_evaluates(tmp_path: Path) -> None:
-    from vertex_tuner.errors import SpecError
-    from vertex_tuner.spec import load_spec
-
-    spec = tmp_path / "s.yaml"
-    spec.write_text(
-        "name: a\ndataset: {train: d.jsonl}\nevaluation:\n  metrics: [exact_match]\n"
-        '  promote_if: "tuned.rouge_l >= base.rouge_l"\n'
+    error = spec_error(
+        tmp_path, '  metrics: [exact_match]\n  promote_if: "tuned.rouge_l >= base.rouge_l"\n'
     )
-    with pytest.raises(SpecError) as info:
-        load_spec(spec, environ={})
-    assert info.value.location.line == 5
-    assert info.value.location.field == "evaluation.promote_if"
-    assert "add it to evaluation.metrics" in str(info.value)
+    assert error.location.line == 5
+    assert error.location.field == "evaluation.promote_if"
+    assert "add it to evaluation.metrics" in str(error)
 
 
 def test_a_metric_without_its_option_is_a_spec_error(tmp_path: Path) -> None:
-    from vertex_tuner.errors import SpecError
-    from vertex_tuner.spec import load_spec
-
-    spec = tmp_path / "s.yaml"
-    spec.write_text(
-        "name: a\ndataset: {train: d.jsonl}\nevaluation:\n  metrics: [json_valid, json_schema]\n"
-    )
-    with pytest.raises(SpecError) as info:
-        load_spec(spec, environ={})
-    assert info.value.location.field == "evaluation"
-    assert "needs evaluation.json_schema" in str(info.value)
+    error = spec_error(tmp_path, "  metrics: [json_valid, json_schema]\n")
+    assert error.location.field == "evaluation"
+    assert "needs evaluation.json_schema" in str(error)
 
 
 # --- the evaluator and reports --------------------------------------------------------------
@@ -220,21 +208,11 @@ def holdout_line(i: int) -> bytes:
 
 
 def record(run_id: str, endpoint: str) -> RunRecord:
-    return RunRecord(
-        run_id=run_id,
-        spec_name="support-tone",
-        spec_digest="d",
-        fingerprint="f" * 64,
-        tool_version="0.1.0",
+    return run_record(
+        run_id,
         job_name=f"projects/p/locations/l/tuningJobs/{run_id}",
-        created_at="2026-01-01T00:00:00Z",
-        updated_at="2026-01-01T00:00:00Z",
-        method="supervised",
-        base_model="gemini-2.5-flash",
-        display_name="support-tone",
         state="SUCCEEDED",
         endpoint=endpoint,
-        train=DatasetRef(sha256="a" * 64, size=1, examples=1),
         holdout=DatasetRef(uri="gs://b/holdout/h.jsonl", sha256="b" * 64, size=1, examples=4),
     )
 

@@ -7,30 +7,20 @@ import types
 
 import pytest
 from pytest_mock import MockerFixture
+from records_support import run_record
 
 from vertex_tuner.backends.model_registry import mirror_alias, split_model_version
 from vertex_tuner.errors import BackendError, ConfigurationError
-from vertex_tuner.records import DatasetRef, RunRecord
+from vertex_tuner.records import RunRecord
 
 
 def record(**updates: object) -> RunRecord:
-    base = RunRecord(
-        run_id="r1",
-        spec_name="support-tone",
-        spec_digest="d",
-        fingerprint="f" * 64,
-        tool_version="0.1.0",
-        created_at="2026-01-01T00:00:00Z",
-        updated_at="2026-01-01T00:00:00Z",
-        method="supervised",
-        base_model="gemini-2.5-flash",
-        display_name="support-tone",
-        train=DatasetRef(sha256="a" * 64, size=1, examples=1),
-        tuned_model="projects/p/locations/us-central1/models/42@3",
-        project="p",
-        location="us-central1",
-    )
-    return base.model_copy(update=updates)
+    fields = {
+        "tuned_model": "projects/p/locations/us-central1/models/42@3",
+        "project": "p",
+        "location": "us-central1",
+    }
+    return run_record(**{**fields, **updates})
 
 
 def test_split_model_version() -> None:

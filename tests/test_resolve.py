@@ -5,28 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from records_support import run_record
 
 from vertex_tuner.errors import NotFoundError, VertexTunerError
-from vertex_tuner.records import DatasetRef, RunRecord
 from vertex_tuner.registry import clear_cache, genai_client_for, parse_ref, resolve
 from vertex_tuner.runstore import LocalBlobStore, RunStore
 
 
 def seed(store: RunStore, run_id: str, endpoint: str | None, *, sandbox: bool = False) -> None:
     store.save(
-        RunRecord(
-            run_id=run_id,
-            spec_name="support-tone",
-            spec_digest="d",
+        run_record(
+            run_id,
             fingerprint=run_id * 8,
-            tool_version="0.1.0",
             job_name=f"projects/p/locations/l/tuningJobs/{run_id}",
-            created_at="2026-01-01T00:00:00Z",
-            updated_at="2026-01-01T00:00:00Z",
-            method="supervised",
-            base_model="gemini-2.5-flash",
-            display_name="support-tone",
-            train=DatasetRef(sha256="a" * 64, size=1, examples=1),
             endpoint=endpoint,
             tuned_model=f"projects/p/locations/l/models/9@{run_id[-1]}",
             project="p",

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from records_support import run_record
 
 from vertex_tuner.errors import NotFoundError, PreconditionFailed, VertexTunerError
 from vertex_tuner.records import DatasetRef, RunRecord
@@ -19,18 +20,12 @@ def record(
     created: str = "2026-01-01T00:00:00Z",
     job: str | None = "projects/p/locations/l/tuningJobs/1",
 ) -> RunRecord:
-    return RunRecord(
-        run_id=run_id,
-        spec_name="support-tone",
-        spec_digest="d",
+    return run_record(
+        run_id,
         fingerprint=fingerprint,
-        tool_version="0.1.0",
         job_name=job,
         created_at=created,
         updated_at=created,
-        method="supervised",
-        base_model="gemini-2.5-flash",
-        display_name="support-tone",
         train=DatasetRef(uri="gs://b/t.jsonl", sha256="a" * 64, size=10, examples=3),
     )
 
