@@ -96,15 +96,25 @@ def _exchange(s: Any, u: Any, a: Any, limit: int) -> FastResult | None:
         and not answer.isspace()
     ):
         return None
+    if s is None:
+        return _one_exchange(None, prompt, answer, limit)
+    if type(s) is not dict or s.get("role") != "system":
+        return None
+    system = s.get("content")
+    if type(system) is not str or not system or system.isspace():
+        return None
+    return _one_exchange(system, prompt, answer, limit)
+
+
+def _one_exchange(system: str | None, prompt: str, answer: str, limit: int) -> FastResult | None:
+    """The result for one exchange whose texts are known to be non-blank: prompt key, answer,
+    and token figures (None when it is over ``limit``)."""
     n_in = (len(prompt) + _ROUND) // CHARS_PER_TOKEN
     n_out = (len(answer) + _ROUND) // CHARS_PER_TOKEN
-    key: list[Any] = [0, "user", 1, prompt]
-    if s is not None:
-        if type(s) is not dict or s.get("role") != "system":
-            return None
-        system = s.get("content")
-        if type(system) is not str or not system or system.isspace():
-            return None
+    key: list[Any]
+    if system is None:
+        key = [0, "user", 1, prompt]
+    else:
         n_in += (len(system) + _ROUND) // CHARS_PER_TOKEN
         key = [1, system, "user", 1, prompt]
     if n_in + n_out > limit:
@@ -133,7 +143,11 @@ def _single_text(content: Any, role: str) -> str | None:
     """The text of ``{"role": role, "parts": [{"text": non-blank}]}``, else None."""
     if type(content) is not dict or content.get("role") != role:
         return None
-    parts = content.get("parts")
+    return _only_text(content.get("parts"))
+
+
+def _only_text(parts: Any) -> str | None:
+    """The text of ``[{"text": non-blank}]``, else None."""
     if type(parts) is not list or len(parts) != 1:
         return None
     part = parts[0]
@@ -152,24 +166,14 @@ def _gemini_exchange(system_value: Any, u: Any, m: Any, limit: int) -> FastResul
     answer = _single_text(m, "model") if prompt is not None else None
     if prompt is None or answer is None:
         return None
-    n_in = (len(prompt) + _ROUND) // CHARS_PER_TOKEN
-    n_out = (len(answer) + _ROUND) // CHARS_PER_TOKEN
-    key: list[Any] = [0, "user", 1, prompt]
-    if system_value is not None:
-        if type(system_value) is not dict:
-            return None
-        parts = system_value.get("parts")
-        if type(parts) is not list or len(parts) != 1:
-            return None
-        part = parts[0]
-        system = part.get("text") if type(part) is dict and len(part) == 1 else None
-        if type(system) is not str or not system or system.isspace():
-            return None
-        n_in += (len(system) + _ROUND) // CHARS_PER_TOKEN
-        key = [1, system, "user", 1, prompt]
-    if n_in + n_out > limit:
+    if system_value is None:
+        return _one_exchange(None, prompt, answer, limit)
+    if type(system_value) is not dict:
         return None
-    return key, [answer], n_in, n_out, n_in + n_out + PADDING_PER_RECORD
+    system = _only_text(system_value.get("parts"))
+    if system is None:
+        return None
+    return _one_exchange(system, prompt, answer, limit)
 
 
 def gemini(obj: dict[str, Any], limit: int) -> FastResult | None:
@@ -245,11 +249,7 @@ def pairs(obj: dict[str, Any], limit: int) -> FastResult | None:
         or answer.isspace()
     ):
         return None
-    n_in = (len(prompt) + _ROUND) // CHARS_PER_TOKEN
-    n_out = (len(answer) + _ROUND) // CHARS_PER_TOKEN
-    if n_in + n_out > limit:
-        return None
-    return [0, "user", 1, prompt], [answer], n_in, n_out, n_in + n_out + PADDING_PER_RECORD
+    return _one_exchange(None, prompt, answer, limit)
 
 
 #: The fast check for each input format (supervised tuning only).
