@@ -207,15 +207,19 @@ class FakeTuner(Tuner):
         fake.job = replace(fake.job, **updates)
         return fake.job
 
+    def _find(self, name: str) -> _FakeJob:
+        """The job called ``name`` (the caller holds the lock)."""
+        fake = self.jobs.get(name)
+        if fake is None:
+            raise NotFoundError(f"no tuning job {name}")
+        return fake
+
     def get(self, name: str) -> Job:
         fault = self._faults.record("get", name)
         if fault is not None and not fault.after_effect:
             raise fault.error
         with self.lock:
-            fake = self.jobs.get(name)
-            if fake is None:
-                raise NotFoundError(f"no tuning job {name}")
-            job = self._advance(fake)
+            job = self._advance(self._find(name))
         if fault is not None:
             raise fault.error
         return _public(job)
@@ -235,9 +239,7 @@ class FakeTuner(Tuner):
         if fault is not None and not fault.after_effect:
             raise fault.error
         with self.lock:
-            fake = self.jobs.get(name)
-            if fake is None:
-                raise NotFoundError(f"no tuning job {name}")
+            fake = self._find(name)
             if not fake.job.state.is_terminal:
                 fake.cancel_requested = True
         if fault is not None:
