@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+from dataset_support import codes, write_lines
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,21 +26,6 @@ def chat(i: int, answer: str | None = None) -> dict[str, Any]:
             {"role": "assistant", "content": answer or f"Answer {i}: Thursday."},
         ]
     }
-
-
-def write_lines(tmp_path: Path, rows: list[Any], name: str = "d.jsonl") -> Path:
-    path = tmp_path / name
-    path.write_bytes(
-        b"\n".join(r if isinstance(r, bytes) else orjson.dumps(r) for r in rows) + b"\n"
-    )
-    return path
-
-
-def codes(report: Any) -> dict[str, list[int | None]]:
-    out: dict[str, list[int | None]] = {}
-    for f in [*report.errors, *report.warnings]:
-        out.setdefault(f.code, []).append(f.line)
-    return out
 
 
 def test_malformed_lines_are_reported_by_line(tmp_path: Path) -> None:

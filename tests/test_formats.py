@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from dataset_support import codes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -200,13 +201,6 @@ def test_source_paths_leave_what_they_cannot_place() -> None:
     assert formats.source_paths("messages", {"messages": "x"}) is None
 
 
-def lines_of(report: Any) -> dict[str, list[int | None]]:
-    out: dict[str, list[int | None]] = {}
-    for f in [*report.errors, *report.warnings]:
-        out.setdefault(f.code, []).append(f.line)
-    return out
-
-
 def test_csv_file_converted_with_its_system_column(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     with path.open("w", newline="", encoding="utf-8") as f:
@@ -237,7 +231,7 @@ def test_csv_problems_name_the_line_the_row_starts_on(tmp_path: Path) -> None:
         b'"never closed,x\r\n'  # 9
     )
     report = run(path, columns={"prompt": "ticket", "response": "triage"}).report
-    assert lines_of(report) == {
+    assert codes(report) == {
         "empty-text": [4],
         "bad-csv": [5, 6, 7, 9],
         "few-examples": [None],
@@ -261,7 +255,7 @@ def test_tsv_and_a_missing_mapped_column(tmp_path: Path) -> None:
 def test_a_csv_with_only_a_header_is_empty(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_text("prompt,response\n", encoding="utf-8")
-    assert lines_of(run(path).report) == {"empty-file": [None]}
+    assert codes(run(path).report) == {"empty-file": [None]}
 
 
 def blocks(path: Path, **kwargs: Any) -> list[tuple[int, bytes]]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+from dataset_support import codes, write_lines
 
 from vertex_tuner import models
 from vertex_tuner.dataset import Validator, validate_file
@@ -24,19 +25,6 @@ def numbered(i: int, answer: str | None = None) -> dict[str, Any]:
     return chat(f"Question {i:04d}: where is my order?", answer or f"Answer {i:04d}.")
 
 
-def write(tmp_path: Path, rows: list[Any], name: str = "d.jsonl") -> Path:
-    path = tmp_path / name
-    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
-    return path
-
-
-def codes(report: Any) -> dict[str, list[int | None]]:
-    out: dict[str, list[int | None]] = {}
-    for f in [*report.errors, *report.warnings]:
-        out.setdefault(f.code, []).append(f.line)
-    return out
-
-
 def messages(report: Any, code: str) -> list[str]:
     return [f.message for f in [*report.errors, *report.warnings] if f.code == code]
 
@@ -51,7 +39,7 @@ def test_duplicates_and_conflicting_answers(tmp_path: Path) -> None:
     rows.append(numbered(5, "Something else."))  # line 122: line 6's prompt, another answer
     rows.append(numbered(3))  # line 123: line 4 a third time
     rows.append(chat("Question 0007: where is my order?", "Answer 0007.", system="Be brief."))
-    report = validate_file(write(tmp_path, rows))
+    report = validate_file(write_lines(tmp_path, rows))
     assert codes(report) == {"duplicate": [121, 123], "conflicting-answers": [122]}
     assert messages(report, "duplicate") == [
         "the same example as line 4",
@@ -84,10 +72,10 @@ def test_the_same_prompt_in_another_format_spelling_is_a_duplicate(tmp_path: Pat
             {"role": "model", "parts": [{"text": "Answer 0002."}]},
         ],
     }
-    path = write(tmp_path, [*rows, gemini], "g.jsonl")
+    path = write_lines(tmp_path, [*rows, gemini], "g.jsonl")
     # One format per file: the Gemini line is reported, not compared.
     assert codes(validate_file(path))["mixed-formats"] == [31]
-    path = write(tmp_path, [gemini, *[formats_gemini(r) for r in rows]], "all.jsonl")
+    path = write_lines(tmp_path, [gemini, *[formats_gemini(r) for r in rows]], "all.jsonl")
     assert codes(validate_file(path))["duplicate"] == [4]
 
 
@@ -100,8 +88,10 @@ def formats_gemini(row: dict[str, Any]) -> dict[str, Any]:
 def test_leakage_into_a_separate_holdout_is_an_error_and_into_validation_a_warning(
     tmp_path: Path,
 ) -> None:
-    train = write(tmp_path, [numbered(i) for i in range(200)])
-    held = write(tmp_path, [numbered(500), numbered(7, "Other."), numbered(501)], "held.jsonl")
+    train = write_lines(tmp_path, [numbered(i) for i in range(200)])
+    held = write_lines(
+        tmp_path, [numbered(500), numbered(7, "Other."), numbered(501)], "held.jsonl"
+    )
     report = validator().run(train, display="d", workdir=tmp_path / "a", holdout=held).report
     assert codes(report) == {"holdout-leakage": [2]}
     assert not report.ok
@@ -116,7 +106,7 @@ def test_leakage_into_a_separate_holdout_is_an_error_and_into_validation_a_warni
 def test_splits_are_deterministic_stable_and_keep_prompts_on_one_side(tmp_path: Path) -> None:
     rows = [numbered(i) for i in range(1000)]
     rows += [numbered(i, "A second answer.") for i in range(0, 1000, 10)]  # repeated prompts
-    path = write(tmp_path, rows)
+    path = write_lines(tmp_path, rows)
     a = validator().run(path, display="d", workdir=tmp_path / "a", validation=0.1, holdout=0.2)
     b = validator().run(path, display="d", workdir=tmp_path / "b", validation=0.1, holdout=0.2)
     assert a.validation is not None and a.holdout is not None
@@ -144,7 +134,7 @@ def test_splits_are_deterministic_stable_and_keep_prompts_on_one_side(tmp_path: 
     sides = [prompts(a.train.path), prompts(a.validation.path), prompts(a.holdout.path)]
     assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
     # Appending rows keeps every earlier row on its side.
-    more = write(tmp_path, [*rows, *[numbered(i) for i in range(1000, 1300)]], "more.jsonl")
+    more = write_lines(tmp_path, [*rows, *[numbered(i) for i in range(1000, 1300)]], "more.jsonl")
     c = validator().run(more, display="d", workdir=tmp_path / "c", validation=0.1, holdout=0.2)
     assert c.holdout is not None and c.validation is not None
     assert prompts(a.holdout.path) <= prompts(c.holdout.path)
@@ -171,7 +161,7 @@ def test_converted_bytes_are_canonical(tmp_path: Path) -> None:
 
 def test_few_examples_labels_and_skew(tmp_path: Path) -> None:
     rows = [chat(f"Ticket {i}: refund please", "billing" if i % 10 else "other") for i in range(50)]
-    report = validate_file(write(tmp_path, rows))
+    report = validate_file(write_lines(tmp_path, rows))
     assert codes(report) == {
         "few-examples": [None],
         "few-distinct-outputs": [None],
@@ -187,17 +177,17 @@ def test_few_examples_labels_and_skew(tmp_path: Path) -> None:
         "90% of examples have the answer 'billing'"
     )
     balanced = [chat(f"Ticket {i}", ["a", "b", "c"][i % 3]) for i in range(120)]
-    assert codes(validate_file(write(tmp_path, balanced, "b.jsonl"))) == {
+    assert codes(validate_file(write_lines(tmp_path, balanced, "b.jsonl"))) == {
         "few-distinct-outputs": [None]
     }
     varied = [chat(f"Ticket {i}", f"Answer {i}") for i in range(120)]
-    assert codes(validate_file(write(tmp_path, varied, "v.jsonl"))) == {}
+    assert codes(validate_file(write_lines(tmp_path, varied, "v.jsonl"))) == {}
 
 
 def test_length_outliers(tmp_path: Path) -> None:
     rows = [chat(f"Ticket {i:03d} " + "x" * 200, f"ok {i}") for i in range(100)]
     rows.insert(41, chat("long " * 2000, "ok"))  # line 42: ~2,500 tokens against a median ~55
-    report = validate_file(write(tmp_path, rows))
+    report = validate_file(write_lines(tmp_path, rows))
     assert codes(report) == {"length-outlier": [42]}
     assert messages(report, "length-outlier") == [
         "~2,503 tokens, more than 8× the median (57); check it is not a paste error"
@@ -210,7 +200,7 @@ def test_token_figures_and_cost_are_exact(tmp_path: Path) -> None:
     rows.append(chat("x" * 400, "y" * 100, system="12345678"))  # in 102, out 25, billable 135
     report = (
         validator(model="gemini-2.5-pro")
-        .run(write(tmp_path, rows), display="d", epochs=3, budget_usd=0.01)
+        .run(write_lines(tmp_path, rows), display="d", epochs=3, budget_usd=0.01)
         .report
     )
     stats = report.stats
@@ -235,14 +225,14 @@ def test_token_figures_and_cost_are_exact(tmp_path: Path) -> None:
 def test_truncated_examples_are_counted(tmp_path: Path) -> None:
     rows = [numbered(i) for i in range(150)]
     rows[9] = chat("x" * (4 * 140_000), "ok")
-    report = validate_file(write(tmp_path, rows))
+    report = validate_file(write_lines(tmp_path, rows))
     assert codes(report) == {"too-many-tokens": [10], "length-outlier": [10]}
     assert report.stats["truncated_examples_expected"] == 1
     assert report.stats["examples"] == 150  # Vertex trains on it, cut short
 
 
 def test_validation_set_limits(tmp_path: Path) -> None:
-    path = write(tmp_path, [numbered(i) for i in range(4000)])
+    path = write_lines(tmp_path, [numbered(i) for i in range(4000)])
     report = validator().run(path, display="d", validation=0.5).report
     assert codes(report) == {"too-many-validation-examples": [None]}  # ~2,000: over 30%
     report = validator().run(path, display="d", validation=0.2).report
@@ -254,7 +244,7 @@ def test_example_count_and_file_size_limits(
 ) -> None:
     small = replace(models.MODELS["gemini-2.5-flash"], max_train_examples_text=100)
     monkeypatch.setitem(models.MODELS, "gemini-2.5-flash", small)
-    path = write(tmp_path, [numbered(i) for i in range(101)])
+    path = write_lines(tmp_path, [numbered(i) for i in range(101)])
     report = validate_file(path)
     assert codes(report) == {"too-many-examples": [None]}
     assert messages(report, "too-many-examples") == [
@@ -282,7 +272,7 @@ def test_multimodal_examples_have_their_own_limit(
         ]
     }
     other = {**row, "contents": [row["contents"][0], {"role": "model", "parts": [{"text": "Hm"}]}]}
-    report = validate_file(write(tmp_path, [row, other, row]))
+    report = validate_file(write_lines(tmp_path, [row, other, row]))
     assert messages(report, "too-many-examples") == [
         "3 examples; gemini-2.5-flash takes at most 2 multimodal examples"
     ]
@@ -296,14 +286,16 @@ def test_preference_and_distillation_files(tmp_path: Path) -> None:
             {"score": 0, "completion": {"role": "model", "parts": [{"text": "No."}]}},
         ],
     }
-    report = validator("preference").run(write(tmp_path, [pref] * 2), display="p").report
+    report = validator("preference").run(write_lines(tmp_path, [pref] * 2), display="p").report
     assert report.stats["format"] == "preference"
     assert codes(report) == {"duplicate": [2], "few-examples": [None]}
     prompts = [{"contents": [{"role": "user", "parts": [{"text": f"Q{i}"}]}]} for i in range(3)]
-    report = validator("distillation").run(write(tmp_path, prompts, "q.jsonl"), display="q").report
+    report = (
+        validator("distillation").run(write_lines(tmp_path, prompts, "q.jsonl"), display="q").report
+    )
     assert report.ok and report.stats["examples"] == 3
     chat_prompts = [{"messages": [{"role": "user", "content": "Q"}]}]
-    report = validate_file(write(tmp_path, chat_prompts, "c.jsonl"), method="distillation")
+    report = validate_file(write_lines(tmp_path, chat_prompts, "c.jsonl"), method="distillation")
     assert report.ok
 
 
@@ -312,12 +304,12 @@ def test_unknown_model_method_or_format_is_a_dataset_error(tmp_path: Path) -> No
 
     for kwargs in ({"model": "gemini-9"}, {"method": "rlhf"}, {"fmt": "parquet"}):
         with pytest.raises(DatasetError):
-            validate_file(write(tmp_path, [numbered(1)]), **kwargs)  # type: ignore[arg-type]
+            validate_file(write_lines(tmp_path, [numbered(1)]), **kwargs)  # type: ignore[arg-type]
     with pytest.raises(DatasetError, match="no such dataset file"):
         validator().run(tmp_path / "missing.jsonl", display="missing.jsonl")
     with pytest.raises(DatasetError, match="no such holdout file"):
         validator().run(
-            write(tmp_path, [numbered(1)]), display="d", holdout=tmp_path / "nope.jsonl"
+            write_lines(tmp_path, [numbered(1)]), display="d", holdout=tmp_path / "nope.jsonl"
         )
 
 
@@ -326,7 +318,7 @@ def test_engine_constants_are_exported() -> None:
 
 
 def test_leakage_counts_only_what_is_left_for_training(tmp_path: Path) -> None:
-    train = write(tmp_path, [numbered(i) for i in range(300)])
+    train = write_lines(tmp_path, [numbered(i) for i in range(300)])
     first = validator().run(train, display="d", workdir=tmp_path / "a", validation=0.2)
     assert first.validation is not None
 
@@ -334,7 +326,7 @@ def test_leakage_counts_only_what_is_left_for_training(tmp_path: Path) -> None:
         row = orjson.loads(path.read_bytes().splitlines()[0])
         return chat(row["contents"][0]["parts"][0]["text"], "Held out.")
 
-    held = write(
+    held = write_lines(
         tmp_path, [first_row(first.validation.path), first_row(first.train.path)], "held.jsonl"
     )
     report = (

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from click.testing import CliRunner
+from dataset_support import write_lines
 from rich.console import Console
 
 from vertex_tuner.cli import cli
@@ -28,22 +29,14 @@ def chat(i: int) -> dict[str, Any]:
     }
 
 
-def write(tmp_path: Path, rows: list[Any], name: str) -> Path:
-    path = tmp_path / name
-    path.write_bytes(
-        b"".join((r if isinstance(r, bytes) else orjson.dumps(r)) + b"\n" for r in rows)
-    )
-    return path
-
-
 @pytest.fixture
 def good(tmp_path: Path) -> Path:
-    return write(tmp_path, [chat(i) for i in range(120)], "good.jsonl")
+    return write_lines(tmp_path, [chat(i) for i in range(120)], "good.jsonl")
 
 
 @pytest.fixture
 def bad(tmp_path: Path) -> Path:
-    return write(tmp_path, [chat(0), b"{bad", chat(1)], "bad.jsonl")
+    return write_lines(tmp_path, [chat(0), b"{bad", chat(1)], "bad.jsonl")
 
 
 def test_json_document_and_exit_codes(good: Path, bad: Path) -> None:
@@ -104,18 +97,20 @@ def test_github_actions_annotations(bad: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_annotations_escape_what_github_would_misread(tmp_path: Path) -> None:
-    path = write(tmp_path, [{"messages": [{"role": "user", "content": " "}]}], "a,b:c.jsonl")
+    path = write_lines(tmp_path, [{"messages": [{"role": "user", "content": " "}]}], "a,b:c.jsonl")
     lines = github_annotations(validate_file(path), "ignored")
     assert lines[0].startswith("::error file=") and "a%2Cb%3Ac.jsonl" in lines[0]
     assert all("\n" not in line for line in lines)
 
 
 def test_format_and_method_for_a_bare_file(tmp_path: Path) -> None:
-    pairs = write(tmp_path, [{"prompt": "Hi", "completion": "Hello"}] * 2, "p.jsonl")
+    pairs = write_lines(tmp_path, [{"prompt": "Hi", "completion": "Hello"}] * 2, "p.jsonl")
     runner = CliRunner()
     result = runner.invoke(cli, ["validate", str(pairs), "--format", "messages", "--json"])
     assert orjson.loads(result.stdout)["errors"][0]["code"] == "bad-shape"
-    prompts = write(tmp_path, [{"contents": [{"role": "user", "parts": [{"text": "Q"}]}]}], "q")
+    prompts = write_lines(
+        tmp_path, [{"contents": [{"role": "user", "parts": [{"text": "Q"}]}]}], "q"
+    )
     result = runner.invoke(cli, ["validate", str(prompts), "--method", "distillation", "--json"])
     assert result.exit_code == 0, result.stdout
     result = runner.invoke(cli, ["validate", str(prompts), "--model", "gemini-2.5-pro", "--json"])
