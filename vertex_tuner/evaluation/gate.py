@@ -366,21 +366,20 @@ class _Parser:
             )
         return Compare(tok.value, left, right, left.column)  # type: ignore[arg-type]
 
-    def sum_(self) -> Node:
-        node = self.product()
-        while self.peek().value in ("+", "-"):
+    def arithmetic(self, ops: tuple[str, str], operand: Callable[[], Node]) -> Node:
+        """Left-associative ``operand (op operand)*`` for one precedence level."""
+        node = operand()
+        while self.peek().value in ops:
             op = self.take().value
             left = self.value(node)
-            node = BinOp(op, left, self.value(self.product()), left.column)
+            node = BinOp(op, left, self.value(operand()), left.column)
         return node
 
+    def sum_(self) -> Node:
+        return self.arithmetic(("+", "-"), self.product)
+
     def product(self) -> Node:
-        node = self.unary()
-        while self.peek().value in ("*", "/"):
-            op = self.take().value
-            left = self.value(node)
-            node = BinOp(op, left, self.value(self.unary()), left.column)
-        return node
+        return self.arithmetic(("*", "/"), self.unary)
 
     def unary(self) -> Node:
         tok = self.peek()
