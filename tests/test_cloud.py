@@ -31,8 +31,8 @@ def test_dry_run_against_vertex() -> None:
 
 
 def test_generation_preconditions_in_cloud_storage() -> None:
-    from vertex_tuner.backends.connect import cloud_backends
     from vertex_tuner.errors import PreconditionFailed
+    from vertex_tuner.wiring.backends import cloud_backends
 
     backends = cloud_backends(None, "us-central1")
     uri = f"gs://{os.environ['VERTEX_TUNER_BUCKET']}/vertex-tuner/tests/{uuid.uuid4().hex}"

@@ -12,10 +12,11 @@ from dataset_support import codes, write_lines
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vertex_tuner.dataset import PreparedDataset, Validator, prepare, validate_file
+from vertex_tuner.dataset import PreparedDataset, Validator, validate_file
 from vertex_tuner.dataset import scan as scanning
 from vertex_tuner.dataset import validate as engine
 from vertex_tuner.spec import load_spec
+from vertex_tuner.tuning import prepare
 
 
 def chat(i: int, answer: str | None = None) -> dict[str, Any]:

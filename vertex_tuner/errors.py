@@ -24,12 +24,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: Every exit code of the ``vertex-tuner`` command, and what it means: the one source the CLI,
+#: the retrain summary and the README's table (held to this by a test) take them from.
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+EXIT_BUDGET = 3
+EXIT_TIMEOUT = 4
+EXIT_GATE = 5
+EXIT_INTERRUPTED = 130
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "done",
+    EXIT_INVALID: "invalid input (spec or dataset), or the job failed, was cancelled or expired, "
+    "or Vertex dropped more than `dataset.max_dropped_fraction`",
+    EXIT_USAGE: "usage error (unknown flag, missing argument)",
+    EXIT_BUDGET: "the cost estimate is over `budget.max_cost_usd` (nothing was uploaded)",
+    EXIT_TIMEOUT: "the wait timed out; the job is still running in Vertex "
+    "(resume with `vertex-tuner wait JOB`)",
+    EXIT_GATE: "the evaluation gate failed (the alias was not moved)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); a created job keeps running, and the message says "
+    "how to resume",
+}
+
 
 class VertexTunerError(Exception):
     """The root of every error vertex-tuner raises on purpose."""
 
     #: The process exit code the CLI uses for this error.
-    exit_code: int = 1
+    exit_code: int = EXIT_INVALID
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -84,13 +106,13 @@ class DatasetError(VertexTunerError):
 class BudgetExceeded(VertexTunerError):
     """The estimated cost of a job is over the spec's budget."""
 
-    exit_code = 3
+    exit_code = EXIT_BUDGET
 
 
 class GateFailed(VertexTunerError):
     """The evaluation gate (``evaluation.promote_if``) did not hold."""
 
-    exit_code = 5
+    exit_code = EXIT_GATE
 
 
 class NotFoundError(VertexTunerError):
@@ -160,7 +182,7 @@ class JobFailed(BackendError):
 class WaitTimeout(BackendError):
     """The wall-clock limit of a wait passed; the job is still running in Vertex."""
 
-    exit_code = 4
+    exit_code = EXIT_TIMEOUT
 
     def __init__(self, message: str, *, job_name: str, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)

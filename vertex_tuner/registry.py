@@ -132,15 +132,9 @@ def clear_cache() -> None:
 
 
 def _open_store(location: str) -> RunStore:
-    from vertex_tuner.wiring import registry_location, run_store
+    from vertex_tuner.wiring import service_run_store
 
-    where = registry_location(None, location or None, sandbox=False)
-    if not where.startswith("gs://"):
-        return run_store(where, None)
-    from vertex_tuner.backends.connect import cloud_backends
-
-    backends = cloud_backends(None, os.environ.get("GOOGLE_CLOUD_LOCATION", "us-central1"))
-    return run_store(where, backends.storage)
+    return service_run_store(location or None)
 
 
 def genai_client_for(ref: str, **kwargs: Any) -> tuple[Any, str]:

@@ -4,8 +4,10 @@ Every retried call in vertex-tuner goes through :func:`retrying`. Waits grow exp
 jitter up to a cap and honour a server's ``Retry-After``. The sleep function is injected, so
 tests pass a no-op and never wait on real time.
 
-Creates are never retried here: a create that failed ambiguously may have happened, and only the
-service knows how to look for it (see ``TuningService._create_once``).
+A create is not idempotent on Vertex, so :func:`is_retryable` never retries one that failed
+ambiguously: the tuning service paces its create attempts with this same policy, but looks for
+the job after an ambiguous failure and only tries again when it is not there
+(``TuningService._create``).
 """
 
 from __future__ import annotations

@@ -29,23 +29,17 @@ from pydantic import (
 
 from vertex_tuner import models
 from vertex_tuner.errors import Location, SpecError
+from vertex_tuner.vocabulary import RESERVED_LABELS, DatasetFormat, Method
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-Method = Literal["supervised", "preference", "distillation"]
-DatasetFormat = Literal["auto", "gemini", "messages", "text-pairs", "csv", "preference"]
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,47}$")
 _LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-
-#: Labels vertex-tuner sets itself; a spec may not use these keys.
-RESERVED_LABELS = frozenset(
-    {"vertex-tuner-spec", "vertex-tuner-fingerprint", "vertex-tuner-version"}
-)
 
 
 def parse_duration(value: str | int | float) -> float:
@@ -418,7 +412,8 @@ def _dotted(path: tuple[str | int, ...]) -> str:
     return out
 
 
-def _display_path(path: Path) -> str:
+def display_path(path: Path) -> str:
+    """A path as messages show it: relative to the working folder when it is inside it."""
     try:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
@@ -438,7 +433,7 @@ def load_spec(
     those settings are not used there. Everywhere else an unset variable is an error.
     """
     spec_path = Path(path)
-    file = _display_path(spec_path)
+    file = display_path(spec_path)
     try:
         text = spec_path.read_text(encoding="utf-8")
     except FileNotFoundError:

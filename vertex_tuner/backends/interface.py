@@ -14,12 +14,13 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
+
+from vertex_tuner.vocabulary import Method
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-Method = Literal["supervised", "preference", "distillation"]
 
 #: Called with (bytes sent so far, total bytes) while an upload runs.
 ProgressCallback = Callable[[int, int], None]

@@ -1,16 +1,7 @@
 """What every command shares: output streams, JSON output and turning errors into exit codes.
 
-Exit codes (documented in the README):
-
-==== =====================================================================
-0    success
-1    invalid input (spec or dataset), or the job failed, was cancelled or expired
-2    usage error (bad flags or arguments)
-3    the cost estimate is over ``budget.max_cost_usd``
-4    the wait timed out; the job is still running
-5    the evaluation gate failed
-130  interrupted (Ctrl-C): the job, if any, keeps running; the message says how to resume
-==== =====================================================================
+The exit codes and their meanings are defined once, in :mod:`vertex_tuner.errors`
+(``EXIT_CODES``); each error class carries its own ``exit_code``.
 """
 
 from __future__ import annotations
@@ -24,7 +15,16 @@ import click
 import orjson
 from rich.console import Console
 
-from vertex_tuner.errors import VertexTunerError
+from vertex_tuner.errors import (
+    EXIT_BUDGET,
+    EXIT_GATE,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    VertexTunerError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,13 +32,20 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_USAGE = 2
-EXIT_BUDGET = 3
-EXIT_TIMEOUT = 4
-EXIT_GATE = 5
-EXIT_INTERRUPTED = 130
+__all__ = [
+    "EXIT_BUDGET",
+    "EXIT_GATE",
+    "EXIT_INTERRUPTED",
+    "EXIT_INVALID",
+    "EXIT_OK",
+    "EXIT_TIMEOUT",
+    "EXIT_USAGE",
+    "echo_json",
+    "fail",
+    "handle_errors",
+    "is_github_actions",
+    "stderr_console",
+]
 
 
 def stderr_console() -> Console:

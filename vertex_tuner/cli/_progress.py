@@ -1,23 +1,50 @@
-"""Rendering the service's progress events on stderr.
+"""Rendering the progress events of :mod:`vertex_tuner.events` on stderr.
 
-On a terminal the upload shows a progress bar and the wait a spinner with the job's sub-state
-and steps; elsewhere (CI logs) each change is one plain line, so logs stay readable.
+On a terminal the upload and the evaluation show progress bars and the wait a spinner with the
+job's sub-state and steps; elsewhere (CI logs) each change is one plain line, so logs stay
+readable. :meth:`ConsoleObserver.notify` matches every event type; mypy checks that none is
+missing (``_unhandled``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
     TransferSpeedColumn,
 )
+
+from vertex_tuner.events import (
+    CancelRequested,
+    CreateAmbiguous,
+    DatasetPrepared,
+    Event,
+    GenerationFailed,
+    GenerationProgress,
+    JobCreated,
+    JobFound,
+    Planned,
+    Recorded,
+    Retried,
+    StateChanged,
+    Step,
+    UploadDone,
+    UploadProgress,
+    UploadStarted,
+)
+
+if TYPE_CHECKING:
+    from vertex_tuner.records import RunRecord
 
 _SUB_STATES = {
     "WAITING_FOR_QUOTA": "waiting for tuning quota",
@@ -28,8 +55,13 @@ _SUB_STATES = {
 }
 
 
+def _unhandled(event: NoReturn) -> NoReturn:
+    """mypy proves this is never reached: every member of Event has a case above it."""
+    raise AssertionError(f"no handler for {event!r}")
+
+
 class ConsoleObserver:
-    """An :class:`~vertex_tuner.service.Observer` that writes to a rich console."""
+    """An :class:`~vertex_tuner.events.Observer` that writes to a rich console."""
 
     def __init__(self, console: Console, *, quiet: bool = False) -> None:
         self.console = console
@@ -37,71 +69,138 @@ class ConsoleObserver:
         self.live = console.is_terminal and not quiet
         self._progress: Progress | None = None
         self._task: Any = None
+        #: Evaluation progress: one bar per target while generating on a terminal.
+        self._generating: dict[str, Any] = {}
+        self._failed: dict[str, int] = {}
+        #: The newest run record the work reported (what an interrupted command resumes).
+        self.record: RunRecord | None = None
 
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+            self._generating = {}
 
     def _say(self, text: str) -> None:
         if not self.quiet:
             self.console.print(text, highlight=False)
 
-    def event(self, name: str, **data: Any) -> None:
-        handler = getattr(self, "_on_" + name.replace("-", "_"), None)
-        if handler is not None:
-            handler(**data)
+    def notify(self, event: Event) -> None:
+        match event:
+            case Planned():
+                self._planned(event)
+            case UploadStarted(uri=uri, size=size):
+                self._bar(
+                    Progress(
+                        TextColumn("upload"),
+                        BarColumn(),
+                        DownloadColumn(),
+                        TransferSpeedColumn(),
+                        console=self.console,
+                        transient=True,
+                    ),
+                    uri,
+                    size,
+                )
+            case UploadProgress(done=done, total=total):
+                if self._progress is not None:
+                    self._progress.update(self._task, completed=done, total=total)
+            case UploadDone(result=result):
+                self.close()
+                if result.skipped:
+                    self._say(f"upload: {escape(result.uri)} already there, 0 bytes sent")
+                else:
+                    sent = f"{result.bytes_sent:,} bytes, CRC32C checked"
+                    self._say(f"upload: {escape(result.uri)} ({sent})")
+            case JobCreated(job=job):
+                self._say(f"created [bold]{escape(job.name)}[/]")
+            case JobFound(job=job):
+                self._say(
+                    f"found {escape(job.name)} after an ambiguous create; not creating another"
+                )
+            case CreateAmbiguous(error=error):
+                self._say(
+                    f"[yellow]create may or may not have happened ({escape(error)}); "
+                    "looking it up[/]"
+                )
+            case Retried(call=call, error=error, attempt=attempt):
+                self._say(
+                    f"[yellow]retrying {escape(call)} (attempt {attempt + 1}): {escape(error)}[/]"
+                )
+            case CancelRequested(job_name=name):
+                self._say(f"cancel requested for {escape(name)}")
+            case StateChanged(record=record):
+                self.record = record
+                self._state(event)
+            case GenerationProgress():
+                self._generation(event)
+            case GenerationFailed(target=target, index=index, error=error):
+                self._failed[target] = self._failed.get(target, 0) + 1
+                if not self.live:
+                    self._say(
+                        f"[yellow]{target}: held-out example {index} got no answer: "
+                        f"{escape(error)}[/]"
+                    )
+            case Step(spec=spec, step=step, detail=detail):
+                self.close()
+                self._say(
+                    f"[bold]{escape(spec)}[/]: {escape(step)}"
+                    + (f" — {escape(detail)}" if detail else "")
+                )
+            case Recorded(record=record):
+                self.record = record  # the command renders it when it is done
+            case DatasetPrepared():
+                pass  # the command renders the validation report itself
+            case _:
+                _unhandled(event)
 
-    def _on_plan(self, plan: Any) -> None:
+    def _bar(self, progress: Progress, description: str, total: int) -> None:
+        if not self.live:
+            return
+        self.close()
+        self._progress = progress
+        self._progress.start()
+        self._task = self._progress.add_task(description, total=total)
+
+    def _planned(self, plan: Planned) -> None:
         est = plan.estimate
         cost = f"${est.cost_usd:,.2f}" if est.cost_usd is not None else "unknown cost"
-        self._say(f"plan: [bold]{plan.action}[/] — {plan.reason}")
+        self._say(f"plan: [bold]{plan.action}[/] — {escape(plan.reason)}")
         self._say(
             f"  fingerprint {plan.fingerprint[:16]}…  ~{est.billable_tokens:,} billable tokens "
             f"({est.epochs} epochs, estimated) ≈ {cost}"
             + (f" of a ${plan.budget_usd:,.2f} budget" if plan.budget_usd else "")
         )
 
-    def _on_upload_start(self, uri: str, size: int) -> None:
-        if self.live:
+    def _generation(self, event: GenerationProgress) -> None:
+        if not self.live:
+            # One line per target when it is done, so a CI log shows what was generated.
+            if event.done == event.total:
+                failed = self._failed.get(event.target, 0)
+                self._say(
+                    f"generated {event.total} answers from {event.target}"
+                    + (f" ([yellow]{failed} failed[/])" if failed else "")
+                )
+            return
+        if self._progress is None or not self._generating:
+            self.close()
             self._progress = Progress(
-                TextColumn("upload"),
+                TextColumn("generate {task.description}"),
                 BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
                 console=self.console,
                 transient=True,
             )
             self._progress.start()
-            self._task = self._progress.add_task(uri, total=size)
+        task = self._generating.get(event.target)
+        if task is None:
+            task = self._progress.add_task(event.target, total=event.total)
+            self._generating[event.target] = task
+        self._progress.update(task, completed=event.done, total=event.total)
 
-    def _on_upload_progress(self, uri: str, done: int, total: int) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, completed=done, total=total)
-
-    def _on_upload_done(self, result: Any) -> None:
-        self.close()
-        if result.skipped:
-            self._say(f"upload: {result.uri} already there, 0 bytes sent")
-        else:
-            self._say(f"upload: {result.uri} ({result.bytes_sent:,} bytes, CRC32C checked)")
-
-    def _on_job_created(self, job: Any) -> None:
-        self._say(f"created [bold]{job.name}[/]")
-
-    def _on_job_found(self, job: Any) -> None:
-        self._say(f"found {job.name} after an ambiguous create; not creating another")
-
-    def _on_create_ambiguous(self, error: str, attempt: int) -> None:
-        self._say(f"[yellow]create may or may not have happened ({error}); looking it up[/]")
-
-    def _on_retry(self, call: str, error: str, attempt: int) -> None:
-        self._say(f"[yellow]retrying {call} (attempt {attempt + 1}): {error}[/]")
-
-    def _on_cancel_requested(self, job_name: str) -> None:
-        self._say(f"cancel requested for {job_name}")
-
-    def _on_state(self, job: Any, record: Any) -> None:
+    def _state(self, event: StateChanged) -> None:
+        job = event.job
         state = job.state.value
         detail = _SUB_STATES.get(job.sub_state or "", job.sub_state or "")
         steps = ""
@@ -123,4 +222,4 @@ class ConsoleObserver:
                 self._progress.update(self._task, description=line)
             return
         self.close()
-        self._say(f"{job.name.rsplit('/', 1)[-1]}: {line}")
+        self._say(f"{escape(job.name.rsplit('/', 1)[-1])}: {escape(line)}")

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import orjson
 from rich.table import Table
 
+from vertex_tuner.vocabulary import LABEL_SPEC
+
 if TYPE_CHECKING:
     from vertex_tuner.backends.interface import Job
     from vertex_tuner.evaluation.results import EvaluationResult
@@ -73,7 +75,7 @@ def jobs_table(jobs: Sequence[Job]) -> Table:
     for job in jobs:
         table.add_row(
             _short(job.name),
-            job.labels.get("vertex-tuner-spec", "-"),
+            job.labels.get(LABEL_SPEC, "-"),
             job.state.value,
             job.create_time or "-",
             _short(job.tuned_model),

@@ -15,8 +15,7 @@ import click
 
 from vertex_tuner.cli._common import EXIT_INVALID, echo_json, handle_errors, is_github_actions
 from vertex_tuner.models import DEFAULT_BASE_MODEL, MODELS, model_info
-
-_FORMATS = ["auto", "gemini", "messages", "text-pairs", "csv", "preference"]
+from vertex_tuner.vocabulary import DATASET_FORMATS
 
 
 def _known_model(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -54,7 +53,7 @@ def _known_model(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "fmt",
     default="auto",
     show_default=True,
-    type=click.Choice(_FORMATS),
+    type=click.Choice(DATASET_FORMATS),
     help="Dataset format, for a bare dataset file.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
@@ -68,9 +67,10 @@ def validate(paths: tuple[str, ...], model: str, method: str, fmt: str, as_json:
     """
     from rich.console import Console
 
-    from vertex_tuner.dataset import Report, Validator, prepare
+    from vertex_tuner.dataset import Report, Validator
     from vertex_tuner.dataset.report import github_annotations, render_text
     from vertex_tuner.spec import load_spec
+    from vertex_tuner.tuning.preparation import prepare
 
     reports: list[tuple[str, Report]] = []
     for path in paths:

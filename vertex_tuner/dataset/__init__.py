@@ -1,7 +1,8 @@
 """Reading, converting and validating tuning datasets.
 
-``validate_file`` checks a bare file; ``prepare`` validates a spec's data and writes the
-converted train, validation and held-out files that submit uploads.
+``validate_file`` checks a bare file; :class:`Validator` also converts and splits it. Mapping a
+job spec onto a Validator is the tuning layer's job (:func:`vertex_tuner.tuning.prepare`), so this
+package knows nothing of specs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from vertex_tuner.dataset.validate import (
     PreparedDataset,
     Report,
     Validator,
-    prepare,
     validate_file,
 )
 
@@ -22,6 +22,5 @@ __all__ = [
     "PreparedDataset",
     "Report",
     "Validator",
-    "prepare",
     "validate_file",
 ]

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vertex_tuner import models
-from vertex_tuner.dataset import formats, quality
+from vertex_tuner.dataset import quality
 from vertex_tuner.dataset.findings import MAX_PER_CODE, Finding, FindingList
 from vertex_tuner.dataset.reader import split_ranges
 from vertex_tuner.dataset.scan import (
@@ -35,9 +35,7 @@ from vertex_tuner.dataset.scan import (
     threshold,
 )
 from vertex_tuner.errors import DatasetError
-
-if TYPE_CHECKING:
-    from vertex_tuner.spec import JobSpec
+from vertex_tuner.vocabulary import DATASET_FORMATS, METHODS
 
 __all__ = [
     "MAX_PER_CODE",
@@ -48,7 +46,6 @@ __all__ = [
     "PreparedDataset",
     "Report",
     "Validator",
-    "prepare",
     "validate_file",
 ]
 
@@ -106,15 +103,13 @@ class Validator:
                 f"unknown base model {model!r}",
                 hint="use one of " + ", ".join(sorted(models.MODELS)),
             )
-        if method not in ("supervised", "preference", "distillation"):
+        if method not in METHODS:
             raise DatasetError(
-                f"unknown tuning method {method!r}",
-                hint="use supervised, preference or distillation",
+                f"unknown tuning method {method!r}", hint="use " + ", ".join(METHODS)
             )
-        if fmt != "auto" and fmt not in formats.FORMATS:
+        if fmt not in DATASET_FORMATS:
             raise DatasetError(
-                f"unknown dataset format {fmt!r}",
-                hint="use auto or " + ", ".join(formats.FORMATS),
+                f"unknown dataset format {fmt!r}", hint="use " + ", ".join(DATASET_FORMATS)
             )
         self.model = info
         self.method = method
@@ -369,48 +364,3 @@ def validate_file(
     """Check a bare dataset file against a base model's limits."""
     validator = Validator(model=model, method=method, fmt=fmt, columns=columns)
     return validator.run(path, display=str(path)).report
-
-
-def prepare(spec: JobSpec, workdir: Path) -> PreparedDataset:
-    """Validate the spec's data, convert it and write the train/validation/holdout files."""
-    if spec.dataset.train.startswith("gs://"):
-        raise DatasetError(
-            f"{spec.spec_path}: dataset.train is a gs:// URI; validate needs a local copy",
-            hint="download it first (gcloud storage cp) and point dataset.train at the file",
-        )
-    base = spec.base_model
-    if spec.is_continuous:
-        base = models.DEFAULT_BASE_MODEL  # limits of the tuned model's family (2.5 Flash)
-    validator = Validator(
-        model=base,
-        method=spec.method,
-        fmt=spec.dataset.format,
-        columns={str(k): v for k, v in spec.dataset.columns.items()}
-        if spec.dataset.columns
-        else None,
-    )
-
-    def where(value: float | str | None) -> float | Path | None:
-        if isinstance(value, str):
-            return spec.resolve_path(value)
-        return value
-
-    holdout = spec.evaluation.holdout if spec.evaluation else None
-    train = spec.resolve_path(spec.dataset.train)
-    workdir.mkdir(parents=True, exist_ok=True)
-    return validator.run(
-        train,
-        display=_display(train),
-        workdir=workdir,
-        validation=where(spec.dataset.validation),
-        holdout=where(holdout),
-        epochs=spec.hyperparameters.epochs,
-        budget_usd=spec.budget.max_cost_usd,
-    )
-
-
-def _display(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)

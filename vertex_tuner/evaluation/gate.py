@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vertex_tuner.evaluation.metrics import METRICS
+from vertex_tuner.vocabulary import TARGETS
 
-TARGETS = ("tuned", "base", "production")
 KEYWORDS = ("and", "or", "not")
 COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
 #: How deeply parentheses and unary minus may nest: deep enough for any real gate, shallow

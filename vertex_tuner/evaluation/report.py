@@ -29,11 +29,11 @@ import orjson
 from vertex_tuner.evaluation.gate import ClauseResult, GateVerdict, fmt
 from vertex_tuner.evaluation.metrics import METRICS, MetricDef
 from vertex_tuner.evaluation.results import EvaluationResult, ExampleResult
+from vertex_tuner.vocabulary import TARGETS
 
 #: How many regressions the reports show.
 WORST = 5
 #: Targets in the order reports show them; any other target follows.
-TARGET_ORDER = ("tuned", "base", "production")
 _COLOURS = {"tuned": "#1a73e8", "base": "#80868b", "production": "#e8710a"}
 _STATE = {True: "✅", False: "❌", None: "⏭️"}
 
@@ -42,8 +42,8 @@ _STATE = {True: "✅", False: "❌", None: "⏭️"}
 
 
 def _roles(result: EvaluationResult) -> list[str]:
-    known = [r for r in TARGET_ORDER if r in result.targets]
-    return known + [r for r in result.targets if r not in TARGET_ORDER]
+    known = [r for r in TARGETS if r in result.targets]
+    return known + [r for r in result.targets if r not in TARGETS]
 
 
 def _metric(name: str) -> MetricDef | None:

@@ -14,13 +14,20 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from vertex_tuner import models
 from vertex_tuner.errors import DatasetError, NotFoundError, VertexTunerError
 from vertex_tuner.evaluation.holdout import HeldOutExample, parse_holdout
+from vertex_tuner.events import (
+    GenerationFailed,
+    GenerationProgress,
+    Observer,
+    Retried,
+    SilentObserver,
+)
 from vertex_tuner.retry import RetryOptions, retrying
 
 if TYPE_CHECKING:
@@ -29,10 +36,24 @@ if TYPE_CHECKING:
     from vertex_tuner.evaluation.results import EvaluationResult
     from vertex_tuner.records import RunRecord
     from vertex_tuner.runstore import RunStore
-    from vertex_tuner.service import Observer
-    from vertex_tuner.spec import EvaluationSpec
 
-TARGETS = ("tuned", "base", "production")
+
+class EvaluationSettings(Protocol):
+    """What an evaluation needs to know; a spec's ``evaluation:`` section is one.
+
+    A protocol rather than the spec's own model, so evaluation depends on nothing above it.
+    """
+
+    @property
+    def metrics(self) -> Sequence[str]: ...
+    @property
+    def promote_if(self) -> str | None: ...
+    @property
+    def label_field(self) -> str | None: ...
+    @property
+    def max_examples(self) -> int | None: ...
+    @property
+    def concurrency(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -64,7 +85,7 @@ class Evaluator:
         self.retry = retry or RetryOptions()
         self.sleep = sleep
         self.clock = clock
-        self.observer = observer
+        self.observer: Observer = observer or SilentObserver()
 
     # --- inputs ---------------------------------------------------------------------------
 
@@ -134,26 +155,25 @@ class Evaluator:
         """Every example against every target; ``None`` where generation failed for good."""
         jobs = [(t, e) for t in targets for e in examples]
         outputs: dict[str, list[str | None]] = {t.role: [None] * len(examples) for t in targets}
-        done = 0
+        done = dict.fromkeys(outputs, 0)
 
         def run(pair: tuple[Target, HeldOutExample]) -> tuple[str, int, str | None]:
             target, example = pair
             try:
-                return target.role, example.index, self._generate(target.model, example).text
+                return target.role, example.index, self._generate(target, example).text
             except VertexTunerError as exc:
-                self._event(
-                    "generation-failed", target=target.role, index=example.index, error=str(exc)
-                )
+                self.observer.notify(GenerationFailed(target.role, example.index, str(exc)))
                 return target.role, example.index, None
 
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             for role, index, text in pool.map(run, jobs):
                 outputs[role][index] = text
-                done += 1
-                self._event("generation", done=done, total=len(jobs))
+                done[role] += 1
+                self.observer.notify(GenerationProgress(role, done[role], len(examples)))
         return outputs
 
-    def _generate(self, model: str, example: HeldOutExample) -> Generation:
+    def _generate(self, target: Target, example: HeldOutExample) -> Generation:
+        model = target.model
         settings = {"temperature": 0.0}
         key = None
         if self.cache is not None:
@@ -161,7 +181,13 @@ class Evaluator:
             hit = self.cache.get(key)
             if hit is not None:
                 return hit
-        generation = retrying(self.retry, sleep=self.sleep)(
+
+        def before_sleep(state: Any) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            call = f"generate ({target.role}, example {example.index})"
+            self.observer.notify(Retried(call, str(exc), state.attempt_number))
+
+        generation = retrying(self.retry, sleep=self.sleep, before_sleep=before_sleep)(
             lambda: self.generator.generate(
                 model,
                 example.contents,
@@ -176,7 +202,7 @@ class Evaluator:
     def evaluate(
         self,
         record: RunRecord,
-        settings: EvaluationSpec,
+        settings: EvaluationSettings,
         *,
         against: Sequence[str] = ("base", "production"),
         holdout_file: Path | None = None,
@@ -239,10 +265,6 @@ class Evaluator:
         )
         self.runs.save(record.model_copy(update={"evaluation": _summary(result)}))
         return result
-
-    def _event(self, name: str, **data: Any) -> None:
-        if self.observer is not None:
-            self.observer.event(name, **data)
 
 
 def _summary(result: EvaluationResult) -> dict[str, Any]:

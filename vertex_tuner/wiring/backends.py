@@ -1,4 +1,4 @@
-"""Wiring the real Google clients to the backends: for Google Cloud, or for the sandbox.
+"""The real Google clients wired to the backends: for Google Cloud, or for the sandbox.
 
 The two constructors differ only in endpoints and credentials; everything above them runs the
 same code either way.

@@ -1,7 +1,10 @@
-"""Building a ready :class:`~vertex_tuner.service.TuningService` for the cloud or the sandbox.
+"""Composition: building ready services for Google Cloud or for the sandbox.
 
 This is where ``--sandbox`` makes its one difference: which backends and which run store. The
-service itself never knows. The CLI and Python callers both use :func:`open_service`.
+services are handed what is built here and run the same code either way (the tuning service is
+told only whether to stamp its records as sandbox runs). The CLI, the release loop's Python
+callers and :func:`vertex_tuner.resolve` all build through these functions, so there is one rule
+for where the run store is and how it is reached.
 """
 
 from __future__ import annotations
@@ -14,13 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vertex_tuner.runstore import LocalBlobStore, RunStore, StorageBlobStore
+from vertex_tuner.wiring.backends import Backends, cloud_backends, sandbox_backends
 
 if TYPE_CHECKING:
-    from vertex_tuner.backends.connect import Backends
     from vertex_tuner.backends.interface import Storage
     from vertex_tuner.evaluation.runner import Evaluator
-    from vertex_tuner.service import Observer, TuningService
+    from vertex_tuner.events import Observer
     from vertex_tuner.spec import JobSpec
+    from vertex_tuner.tuning import TuningService
+
+#: The region used when neither a flag, the spec nor GOOGLE_CLOUD_LOCATION names one.
+DEFAULT_LOCATION = "us-central1"
 
 
 def home() -> Path:
@@ -29,8 +36,13 @@ def home() -> Path:
     return Path(configured).expanduser() if configured else Path.home() / ".vertex-tuner"
 
 
+def default_location() -> str:
+    return os.environ.get("GOOGLE_CLOUD_LOCATION") or DEFAULT_LOCATION
+
+
 def registry_location(spec: JobSpec | None, registry: str | None, *, sandbox: bool) -> str:
-    """Where run records live: ``--registry``, else the spec's ``registry:``, else the home.
+    """Where run records live: ``--registry``, else ``VERTEX_TUNER_REGISTRY``, else the spec's
+    ``registry:``, else the home.
 
     Sandbox runs are kept apart from real ones, so a sandbox job name never shows up where a
     real job is expected.
@@ -50,6 +62,7 @@ def registry_location(spec: JobSpec | None, registry: str | None, *, sandbox: bo
 
 
 def run_store(location: str, storage: Storage | None) -> RunStore:
+    """A run store at a local path or ``gs://`` URI (which needs a storage backend)."""
     if location.startswith("gs://"):
         assert storage is not None, "a gs:// run store needs a storage backend"
         return RunStore(StorageBlobStore(storage, location))
@@ -59,8 +72,6 @@ def run_store(location: str, storage: Storage | None) -> RunStore:
 @contextlib.contextmanager
 def backends(*, sandbox: bool, project: str | None, location: str) -> Iterator[Backends]:
     """The real cloud, or the sandbox (a running one, or a private one for this command)."""
-    from vertex_tuner.backends.connect import cloud_backends, sandbox_backends
-
     if not sandbox:
         yield cloud_backends(project, location)
         return
@@ -68,6 +79,32 @@ def backends(*, sandbox: bool, project: str | None, location: str) -> Iterator[B
 
     with open_sandbox(os.environ, state_dir=home() / "sandbox") as info:
         yield sandbox_backends(info)
+
+
+@contextlib.contextmanager
+def open_run_store(
+    registry: str | None = None, *, sandbox: bool = False, spec: JobSpec | None = None
+) -> Iterator[RunStore]:
+    """The run store alone, for commands that only read or write records and aliases.
+
+    A local one needs nothing else; only a ``gs://`` one starts a storage client (or the sandbox).
+    """
+    location = registry_location(spec, registry, sandbox=sandbox)
+    if not location.startswith("gs://"):
+        yield run_store(location, None)
+        return
+    project = spec.gcp.project if spec else None
+    with backends(sandbox=sandbox, project=project, location=default_location()) as b:
+        yield run_store(location, b.storage)
+
+
+def service_run_store(registry: str | None) -> RunStore:
+    """A run store a long-running service keeps (``resolve``): a local one, or ``gs://`` with
+    Application Default Credentials. Sandbox stores are only reached through a command."""
+    location = registry_location(None, registry, sandbox=False)
+    if not location.startswith("gs://"):
+        return run_store(location, None)
+    return run_store(location, cloud_backends(None, default_location()).storage)
 
 
 @dataclass(frozen=True)
@@ -93,11 +130,7 @@ def open_context(
 ) -> Iterator[Context]:
     """Backends and the run store; ``spec`` supplies project, region and run store by default."""
     project = project or (spec.gcp.project if spec else None)
-    location = (
-        location
-        or (spec.gcp.location if spec else None)
-        or os.environ.get("GOOGLE_CLOUD_LOCATION", "us-central1")
-    )
+    location = location or (spec.gcp.location if spec else None) or default_location()
     with backends(sandbox=sandbox, project=project, location=location) as b:
         yield Context(b, run_store(registry_location(spec, registry, sandbox=sandbox), b.storage))
 
@@ -120,7 +153,7 @@ def open_service(
 
 
 def service_for(ctx: Context, observer: Observer | None = None) -> TuningService:
-    from vertex_tuner.service import TuningService
+    from vertex_tuner.tuning import TuningService
 
     b = ctx.backends
     return TuningService(

@@ -1,0 +1,106 @@
+"""The console observer renders every event, on a terminal and in a CI log, and escapes markup."""
+
+from __future__ import annotations
+
+import io
+import typing
+from dataclasses import fields
+
+import pytest
+from rich.console import Console
+
+from vertex_tuner import events
+from vertex_tuner.backends.interface import Job, JobState, UploadResult
+from vertex_tuner.cli._progress import ConsoleObserver
+from vertex_tuner.dataset import Report
+from vertex_tuner.records import DatasetRef, Estimate, RunRecord
+
+JOB = Job(
+    name="projects/p/locations/l/tuningJobs/[bold]7", state=JobState.RUNNING, steps_completed=3
+)
+RECORD = RunRecord(
+    run_id="r-1",
+    spec_name="s",
+    spec_digest="d",
+    fingerprint="f",
+    tool_version="1",
+    created_at="2026-01-01T00:00:00Z",
+    updated_at="2026-01-01T00:00:00Z",
+    method="supervised",
+    base_model="gemini-2.5-flash",
+    display_name="s",
+    train=DatasetRef(sha256="a", size=1, examples=1),
+    job_name=JOB.name,
+)
+
+#: One instance of every event type, and a piece of what the CI-log rendering must say.
+SAMPLES: list[tuple[events.Event, str | None]] = [
+    (events.DatasetPrepared(Report(ok=True, errors=[], warnings=[], stats={})), None),
+    (
+        events.Planned(
+            "create", "no job yet [x]", "f" * 64, Estimate(billable_tokens=10, epochs=2), 5.0
+        ),
+        "no job yet [x]",
+    ),
+    (events.UploadStarted("gs://b/d.jsonl", 10), None),
+    (events.UploadProgress("gs://b/d.jsonl", 5, 10), None),
+    (
+        events.UploadDone(
+            UploadResult(
+                uri="gs://b/[d].jsonl",
+                size=10,
+                bytes_sent=10,
+                skipped=False,
+                crc32c="x",
+                generation=1,
+            )
+        ),
+        "gs://b/[d].jsonl",
+    ),
+    (events.JobCreated(JOB), "created projects/p/locations/l/tuningJobs/[bold]7"),
+    (events.CreateAmbiguous("503 [/x]", 1), "503 [/x]"),
+    (events.JobFound(JOB), "after an ambiguous create"),
+    (events.Recorded(RECORD), None),
+    (events.StateChanged(JOB, RECORD), "[bold]7: RUNNING"),
+    (events.CancelRequested(JOB.name), "cancel requested"),
+    (events.Retried("get", "429 [red]", 2), "retrying get (attempt 3): 429 [red]"),
+    (
+        events.GenerationFailed("base", 4, "quota [/]"),
+        "base: held-out example 4 got no answer: quota [/]",
+    ),
+    (events.GenerationProgress("base", 5, 5), "generated 5 answers from base (1 failed)"),
+    (events.Step("support-tone", "evaluate", "r-1"), "support-tone: evaluate — r-1"),
+]
+
+
+def test_every_event_type_has_a_sample() -> None:
+    union = set(typing.get_args(events.Event))
+    assert {type(e) for e, _ in SAMPLES} == union
+    for kind in union:
+        assert kind.__dataclass_params__.frozen  # type: ignore[attr-defined]
+        assert fields(kind)
+
+
+def test_the_ci_log_says_each_event_in_plain_text_with_markup_escaped() -> None:
+    out = io.StringIO()
+    observer = ConsoleObserver(Console(file=out, force_terminal=False, width=200))
+    for event, _ in SAMPLES:
+        observer.notify(event)
+    text = out.getvalue()
+    for _, expected in SAMPLES:
+        if expected is not None:
+            assert expected in text
+    assert observer.record is RECORD
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_a_terminal_gets_bars_and_nothing_raises(quiet: bool) -> None:
+    out = io.StringIO()
+    observer = ConsoleObserver(Console(file=out, force_terminal=True, width=120), quiet=quiet)
+    for event, _ in SAMPLES:
+        observer.notify(event)
+    observer.notify(events.GenerationProgress("tuned", 1, 3))
+    observer.notify(events.GenerationProgress("tuned", 3, 3))
+    observer.close()
+    if quiet:
+        assert out.getvalue() == ""

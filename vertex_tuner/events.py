@@ -1,0 +1,195 @@
+"""What the tuning service and the evaluator tell an observer while they work.
+
+Every event is a frozen dataclass, and :data:`Event` is their union, so an observer that matches
+on them can be checked for completeness by mypy (the console's does: a new event without a
+handler there is a type error, not a silently missing line). Observers must not raise; the
+service never depends on what they do.
+
+Python callers pass their own observer (any object with ``notify(event)``) to
+:class:`~vertex_tuner.tuning.TuningService`, :class:`~vertex_tuner.evaluation.runner.Evaluator`
+or :func:`vertex_tuner.retrain`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from vertex_tuner.backends.interface import Job, UploadResult
+    from vertex_tuner.dataset import Report
+    from vertex_tuner.records import Estimate, RunRecord
+
+# --- tuning -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetPrepared:
+    """The spec's data was read, converted and validated (``report.ok`` may be False)."""
+
+    report: Report
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What a submit will do, and why (see :class:`~vertex_tuner.tuning.plan.Plan`)."""
+
+    action: str
+    reason: str
+    fingerprint: str
+    estimate: Estimate
+    budget_usd: float | None
+
+
+@dataclass(frozen=True)
+class UploadStarted:
+    uri: str
+    size: int
+
+
+@dataclass(frozen=True)
+class UploadProgress:
+    uri: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class UploadDone:
+    result: UploadResult
+
+
+@dataclass(frozen=True)
+class JobCreated:
+    job: Job
+
+
+@dataclass(frozen=True)
+class CreateAmbiguous:
+    """A create failed in a way that may have created the job; it is looked up before retrying."""
+
+    error: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class JobFound:
+    """The look-up after an ambiguous create found the job: no second one is created."""
+
+    job: Job
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The run record was written (the job exists; a killed process can be resumed)."""
+
+    record: RunRecord
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    """The job's state, sub-state or step count changed while it was followed."""
+
+    job: Job
+    record: RunRecord
+
+
+@dataclass(frozen=True)
+class CancelRequested:
+    job_name: str
+
+
+@dataclass(frozen=True)
+class Retried:
+    """A call failed with a transient error and is about to be tried again."""
+
+    call: str
+    error: str
+    attempt: int
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerationProgress:
+    """One more held-out prompt answered (or failed for good) by one target."""
+
+    target: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class GenerationFailed:
+    """A held-out prompt got no answer from a target after every retry."""
+
+    target: str
+    index: int
+    error: str
+
+
+# --- the release loop ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """The release loop moved on to its next step (submit, wait, evaluate, promote)."""
+
+    spec: str
+    step: str
+    detail: str = ""
+
+
+Event = (
+    DatasetPrepared
+    | Planned
+    | UploadStarted
+    | UploadProgress
+    | UploadDone
+    | JobCreated
+    | CreateAmbiguous
+    | JobFound
+    | Recorded
+    | StateChanged
+    | CancelRequested
+    | Retried
+    | GenerationProgress
+    | GenerationFailed
+    | Step
+)
+
+
+class Observer(Protocol):
+    """Told about progress; the CLI renders it, services may log it. Must not raise."""
+
+    def notify(self, event: Event) -> None: ...
+
+
+class SilentObserver:
+    """The observer used when none is given."""
+
+    def notify(self, event: Event) -> None:
+        return None
+
+
+__all__ = [
+    "CancelRequested",
+    "CreateAmbiguous",
+    "DatasetPrepared",
+    "Event",
+    "GenerationFailed",
+    "GenerationProgress",
+    "JobCreated",
+    "JobFound",
+    "Observer",
+    "Planned",
+    "Recorded",
+    "Retried",
+    "SilentObserver",
+    "StateChanged",
+    "Step",
+    "UploadDone",
+    "UploadProgress",
+    "UploadStarted",
+]

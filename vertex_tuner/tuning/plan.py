@@ -1,0 +1,195 @@
+"""What a submit will do, worked out without changing anything: pure functions of the spec and data.
+
+The fingerprint covers the converted data, the settings that change the result and the major
+version of vertex-tuner; it is written as a job label, so a retried run finds the job it already
+created instead of paying twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+
+from vertex_tuner import _version
+from vertex_tuner.backends.interface import Job, TuningRequest
+from vertex_tuner.records import Estimate
+from vertex_tuner.vocabulary import (
+    FINGERPRINT_LABEL_LENGTH,
+    LABEL_FINGERPRINT,
+    LABEL_SPEC,
+    LABEL_VERSION,
+)
+
+if TYPE_CHECKING:
+    from vertex_tuner.dataset import PreparedDataset
+    from vertex_tuner.events import Planned
+    from vertex_tuner.records import RunRecord
+    from vertex_tuner.spec import JobSpec
+
+PlanAction = Literal["create", "reuse", "attach", "blocked"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a submit will do, and why."""
+
+    action: PlanAction
+    reason: str
+    fingerprint: str
+    request: TuningRequest
+    estimate: Estimate
+    budget_usd: float | None
+    #: (local file, gs:// URI) pairs the submit uploads (content-addressed).
+    uploads: tuple[tuple[Path, str], ...]
+    job: Job | None = None
+
+    @property
+    def over_budget(self) -> bool:
+        cost = self.estimate.cost_usd
+        return self.budget_usd is not None and cost is not None and cost > self.budget_usd
+
+    def event(self) -> Planned:
+        from vertex_tuner.events import Planned
+
+        return Planned(self.action, self.reason, self.fingerprint, self.estimate, self.budget_usd)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "reason": self.reason,
+            "fingerprint": self.fingerprint,
+            "job_name": self.job.name if self.job else None,
+            "request": request_json(self.request),
+            "estimate": self.estimate.model_dump(mode="json"),
+            "budget_usd": self.budget_usd,
+            "over_budget": self.over_budget,
+            "uploads": [{"path": str(p), "uri": u} for p, u in self.uploads],
+        }
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    plan: Plan
+    record: RunRecord | None
+    #: Bytes actually sent to Cloud Storage by this submit.
+    bytes_uploaded: int = 0
+    created: bool = False
+
+
+def decide(
+    jobs: list[Job], *, force: bool, retry_failed: bool
+) -> tuple[PlanAction, str, Job | None]:
+    """The action for a fingerprint, given the jobs that carry it (newest first)."""
+    if force:
+        return "create", "--force: a new job even if one matches", None
+    live = [j for j in jobs if not j.state.is_terminal]
+    if live:
+        return (
+            "attach",
+            f"job {live[0].name} with this fingerprint is {live[0].state.value}",
+            live[0],
+        )
+    done = [j for j in jobs if j.state.is_success]
+    if done:
+        return "reuse", f"job {done[0].name} already tuned this data and spec", done[0]
+    if jobs and not retry_failed:
+        last = jobs[0]
+        return (
+            "blocked",
+            f"the last job with this fingerprint, {last.name}, ended {last.state.value}",
+            last,
+        )
+    if jobs:
+        return "create", f"--retry-failed: the last job ended {jobs[0].state.value}", None
+    return "create", "no job has tuned this data and spec yet", None
+
+
+def compute_fingerprint(spec: JobSpec, prepared: PreparedDataset, base_model: str) -> str:
+    """sha256 of the converted data, the settings that change the result and the major version."""
+    body = {
+        "train": prepared.train.sha256,
+        "validation": prepared.validation.sha256 if prepared.validation else None,
+        "spec": {**spec.result_fields(), "base_model": base_model},
+        "tool_major": _version.__version__.split(".")[0],
+    }
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def uploads_for(spec: JobSpec, prepared: PreparedDataset) -> dict[str, tuple[Path, str]]:
+    """Role → (local file, content-addressed gs:// URI) for each file a submit uploads."""
+    base = f"gs://{spec.gcp.bucket}/{spec.gcp.prefix}".rstrip("/")
+    out: dict[str, tuple[Path, str]] = {}
+    for role, item, folder in (
+        ("train", prepared.train, "datasets"),
+        ("validation", prepared.validation, "datasets"),
+        ("holdout", prepared.holdout, "holdout"),
+    ):
+        if item is not None:
+            out[role] = (item.path, f"{base}/{folder}/{item.sha256}.jsonl")
+    return out
+
+
+def build_request(
+    spec: JobSpec,
+    prepared: PreparedDataset,
+    base_model: str,
+    fingerprint: str,
+    uploads: dict[str, tuple[Path, str]],
+) -> TuningRequest:
+    """The tuning request for a spec whose data is (or will be) at ``uploads``' URIs."""
+    hp = spec.hyperparameters
+    labels = {
+        **spec.labels,
+        LABEL_SPEC: spec.name,
+        LABEL_FINGERPRINT: fingerprint[:FINGERPRINT_LABEL_LENGTH],
+        LABEL_VERSION: _version.__version__.replace(".", "-"),
+    }
+    digests = f"train sha256:{prepared.train.sha256[:16]} ({prepared.train.examples} examples)"
+    if prepared.validation is not None:
+        digests += (
+            f", validation sha256:{prepared.validation.sha256[:16]} "
+            f"({prepared.validation.examples})"
+        )
+    description = f"{spec.description} [{digests}; vertex-tuner {_version.__version__}]".strip()
+    validation = uploads.get("validation")
+    return TuningRequest(
+        method=spec.method,
+        base_model=base_model,
+        training_uri=uploads["train"][1],
+        validation_uri=validation[1] if validation else None,
+        display_name=spec.name,
+        description=description,
+        labels=labels,
+        epochs=hp.epochs,
+        learning_rate_multiplier=hp.learning_rate_multiplier,
+        adapter_size=hp.adapter_size,
+        beta=hp.beta,
+        teacher_model=spec.distillation.teacher_model if spec.distillation else None,
+        kms_key_name=spec.gcp.kms_key_name,
+        service_account=spec.gcp.service_account,
+        output_uri=spec.gcp.output_uri,
+        export_last_checkpoint_only=hp.export_last_checkpoint_only,
+    )
+
+
+def estimate(spec: JobSpec, prepared: PreparedDataset) -> Estimate:
+    """Tokens and cost as the validator estimated them, for the plan and the record."""
+    stats = prepared.report.stats
+    epochs = int(stats.get("epochs") or spec.hyperparameters.epochs or 1)
+    return Estimate(
+        billable_tokens=int(stats.get("billable_tokens", 0)),
+        epochs=epochs,
+        cost_usd=stats.get("estimated_cost_usd"),
+        price_per_million=stats.get("price_per_million"),
+        prices_as_of=stats.get("prices_as_of"),
+    )
+
+
+def request_json(request: TuningRequest) -> dict[str, Any]:
+    out = asdict(request)
+    out["labels"] = dict(request.labels)
+    return {k: v for k, v in out.items() if v is not None}

@@ -1,0 +1,415 @@
+"""The tuning service: from a job spec to a tuned model, exactly one job per change.
+
+:class:`TuningService` is handed its collaborators (storage, tuner, run store, clock, sleep and a
+progress observer) and holds the submit pipeline; the release loop, the CLI and Python callers
+all call it:
+
+1. prepare: read, convert and validate the dataset (errors stop here; nothing is uploaded);
+2. plan: fingerprint the converted data and the settings that change the result, and look the
+   fingerprint up in Vertex (a job label);
+3. budget: refuse when the estimate is over ``budget.max_cost_usd``;
+4. upload, content-addressed (``datasets/<sha256>.jsonl``, created only if absent);
+5. create the job under a lease, never blindly retrying an ambiguous create;
+6. follow it (:mod:`.follow`) and record everything about the run (:mod:`.recording`), failing
+   when Vertex dropped too much of the data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from vertex_tuner import models
+from vertex_tuner.backends.interface import Job, JobState
+from vertex_tuner.errors import (
+    AmbiguousCreateError,
+    BudgetExceeded,
+    JobFailed,
+    NotFoundError,
+    TransientBackendError,
+)
+from vertex_tuner.events import (
+    CancelRequested,
+    CreateAmbiguous,
+    DatasetPrepared,
+    JobCreated,
+    JobFound,
+    Observer,
+    Recorded,
+    Retried,
+    SilentObserver,
+    UploadDone,
+    UploadProgress,
+    UploadStarted,
+)
+from vertex_tuner.records import RunRecord
+from vertex_tuner.retry import RetryOptions, is_retryable, retrying
+from vertex_tuner.tuning import plan as planning
+from vertex_tuner.tuning.follow import WaitOptions, follow
+from vertex_tuner.tuning.plan import Plan, PlanAction, SubmitResult
+from vertex_tuner.tuning.preparation import prepare, require_valid
+from vertex_tuner.tuning.recording import (
+    bare_record,
+    check_outcome,
+    new_record,
+    update_record,
+)
+from vertex_tuner.vocabulary import FINGERPRINT_LABEL_LENGTH, LABEL_FINGERPRINT, LABEL_SPEC
+
+if TYPE_CHECKING:
+    from vertex_tuner.backends.interface import Storage, Tuner
+    from vertex_tuner.dataset import PreparedDataset
+    from vertex_tuner.runstore import RunStore
+    from vertex_tuner.spec import JobSpec
+
+T = TypeVar("T")
+
+#: How long a submit holds the create lease, and waits for another submit's.
+LEASE_SECONDS = 900.0
+
+
+class TuningService:
+    """Submit, follow and record Gemini tuning jobs."""
+
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        tuner: Tuner,
+        runs: RunStore,
+        project: str | None = None,
+        location: str | None = None,
+        sandbox: bool = False,
+        retry: RetryOptions | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        observer: Observer | None = None,
+        workdir: Path | None = None,
+    ) -> None:
+        self.storage = storage
+        self.tuner = tuner
+        self.runs = runs
+        self.project = project
+        self.location = location
+        #: Stamped on the records this service writes, so sandbox runs are never taken for real.
+        self.sandbox = sandbox
+        self.retry = retry or RetryOptions()
+        self.clock = clock
+        self.sleep = sleep
+        self.observer: Observer = observer or SilentObserver()
+        self.workdir = workdir
+
+    # --- public API ----------------------------------------------------------------------
+
+    def prepare(self, spec: JobSpec, workdir: Path) -> PreparedDataset:
+        """Read, convert and validate the spec's data; DatasetError when it has errors."""
+        prepared = prepare(spec, workdir)
+        self.observer.notify(DatasetPrepared(prepared.report))
+        return require_valid(spec, prepared)
+
+    def plan(
+        self,
+        spec: JobSpec,
+        prepared: PreparedDataset,
+        *,
+        force: bool = False,
+        retry_failed: bool = False,
+    ) -> Plan:
+        """Decide what a submit would do, without changing anything."""
+        base_model = self.resolve_base_model(spec)
+        fingerprint = planning.compute_fingerprint(spec, prepared, base_model)
+        uploads = planning.uploads_for(spec, prepared)
+        request = planning.build_request(spec, prepared, base_model, fingerprint, uploads)
+        jobs = [] if force else self.find_jobs(fingerprint)
+        action, reason, job = planning.decide(jobs, force=force, retry_failed=retry_failed)
+        return Plan(
+            action,
+            reason,
+            fingerprint,
+            request,
+            planning.estimate(spec, prepared),
+            spec.budget.max_cost_usd,
+            tuple(uploads.values()),
+            job,
+        )
+
+    def submit(
+        self,
+        spec: JobSpec,
+        *,
+        dry_run: bool = False,
+        wait: bool = True,
+        force: bool = False,
+        retry_failed: bool = False,
+        timeout: float | None = None,
+    ) -> SubmitResult:
+        """Run the pipeline; see the module docstring. Returns the plan and the run record."""
+        with self._workdir() as workdir:
+            prepared = self.prepare(spec, workdir)
+            plan = self.plan(spec, prepared, force=force, retry_failed=retry_failed)
+            self.observer.notify(plan.event())
+            if dry_run:
+                return SubmitResult(plan, None)
+            if plan.action == "blocked":
+                assert plan.job is not None
+                raise JobFailed(
+                    f"{plan.reason}; not creating another job for the same data and spec",
+                    job_name=plan.job.name,
+                    state=plan.job.state.value,
+                    hint="fix the cause (see `vertex-tuner status "
+                    f"{plan.job.name}`), then submit with --retry-failed",
+                )
+            created = False
+            sent = 0
+            if plan.action == "create":
+                if plan.over_budget:
+                    raise BudgetExceeded(
+                        f"estimated cost ${plan.estimate.cost_usd:,.2f} is over the budget of "
+                        f"${plan.budget_usd:,.2f} (budget.max_cost_usd in {spec.spec_path})",
+                        hint="raise budget.max_cost_usd, use fewer epochs or a smaller "
+                        "dataset; nothing was uploaded",
+                    )
+                plan, record, sent, created = self._create_under_lease(
+                    spec, prepared, plan, force=force, retry_failed=retry_failed
+                )
+            else:
+                assert plan.job is not None
+                record = self._record_for(spec, prepared, plan, plan.job)
+            self.observer.notify(Recorded(record))
+        if wait and not JobState(record.state).is_terminal:
+            record = self.wait(
+                record,
+                timeout=timeout if timeout is not None else spec.wait.timeout,
+                poll_max=spec.wait.poll_interval_max,
+                max_dropped_fraction=spec.dataset.max_dropped_fraction,
+            )
+        elif JobState(record.state).is_terminal:
+            check_outcome(record, spec.dataset.max_dropped_fraction)
+        return SubmitResult(plan, record, bytes_uploaded=sent, created=created)
+
+    def wait(
+        self,
+        record_or_job: RunRecord | str,
+        *,
+        timeout: float,
+        poll_max: float = 60.0,
+        max_dropped_fraction: float | None = None,
+    ) -> RunRecord:
+        """Follow a job until it ends, updating its record; raise on failure or timeout."""
+        record = follow(
+            self.record_of(record_or_job),
+            WaitOptions(timeout=timeout, poll_max=poll_max),
+            get_job=self.get_job,
+            save=self.runs.save,
+            clock=self.clock,
+            sleep=self.sleep,
+            observer=self.observer,
+        )
+        check_outcome(record, max_dropped_fraction)
+        return record
+
+    def get_job(self, name: str) -> Job:
+        """Read a job, retrying transient errors."""
+        return self._retrying(lambda: self.tuner.get(name), "get")
+
+    def find_jobs(self, fingerprint: str) -> list[Job]:
+        """Jobs in Vertex labelled with this fingerprint, newest first."""
+        label = fingerprint[:FINGERPRINT_LABEL_LENGTH]
+        return self._retrying(
+            lambda: list(self.tuner.list(labels={LABEL_FINGERPRINT: label})), "list"
+        )
+
+    def list_jobs(self, spec_name: str | None = None) -> list[Job]:
+        """vertex-tuner's jobs in Vertex (all of them, or one spec's), newest first."""
+        labels = {LABEL_SPEC: spec_name} if spec_name else None
+        jobs = self._retrying(lambda: list(self.tuner.list(labels=labels)), "list")
+        if spec_name is None:
+            jobs = [j for j in jobs if LABEL_FINGERPRINT in j.labels]
+        return jobs
+
+    def cancel(self, ref: RunRecord | str, *, wait: bool = False, timeout: float = 600.0) -> Job:
+        """Ask Vertex to cancel; with ``wait``, poll until the job has ended."""
+        record = self.record_of(ref)
+        assert record.job_name is not None
+        name = record.job_name
+        job = self.get_job(name)
+        if not job.state.is_terminal:
+            self._retrying(lambda: self.tuner.cancel(name), "cancel")
+            self.observer.notify(CancelRequested(name))
+        if wait:
+            with contextlib.suppress(JobFailed):
+                self.wait(record, timeout=timeout, max_dropped_fraction=1.0)
+        job = self.get_job(name)
+        self._save_if_known(update_record(record, job, now=self.clock()))
+        return job
+
+    def resolve_base_model(self, spec: JobSpec) -> str:
+        """The base model to send: an alias (``name@alias``) becomes its run's tuned model."""
+        base = spec.base_model
+        if models.is_tuned_model_name(base) or "@" not in base:
+            return base
+        name, alias = base.split("@", 1)
+        entry = self.runs.aliases(name).get(alias)
+        if entry is None:
+            raise NotFoundError(
+                f"base_model {base!r}: no alias {alias!r} for {name!r} in {self.runs.location}",
+                hint=f"promote a run first: vertex-tuner promote {name} RUN --alias {alias}",
+            )
+        tuned = self.runs.get(entry.run_id).tuned_model
+        if not tuned:
+            raise NotFoundError(f"base_model {base!r}: run {entry.run_id} has no tuned model")
+        return tuned
+
+    # --- records -------------------------------------------------------------------------
+
+    def record_of(self, ref: RunRecord | str) -> RunRecord:
+        """A run record from a record, a job name (recorded or not) or a run id."""
+        if isinstance(ref, RunRecord):
+            return ref
+        if "/tuningJobs/" in ref:
+            found = self.runs.by_job(ref)
+            if found is not None:
+                return found
+            return bare_record(self.get_job(ref), self.clock())
+        return self.runs.get(ref)
+
+    def refresh(self, record: RunRecord) -> RunRecord:
+        """Read the record's job again; save the update when the record is in the store."""
+        assert record.job_name is not None
+        updated = update_record(record, self.get_job(record.job_name), now=self.clock())
+        self._save_if_known(updated)
+        return updated
+
+    def _save_if_known(self, record: RunRecord) -> None:
+        with contextlib.suppress(NotFoundError):
+            self.runs.get(record.run_id)
+            self.runs.save(record)
+
+    def _record_for(
+        self, spec: JobSpec, prepared: PreparedDataset, plan: Plan, job: Job
+    ) -> RunRecord:
+        existing = self.runs.by_fingerprint(plan.fingerprint)
+        if existing is not None and existing.job_name == job.name:
+            record = update_record(existing, job, now=self.clock())
+        else:
+            record = new_record(
+                spec,
+                prepared,
+                plan,
+                job,
+                now=self.clock(),
+                sandbox=self.sandbox,
+                project=self.project,
+                location=self.location,
+            )
+        self.runs.save(record)
+        return record
+
+    # --- steps ---------------------------------------------------------------------------
+
+    def _create_under_lease(
+        self,
+        spec: JobSpec,
+        prepared: PreparedDataset,
+        plan: Plan,
+        *,
+        force: bool,
+        retry_failed: bool,
+    ) -> tuple[Plan, RunRecord, int, bool]:
+        lease = self.runs.acquire_lease(
+            plan.fingerprint, ttl=LEASE_SECONDS, wait=LEASE_SECONDS, sleep=self.sleep
+        )
+        try:
+            if not force:
+                # Someone may have created the job while we waited for the lease.
+                replanned = self.plan(spec, prepared, retry_failed=retry_failed)
+                if replanned.action in ("attach", "reuse"):
+                    assert replanned.job is not None
+                    self.observer.notify(replanned.event())
+                    record = self._record_for(spec, prepared, replanned, replanned.job)
+                    return replanned, record, 0, False
+            sent = self._upload(plan)
+            job = self._create(plan)
+            return plan, self._record_for(spec, prepared, plan, job), sent, True
+        finally:
+            self.runs.release_lease(lease)
+
+    def _upload(self, plan: Plan) -> int:
+        sent = 0
+        for path, uri in plan.uploads:
+            self.observer.notify(UploadStarted(uri, path.stat().st_size))
+
+            def progress(done: int, total: int, uri: str = uri) -> None:
+                self.observer.notify(UploadProgress(uri, done, total))
+
+            def upload(
+                path: Path = path, uri: str = uri, progress: Callable[[int, int], None] = progress
+            ) -> Any:
+                return self.storage.upload_file(path, uri, if_generation_match=0, progress=progress)
+
+            # Safe to retry: the precondition makes a repeated upload a no-op.
+            result = self._retrying(upload, "upload")
+            sent += result.bytes_sent
+            self.observer.notify(UploadDone(result))
+        return sent
+
+    def _create(self, plan: Plan) -> Job:
+        """Create the job once. After an ambiguous failure, look before creating again.
+
+        The one retry policy paces the attempts; only the look-up decides whether another
+        create is safe, so an ambiguous failure is retried only when the job is not found.
+        """
+        attempts = 0
+
+        def once() -> Job:
+            nonlocal attempts
+            attempts += 1
+            try:
+                job = self.tuner.create(plan.request)
+            except AmbiguousCreateError as exc:
+                self.observer.notify(CreateAmbiguous(str(exc), attempts))
+                found = self.find_jobs(plan.fingerprint)
+                if found:
+                    self.observer.notify(JobFound(found[0]))
+                    return found[0]
+                raise
+            self.observer.notify(JobCreated(job))
+            return job
+
+        return self._retrying(
+            once, "create", retry_if=lambda exc: isinstance(exc, TransientBackendError)
+        )
+
+    def _retrying(
+        self,
+        func: Callable[[], T],
+        call: str,
+        *,
+        retry_if: Callable[[BaseException], bool] | None = None,
+    ) -> T:
+        def before_sleep(state: Any) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            self.observer.notify(Retried(call, str(exc), state.attempt_number))
+
+        return retrying(
+            self.retry,
+            sleep=self.sleep,
+            before_sleep=before_sleep,
+            retry_if=retry_if or is_retryable,
+        )(func)
+
+    @contextlib.contextmanager
+    def _workdir(self) -> Iterator[Path]:
+        if self.workdir is not None:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            yield self.workdir
+            return
+        with tempfile.TemporaryDirectory(prefix="vertex-tuner-") as tmp:
+            yield Path(tmp)
+
+
+__all__ = ["Plan", "PlanAction", "SubmitResult", "TuningService"]
