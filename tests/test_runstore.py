@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import threading
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from records_support import run_record
 
 from vertex_tuner.errors import NotFoundError, PreconditionFailed, VertexTunerError
 from vertex_tuner.records import DatasetRef, RunRecord
-from vertex_tuner.runstore import LocalBlobStore, RunStore
+from vertex_tuner.runstore import BlobStore, LocalBlobStore, RunStore
 
 
 def record(
@@ -140,3 +144,276 @@ def test_concurrent_promotes_lose_no_update(tmp_path: Path) -> None:
     )
     # Each entry's "previous" is the entry before it: no update was lost or interleaved.
     assert all(history[k]["previous"] == history[k - 1]["run_id"] for k in range(1, 40))
+
+
+# --- the layout: lookups by key and prefix, the old layout, damaged records ------------------
+
+
+class CountingBlobStore(BlobStore):
+    """A blob store that counts the calls made to it, by kind (and lists by prefix)."""
+
+    def __init__(self, inner: BlobStore) -> None:
+        self.inner = inner
+        self.location = inner.location
+        self.calls: Counter[str] = Counter()
+        self.listed: list[str] = []
+        self._lock = threading.Lock()
+
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self.calls[kind] += 1
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.listed.clear()
+
+    def read(self, key: str) -> tuple[bytes, int] | None:
+        self._count("read")
+        return self.inner.read(key)
+
+    def write(self, key: str, data: bytes, *, if_generation_match: int | None) -> int:
+        self._count("write")
+        return self.inner.write(key, data, if_generation_match=if_generation_match)
+
+    def delete(self, key: str, *, if_generation_match: int | None = None) -> None:
+        self._count("delete")
+        self.inner.delete(key, if_generation_match=if_generation_match)
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        self._count("list")
+        self.listed.append(prefix)
+        return self.inner.keys(prefix)
+
+
+JOB = "projects/p/locations/l/tuningJobs/{}"
+
+
+@pytest.fixture
+def no_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hundreds of records are written here; their durability is not what is tested."""
+    monkeypatch.setattr(os, "fsync", lambda fd: None)
+
+
+def many(count: int, specs: int) -> list[RunRecord]:
+    """``count`` runs spread over ``specs`` specs, each with its own job and fingerprint."""
+    return [
+        run_record(
+            f"run-{i:04d}",
+            spec_name=f"spec-{i % specs:02d}",
+            fingerprint=f"{i:064x}",
+            job_name=JOB.format(i),
+            created_at=f"2026-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z",
+        )
+        for i in range(count)
+    ]
+
+
+def write_old_layout(blobs: BlobStore, records: list[RunRecord]) -> None:
+    """What a store written before the job and spec pointers holds: records, fingerprints."""
+    for r in records:
+        blobs.write(f"runs/{r.run_id}.json", orjson.dumps(r.to_json()), if_generation_match=None)
+        pointer = orjson.dumps({"run_id": r.run_id, "job_name": r.job_name})
+        blobs.write(f"fingerprints/{r.fingerprint}.json", pointer, if_generation_match=None)
+
+
+def newest_first(records: list[RunRecord]) -> list[str]:
+    """The order the one-by-one reading of ``runs/`` gave: by key, then newest first."""
+    ordered = sorted(records, key=lambda r: f"runs/{r.run_id}.json")
+    ordered.sort(key=lambda r: r.created_at, reverse=True)
+    return [r.run_id for r in ordered]
+
+
+@pytest.mark.usefixtures("no_fsync")
+def test_fresh_store_finds_a_job_and_a_spec_by_key(tmp_path: Path) -> None:
+    blobs = CountingBlobStore(LocalBlobStore(tmp_path))
+    writer = RunStore(blobs)
+    records = many(200, 10)
+    for r in records:
+        writer.save(r)
+    # One look at an empty runs/ when the first record was written; never a read of records.
+    assert blobs.listed == ["runs/"]
+    assert (tmp_path / "layout.json").is_file()
+    assert (tmp_path / "jobs/projects/p/locations/l/tuningJobs/7.json").is_file()
+    assert (tmp_path / "specs/spec-03/run-0013.json").is_file()
+
+    blobs.reset()
+    store = RunStore(blobs)  # a new process: nothing remembered
+    found = store.by_job(JOB.format(123))
+    assert found is not None and found.run_id == "run-0123"
+    assert blobs.calls["read"] <= 3 and blobs.calls["list"] == 0
+
+    blobs.reset()
+    assert RunStore(blobs).by_job(JOB.format(999)) is None  # not recorded: no scan either
+    assert blobs.calls["read"] <= 3 and blobs.calls["list"] == 0
+
+    blobs.reset()
+    spec = RunStore(blobs).list("spec-04")
+    assert [r.run_id for r in spec] == newest_first(
+        [r for r in records if r.spec_name == "spec-04"]
+    )
+    assert len(spec) == 20
+    assert blobs.calls["read"] <= 20 + 2 and blobs.calls["list"] == 1
+    assert blobs.listed == ["specs/spec-04/"]
+
+    blobs.reset()
+    assert [r.run_id for r in RunStore(blobs).list()] == newest_first(records)
+    assert RunStore(blobs).list("no-such-spec") == []
+
+
+@pytest.mark.usefixtures("no_fsync")
+def test_parallel_list_keeps_the_sequential_order(tmp_path: Path) -> None:
+    records = many(120, 3)
+    # Ties in created_at, which must keep the order by run id as the one-by-one read did.
+    records += [
+        run_record(f"tie-{c}", spec_name="spec-01", created_at="2026-01-01T00:00:30Z")
+        for c in "dacb"
+    ]
+    store = RunStore(LocalBlobStore(tmp_path), workers=16)
+    for r in records:
+        store.save(r)
+    sequential = RunStore(LocalBlobStore(tmp_path), workers=1)
+    for name in (None, "spec-00", "spec-01"):
+        expected = newest_first([r for r in records if name is None or r.spec_name == name])
+        assert [r.run_id for r in RunStore(LocalBlobStore(tmp_path)).list(name)] == expected
+        assert [r.run_id for r in sequential.list(name)] == expected
+
+
+def test_spec_names_that_are_prefixes_do_not_mix(tmp_path: Path) -> None:
+    store = RunStore(LocalBlobStore(tmp_path))
+    store.save(run_record("a", spec_name="support"))
+    store.save(run_record("b", spec_name="support-tone", fingerprint="e" * 64))
+    store.save(run_record("c", spec_name="support-tone-v2", fingerprint="d" * 64))
+    fresh = RunStore(LocalBlobStore(tmp_path))
+    assert [r.run_id for r in fresh.list("support")] == ["a"]
+    assert [r.run_id for r in fresh.list("support-tone")] == ["b"]
+    assert [r.run_id for r in fresh.list("support-tone-v2")] == ["c"]
+
+
+def test_old_layout_is_read_then_migrated_once(tmp_path: Path) -> None:
+    inner = LocalBlobStore(tmp_path)
+    records = many(30, 3)
+    write_old_layout(inner, records)
+    blobs = CountingBlobStore(inner)
+
+    store = RunStore(blobs)
+    found = store.by_job(JOB.format(4))
+    assert found is not None and found.run_id == "run-0004"
+    assert blobs.listed == ["runs/"] and blobs.calls["read"] >= 30  # the full read, this once
+    assert (tmp_path / "layout.json").is_file()
+
+    for second in (store, RunStore(blobs)):  # this process, and the next
+        blobs.reset()
+        found = second.by_job(JOB.format(5))
+        assert found is not None and found.run_id == "run-0005"
+        assert blobs.calls["read"] <= 3 and blobs.calls["list"] == 0
+        blobs.reset()
+        names = [r.run_id for r in second.list("spec-01")]
+        assert names == newest_first([r for r in records if r.spec_name == "spec-01"])
+        assert blobs.listed == ["specs/spec-01/"] and blobs.calls["read"] <= 10 + 1
+
+
+def test_old_layout_list_by_name_migrates_and_first_save_migrates(tmp_path: Path) -> None:
+    records = many(12, 2)
+    write_old_layout(LocalBlobStore(tmp_path / "a"), records)
+    blobs = CountingBlobStore(LocalBlobStore(tmp_path / "a"))
+    expected = newest_first([r for r in records if r.spec_name == "spec-00"])
+    assert [r.run_id for r in RunStore(blobs).list("spec-00")] == expected
+    blobs.reset()
+    assert [r.run_id for r in RunStore(blobs).list("spec-00")] == expected
+    assert blobs.listed == ["specs/spec-00/"]
+
+    # A save into an old store migrates it first, so its new pointers are not the only ones.
+    write_old_layout(LocalBlobStore(tmp_path / "b"), records)
+    store = RunStore(LocalBlobStore(tmp_path / "b"))
+    store.save(run_record("new", spec_name="spec-00", created_at="2027-01-01T00:00:00Z"))
+    fresh = RunStore(LocalBlobStore(tmp_path / "b"))
+    assert [r.run_id for r in fresh.list("spec-00")] == ["new", *expected]
+    found = fresh.by_job(JOB.format(3))
+    assert found is not None and found.run_id == "run-0003"
+
+
+def test_old_layout_read_only_is_still_read(tmp_path: Path) -> None:
+    class ReadOnly(CountingBlobStore):
+        def write(self, key: str, data: bytes, *, if_generation_match: int | None) -> int:
+            self._count("write")
+            raise PermissionError(13, "read-only", key)
+
+    write_old_layout(LocalBlobStore(tmp_path), many(6, 2))
+    blobs = ReadOnly(LocalBlobStore(tmp_path))
+    store = RunStore(blobs)
+    found = store.by_job(JOB.format(2))
+    assert found is not None and found.run_id == "run-0002"
+    assert [r.run_id for r in store.list("spec-01")] == ["run-0005", "run-0003", "run-0001"]
+    assert not (tmp_path / "layout.json").exists()
+
+
+def test_damaged_record_is_skipped_in_list_but_raises_in_get(tmp_path: Path) -> None:
+    store = RunStore(LocalBlobStore(tmp_path))
+    for r in many(6, 2):
+        store.save(r)
+    store.blobs.write("runs/run-0002.json", b"{not json", if_generation_match=None)
+    store.blobs.write("runs/run-0004.json", b'{"run_id": 4}', if_generation_match=None)
+    fresh = RunStore(LocalBlobStore(tmp_path))
+    assert [r.run_id for r in fresh.list("spec-00")] == ["run-0000"]
+    assert len(fresh.skipped) == 2
+    assert "run-0002" in fresh.skipped[0] and "run-0004" in fresh.skipped[1]
+    assert [r.run_id for r in fresh.list("spec-01")] == ["run-0005", "run-0003", "run-0001"]
+    assert fresh.skipped == []
+    assert len(fresh.list()) == 4 and len(fresh.skipped) == 2
+    with pytest.raises(VertexTunerError, match="run-0002 is damaged"):
+        fresh.get("run-0002")
+    with pytest.raises(VertexTunerError, match="damaged"):
+        fresh.by_job(JOB.format(4))  # the record asked for by name is not passed over
+
+
+def test_damaged_record_in_an_old_store_is_skipped(tmp_path: Path) -> None:
+    records = many(4, 1)
+    write_old_layout(LocalBlobStore(tmp_path), records)
+    (tmp_path / "runs" / "bad.json").write_text("[1, 2]")
+    store = RunStore(LocalBlobStore(tmp_path))
+    assert [r.run_id for r in store.list("spec-00")] == newest_first(records)
+    assert len(store.skipped) == 1 and "bad.json" in store.skipped[0]
+    found = store.by_job(JOB.format(1))
+    assert found is not None and found.run_id == "run-0001"
+
+
+def test_identical_pointers_are_not_written_again(tmp_path: Path) -> None:
+    blobs = CountingBlobStore(LocalBlobStore(tmp_path))
+    store = RunStore(blobs)
+    first = run_record("r1", job_name=JOB.format(1))
+    store.save(first)
+    blobs.reset()
+    store.save(first.model_copy(update={"state": "RUNNING"}))
+    assert blobs.calls["write"] == 1  # the record alone
+
+    # Another process that read the record (status, wait) writes only the record as well.
+    blobs.reset()
+    other = RunStore(blobs)
+    found = other.by_job(JOB.format(1))
+    assert found is not None
+    other.save(found.model_copy(update={"state": "SUCCEEDED"}))
+    assert blobs.calls["write"] == 1
+    assert other.get("r1").state == "SUCCEEDED"
+
+    # A changed pointer is written: a job named later moves to its own key.
+    blobs.reset()
+    planned = run_record("r2", fingerprint="e" * 64, job_name=None)
+    other.save(planned)
+    other.save(planned.model_copy(update={"job_name": JOB.format(2)}))
+    found = RunStore(blobs).by_job(JOB.format(2))
+    assert found is not None and found.run_id == "r2"
+    latest = RunStore(blobs).by_fingerprint("e" * 64)
+    assert latest is not None and latest.job_name == JOB.format(2)
+
+
+def test_job_keys_are_safe(tmp_path: Path) -> None:
+    store = RunStore(LocalBlobStore(tmp_path))
+    odd = ["projects/../locations/./tuningJobs/..", "a//b", "/lead", "plain", "x/y.json"]
+    for i, name in enumerate(odd):
+        store.save(run_record(f"odd-{i}", fingerprint=f"{i:064x}", job_name=name))
+    fresh = RunStore(LocalBlobStore(tmp_path))
+    for i, name in enumerate(odd):
+        found = fresh.by_job(name)
+        assert found is not None and found.run_id == f"odd-{i}"
+    assert fresh.by_job("a/b") is None and fresh.by_job("") is None
+    assert all(tmp_path in p.parents for p in tmp_path.rglob("*"))

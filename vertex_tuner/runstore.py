@@ -9,12 +9,40 @@ Both kinds sit on one small key-value interface with compare-and-swap by generat
 - :class:`StorageBlobStore` keeps objects under ``gs://bucket/prefix`` and relies on Cloud
   Storage's ``ifGenerationMatch`` preconditions, so CI runners on different machines share it.
 
-Layout under the root::
+Layout under the root (version 2)::
 
-    runs/<run_id>.json          one record per job
-    fingerprints/<fp>.json      {"run_id": …} of the newest run with that fingerprint
-    leases/<fp>.json            a short lease held while one submit creates the job
-    aliases/<name>.json         {"aliases": {alias: {"run_id": …, "history": […]}}}
+    layout.json                       {"version": 2}: every record below has its pointers
+    runs/<run_id>.json                one record per job
+    fingerprints/<fp>.json            {"run_id", "job_name"} of the newest run with that fingerprint
+    jobs/<job resource name>.json     {"run_id"} of the run of a tuning job, e.g.
+                                      jobs/projects/p/locations/l/tuningJobs/123.json
+    specs/<spec_name>/<run_id>.json   {"run_id", "created_at"}: one spec's runs, one per run
+    leases/<fp>.json                  a short lease held while one submit creates the job
+    aliases/<name>.json               {"aliases": {alias: {"run_id": …, "history": […]}}}
+
+Why: a shared ``gs://`` store keeps every run of every spec, thousands after a year of weekly
+retraining, and ``status JOB``, ``wait JOB`` and ``runs NAME`` used to read all of them, one
+after another. With the pointers a job is found by key (two reads), and one spec's runs by
+listing one prefix and reading only those records, in parallel. The cost follows what is asked
+for, not the size of the store. In the ``jobs/`` and ``specs/`` keys every segment of a name is
+percent-encoded (dots too), so no job or spec name can make a ``..`` segment, leave its folder,
+or list as part of another (``specs/support/`` is not a prefix of ``specs/support-tone/``).
+
+:meth:`RunStore.save` writes the pointers before the record, so a record in a version-2 store
+implies its pointers: a process that has read a record does not write them again (Cloud Storage
+allows about one write per second to one object, and every write is a request). A pointer left
+by a crash before its record names a run that does not exist, and is passed over.
+
+Stores written before version 2 have records and fingerprint pointers but no ``layout.json``.
+Reading one, ``by_job`` and ``list(name)`` fall back to reading every record, as before, and
+then write the missing pointers and the marker (best effort: without write access the store is
+simply read the old way), so the full read happens once per store. ``save`` does the same before
+writing to such a store; on an empty store it writes the marker first, so a store created by this
+version never needs the full read. (A version before this one writing into a version-2 store
+adds records without pointers, which ``by_job`` and ``list(name)`` do not see.)
+
+A damaged record met while listing is left out and described in :attr:`RunStore.skipped`, so one
+bad file does not stop ``runs`` for every spec; asked for by id (``get``) it is still an error.
 """
 
 from __future__ import annotations
@@ -26,10 +54,12 @@ import tempfile
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote
 
 import orjson
 
@@ -38,6 +68,13 @@ from vertex_tuner.records import RunRecord
 
 if TYPE_CHECKING:
     from vertex_tuner.backends.interface import Storage
+
+#: The marker of the version-2 layout (see the module docstring).
+LAYOUT_KEY = "layout.json"
+LAYOUT_VERSION = 2
+#: Records read at once when listing. The Google clients' HTTP session keeps 10 connections per
+#: host (requests' default pool); more threads than that would open and discard connections.
+READ_WORKERS = 10
 
 
 class BlobStore(ABC):
@@ -195,11 +232,32 @@ class AliasEntry:
 
 
 class RunStore:
-    """Records, leases and aliases on a :class:`BlobStore`."""
+    """Records, leases and aliases on a :class:`BlobStore`.
 
-    def __init__(self, blobs: BlobStore, *, clock: Callable[[], float] = time.time) -> None:
+    ``skipped`` holds a message for each damaged record the last :meth:`list` (or a full read
+    of an old store) passed over, so one bad file does not hide every other run.
+    """
+
+    def __init__(
+        self,
+        blobs: BlobStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        workers: int = READ_WORKERS,
+    ) -> None:
         self.blobs = blobs
         self.clock = clock
+        self.workers = max(1, workers)
+        self.skipped: list[str] = []
+        # Whether layout.json is known to be there: checked once per instance, never again.
+        self._indexed = False
+        # An old store this instance could not migrate (no write access): do not try again.
+        self._migration_failed = False
+        # Pointer key -> bytes this instance wrote or read, so an identical write is skipped.
+        self._known: dict[str, bytes] = {}
+        # Run id -> the pointers of the version of its record this instance read or wrote,
+        # which (pointers being written first) are in the store when the layout is version 2.
+        self._stored: dict[str, dict[str, bytes]] = {}
 
     @property
     def location(self) -> str:
@@ -208,50 +266,161 @@ class RunStore:
     # --- records -------------------------------------------------------------------------
 
     def save(self, record: RunRecord) -> None:
-        """Write a record (last writer wins: one process owns a run while it runs)."""
-        data = orjson.dumps(record.to_json(), option=orjson.OPT_INDENT_2)
-        self.blobs.write(f"runs/{record.run_id}.json", data, if_generation_match=None)
-        pointer = orjson.dumps({"run_id": record.run_id, "job_name": record.job_name})
-        self.blobs.write(
-            f"fingerprints/{record.fingerprint}.json", pointer, if_generation_match=None
-        )
+        """Write a record and its pointers (last writer wins: one process owns a run while it
+        runs). Pointers already in the store with the same content are not written again."""
+        indexed = self._ensure_indexed()
+        pointers = _pointers(record)
+        stored = self._stored.get(record.run_id, {}) if indexed else {}
+        for key, data in pointers.items():
+            if self._known.get(key) == data or stored.get(key) == data:
+                continue
+            self.blobs.write(key, data, if_generation_match=None)
+            self._known[key] = data
+        body = orjson.dumps(record.to_json(), option=orjson.OPT_INDENT_2)
+        self.blobs.write(_run_key(record.run_id), body, if_generation_match=None)
+        self._stored[record.run_id] = pointers
 
     def get(self, run_id: str) -> RunRecord:
-        found = self.blobs.read(f"runs/{run_id}.json")
+        found = self.blobs.read(_run_key(run_id))
         if found is None:
             raise NotFoundError(
                 f"no run {run_id!r} in {self.location}", hint="list runs with: vertex-tuner runs"
             )
-        return _parse_record(found[0], run_id)
+        return self._remember(_parse_record(found[0], run_id))
 
     def by_fingerprint(self, fingerprint: str) -> RunRecord | None:
-        found = self.blobs.read(f"fingerprints/{fingerprint}.json")
+        key = _fingerprint_key(fingerprint)
+        found = self.blobs.read(key)
         if found is None:
             return None
-        run_id = orjson.loads(found[0])["run_id"]
+        self._known[key] = found[0]
         try:
-            return self.get(run_id)
+            return self.get(_pointed_run(found[0], f"{self.location}/{key}"))
         except NotFoundError:
             return None
 
+    def _scan(self, keys: Sequence[str]) -> list[RunRecord]:
+        """The records under ``keys``, read in parallel, newest first.
+
+        Ties keep the order of the keys under ``runs/``, as the one-by-one reading had it.
+        """
+        keys = sorted(keys)
+        found: Iterable[tuple[bytes, int] | None] = ()
+        if keys:
+            with ThreadPoolExecutor(max_workers=min(self.workers, len(keys))) as pool:
+                found = list(pool.map(self.blobs.read, keys))
+        records = []
+        for key, item in zip(keys, found, strict=True):
+            if item is None:
+                continue  # deleted since it was listed, or a pointer left by a crash
+            try:
+                records.append(self._remember(_parse_record(item[0], f"{self.location}/{key}")))
+            except VertexTunerError as exc:
+                self.skipped.append(exc.message)
+        records.sort(key=lambda r: r.created_at, reverse=True)
+        return records
+
+    def _remember(self, record: RunRecord) -> RunRecord:
+        self._stored[record.run_id] = _pointers(record)
+        return record
+
     def by_job(self, job_name: str) -> RunRecord | None:
-        for record in self.list():
-            if record.job_name == job_name:
-                return record
-        return None
+        """The run of a tuning job: two reads in a version-2 store."""
+        if not job_name:
+            return None
+        key = _job_key(job_name)
+        found = self.blobs.read(key)
+        if found is not None:
+            self._known[key] = found[0]
+            with contextlib.suppress(NotFoundError):
+                record = self.get(_pointed_run(found[0], f"{self.location}/{key}"))
+                if record.job_name == job_name:
+                    return record
+        if self._has_marker():
+            return None
+        # An old store: look the slow way, and write the pointers so it is the last time.
+        self.skipped = []
+        keys = list(self.blobs.keys("runs/"))
+        records = self._scan(keys)
+        self._migrate(records, keys)
+        return next((r for r in records if r.job_name == job_name), None)
 
     def list(self, spec_name: str | None = None) -> list[RunRecord]:
-        """Records, newest first."""
-        out = []
-        for key in self.blobs.keys("runs/"):
-            found = self.blobs.read(key)
-            if found is None:
-                continue
-            record = _parse_record(found[0], key)
-            if spec_name is None or record.spec_name == spec_name:
-                out.append(record)
-        out.sort(key=lambda r: r.created_at, reverse=True)
-        return out
+        """Records, newest first; damaged ones are left out and named in ``skipped``."""
+        self.skipped = []
+        if spec_name is not None and self._has_marker():
+            prefix = _spec_prefix(spec_name)
+            run_ids = [
+                unquote(key[len(prefix) :].removesuffix(".json"))
+                for key in self.blobs.keys(prefix)
+                if "/" not in key[len(prefix) :]
+            ]
+            records = self._scan([_run_key(run_id) for run_id in run_ids])
+        else:
+            keys = list(self.blobs.keys("runs/"))
+            records = self._scan(keys)
+            if spec_name is not None:
+                self._migrate(records, keys)
+        if spec_name is not None:
+            records = [r for r in records if r.spec_name == spec_name]
+        return records
+
+    # --- layout --------------------------------------------------------------------------
+
+    def _has_marker(self) -> bool:
+        if not self._indexed:
+            self._indexed = self.blobs.read(LAYOUT_KEY) is not None
+        return self._indexed
+
+    def _write_marker(self) -> None:
+        body = orjson.dumps({"version": LAYOUT_VERSION})
+        with contextlib.suppress(PreconditionFailed):  # another process wrote it first
+            self.blobs.write(LAYOUT_KEY, body, if_generation_match=0)
+        self._indexed = True
+
+    def _ensure_indexed(self) -> bool:
+        """Before a write: make the store version 2 (mark an empty one, migrate an old one)."""
+        if self._indexed:
+            return True
+        if self._migration_failed:
+            return False  # tried once in this process; the next one tries again
+        if self._has_marker():
+            return True
+        keys = list(self.blobs.keys("runs/"))
+        if not keys:
+            self._write_marker()
+            return True
+        self.skipped = []
+        self._migrate(self._scan(keys), keys)
+        return self._indexed
+
+    def _migrate(self, records: Sequence[RunRecord], keys: Sequence[str]) -> None:
+        """Write the job and spec pointers of an old store's records, then the marker.
+
+        ``records`` is every readable record under ``keys`` (all of ``runs/``), newest first, so
+        a job recorded twice points at its newest run, as the full read found it. Pointers are
+        only created, never replaced: one already there was written by a save, which knows
+        better. Best effort: a store this process may not write is read the old way.
+        """
+        if self._indexed or self._migration_failed or not keys:
+            return
+        wanted: dict[str, bytes] = {}
+        for record in records:
+            for key, data in _pointers(record).items():
+                if not key.startswith(_FINGERPRINTS):  # old stores have those already
+                    wanted.setdefault(key, data)
+
+        def create(item: tuple[str, bytes]) -> None:
+            with contextlib.suppress(PreconditionFailed):
+                self.blobs.write(item[0], item[1], if_generation_match=0)
+
+        try:
+            if wanted:
+                with ThreadPoolExecutor(max_workers=min(self.workers, len(wanted))) as pool:
+                    list(pool.map(create, wanted.items()))
+            self._write_marker()
+        except (VertexTunerError, OSError):
+            self._migration_failed = True
 
     # --- leases --------------------------------------------------------------------------
 
@@ -310,6 +479,13 @@ class RunStore:
             for alias, entry in doc.get("aliases", {}).items()
         }
 
+    def rollback_target(self, name: str, alias: str) -> str | None:
+        """The run a rollback of ``name@alias`` would point at now (None: nothing earlier)."""
+        entry = self.aliases(name).get(alias)
+        if entry is None:
+            return None
+        return _previous_target(list(entry.history), {"run_id": entry.run_id})
+
     def set_alias(
         self,
         name: str,
@@ -361,6 +537,65 @@ class RunStore:
                 continue
             return AliasEntry(alias, target, now, tuple(history))
         raise VertexTunerError(f"could not update {name}@{alias}: too many concurrent updates")
+
+
+_FINGERPRINTS = "fingerprints/"
+
+
+def _key_part(text: str) -> str:
+    """One key segment: percent-encoded, dots too, so it is never ``.``, ``..`` or has a ``/``."""
+    return quote(text, safe="").replace(".", "%2E")
+
+
+def _run_key(run_id: str) -> str:
+    return f"runs/{run_id}.json"
+
+
+def _fingerprint_key(fingerprint: str) -> str:
+    return f"{_FINGERPRINTS}{fingerprint}.json"
+
+
+def _job_key(job_name: str) -> str:
+    """``jobs/projects/p/locations/l/tuningJobs/123.json`` for a resource name.
+
+    Each segment is encoded on its own so the key keeps the name's shape; a name with an empty
+    segment is encoded whole (no ``/`` left), so two names never share a key.
+    """
+    parts = job_name.split("/")
+    path = "/".join(map(_key_part, parts)) if all(parts) else _key_part(job_name)
+    return f"jobs/{path}.json"
+
+
+def _spec_prefix(spec_name: str) -> str:
+    # The trailing slash keeps "support" from listing "support-tone"'s runs.
+    return f"specs/{_key_part(spec_name)}/"
+
+
+def _pointers(record: RunRecord) -> dict[str, bytes]:
+    """The pointer objects a record has in the version-2 layout, by key."""
+    out = {}
+    if record.job_name:
+        out[_job_key(record.job_name)] = orjson.dumps({"run_id": record.run_id})
+    spec_key = f"{_spec_prefix(record.spec_name)}{_key_part(record.run_id)}.json"
+    out[spec_key] = orjson.dumps({"run_id": record.run_id, "created_at": record.created_at})
+    out[_fingerprint_key(record.fingerprint)] = orjson.dumps(
+        {"run_id": record.run_id, "job_name": record.job_name}
+    )
+    return out
+
+
+def _pointed_run(data: bytes, where: str) -> str:
+    """The run id a pointer object names."""
+    try:
+        run_id = orjson.loads(data)["run_id"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        run_id = None
+    if not isinstance(run_id, str):
+        raise VertexTunerError(
+            f"pointer {where} is damaged",
+            hint="delete it: the next save of its run writes it again",
+        )
+    return run_id
 
 
 def _previous_target(history: list[dict[str, Any]], entry: dict[str, Any] | None) -> str | None:
