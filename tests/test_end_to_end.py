@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -240,3 +242,30 @@ def test_ctrl_c_detaches_with_exit_130_and_says_how_to_resume(tmp_path: Path) ->
         assert process.returncode == 130
         assert b"detached" in err and b"vertex-tuner wait projects/" in err
         assert b"Traceback" not in err
+
+
+def _python_blocks() -> list[str]:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+@pytest.mark.sandbox
+def test_the_readme_python_examples_run_in_the_sandbox_as_written(
+    use_sandbox: SandboxInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release loop and the service examples, verbatim, from the repository's folder."""
+    monkeypatch.chdir(REPO)
+    loop, service = _python_blocks()[:2]
+    scope: dict[str, Any] = {}
+    exec(compile(loop, "README.md (release loop)", "exec"), scope)
+    outcome = scope["outcome"]
+    assert outcome.outcome == "promoted", outcome.message
+    assert scope["run"].run_id == outcome.run_id
+    assert scope["result"].verdict.passed
+    exec(compile(service, "README.md (service)", "exec"), scope)
+    assert scope["result"].plan.action == "reuse"
+    assert scope["record"].state == "SUCCEEDED"
+    # The whole loop again through vertex_tuner.retrain: nothing changed, nothing to do.
+    again = vertex_tuner.retrain("jobs/support_tone.yaml", sandbox=True)
+    assert (again.outcome, again.run_id) == ("unchanged", outcome.run_id)

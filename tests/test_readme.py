@@ -63,15 +63,16 @@ def test_documented_flags_exist() -> None:
 
 
 def test_exit_codes_table_matches_the_code() -> None:
-    from vertex_tuner.cli import _common
+    """The README's table is errors.EXIT_CODES, and every error class exits with one of them."""
+    from vertex_tuner import errors
 
-    table = dict(re.findall(r"^\| (\d+) \| (.+) \|$", README, re.M))
-    assert {int(k) for k in table} == {
-        _common.EXIT_OK,
-        _common.EXIT_INVALID,
-        _common.EXIT_USAGE,
-        _common.EXIT_BUDGET,
-        _common.EXIT_TIMEOUT,
-        _common.EXIT_GATE,
-        _common.EXIT_INTERRUPTED,
-    }
+    table = {int(k): v for k, v in re.findall(r"^\| (\d+) \| (.+) \|$", README, re.M)}
+    assert table == errors.EXIT_CODES
+
+    def subclasses(cls: type) -> list[type]:
+        return [cls, *(s for c in cls.__subclasses__() for s in subclasses(c))]
+
+    used = {cls.exit_code for cls in subclasses(errors.VertexTunerError)}
+    assert used <= set(errors.EXIT_CODES)
+    assert {errors.BudgetExceeded.exit_code, errors.GateFailed.exit_code} == {3, 5}
+    assert errors.WaitTimeout.exit_code == errors.EXIT_TIMEOUT == 4

@@ -11,6 +11,14 @@ from typing import TYPE_CHECKING, Any
 from vertex_tuner._version import __version__
 
 if TYPE_CHECKING:
+    from vertex_tuner.api import (
+        check_gate,
+        current_run,
+        evaluate_run,
+        promote,
+        retrain,
+        rollback,
+    )
     from vertex_tuner.errors import (
         BudgetExceeded,
         DatasetError,
@@ -20,20 +28,26 @@ if TYPE_CHECKING:
         VertexTunerError,
         WaitTimeout,
     )
+    from vertex_tuner.events import Event, Observer
     from vertex_tuner.records import RunRecord
     from vertex_tuner.registry import Resolved, genai_client_for, resolve
+    from vertex_tuner.release import Promotion, RetrainOutcome
     from vertex_tuner.runstore import RunStore
-    from vertex_tuner.service import TuningService
     from vertex_tuner.spec import JobSpec, load_spec
+    from vertex_tuner.tuning import TuningService
     from vertex_tuner.wiring import open_service
 
 __all__ = [
     "BudgetExceeded",
     "DatasetError",
+    "Event",
     "GateFailed",
     "JobFailed",
     "JobSpec",
+    "Observer",
+    "Promotion",
     "Resolved",
+    "RetrainOutcome",
     "RunRecord",
     "RunStore",
     "SpecError",
@@ -41,10 +55,16 @@ __all__ = [
     "VertexTunerError",
     "WaitTimeout",
     "__version__",
+    "check_gate",
+    "current_run",
+    "evaluate_run",
     "genai_client_for",
     "load_spec",
     "open_service",
+    "promote",
     "resolve",
+    "retrain",
+    "rollback",
 ]
 
 _LAZY: dict[str, str] = {
@@ -62,9 +82,23 @@ _LAZY: dict[str, str] = {
     "genai_client_for": "vertex_tuner.registry",
     "RunRecord": "vertex_tuner.records",
     "RunStore": "vertex_tuner.runstore",
-    "TuningService": "vertex_tuner.service",
+    "TuningService": "vertex_tuner.tuning",
     "open_service": "vertex_tuner.wiring",
+    "Event": "vertex_tuner.events",
+    "Observer": "vertex_tuner.events",
+    "Promotion": "vertex_tuner.release",
+    "RetrainOutcome": "vertex_tuner.release",
+    "check_gate": "vertex_tuner.api",
+    "current_run": "vertex_tuner.api",
+    "evaluate_run": "vertex_tuner.api",
+    "promote": "vertex_tuner.api",
+    "retrain": "vertex_tuner.api",
+    "rollback": "vertex_tuner.api",
 }
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 def __getattr__(name: str) -> Any:

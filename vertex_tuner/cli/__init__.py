@@ -24,10 +24,11 @@ COMMANDS: dict[str, str] = {
     "list": "vertex_tuner.cli.jobs:list_",
     "runs": "vertex_tuner.cli.jobs:runs",
     "show": "vertex_tuner.cli.jobs:show",
-    "evaluate": "vertex_tuner.cli.evaluate:evaluate",
-    "promote": "vertex_tuner.cli.evaluate:promote",
-    "rollback": "vertex_tuner.cli.evaluate:rollback",
-    "aliases": "vertex_tuner.cli.evaluate:aliases",
+    "evaluate": "vertex_tuner.cli.release:evaluate",
+    "promote": "vertex_tuner.cli.release:promote",
+    "rollback": "vertex_tuner.cli.release:rollback",
+    "aliases": "vertex_tuner.cli.release:aliases",
+    "retrain": "vertex_tuner.cli.release:retrain",
     "sandbox": "vertex_tuner.cli.sandbox:sandbox",
 }
 

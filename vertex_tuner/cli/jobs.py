@@ -3,80 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from vertex_tuner.cli import _common
 from vertex_tuner.cli._common import echo_json, handle_errors, stderr_console
+from vertex_tuner.cli.options import cloud_options, load, parse_timeout, spec_or_none, store_options
 
 if TYPE_CHECKING:
     from vertex_tuner.backends.interface import Job
     from vertex_tuner.records import RunRecord
-    from vertex_tuner.runstore import RunStore
-    from vertex_tuner.service import TuningService
     from vertex_tuner.spec import JobSpec
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def cloud_options(func: F) -> F:
-    """The flags every command that reaches Vertex shares."""
-    for option in reversed(
-        [
-            click.option(
-                "--sandbox",
-                is_flag=True,
-                help="Use local emulators instead of Google Cloud (VERTEX_TUNER_SANDBOX "
-                "names a running one; otherwise a private one is started).",
-            ),
-            click.option(
-                "--json", "as_json", is_flag=True, help="Print one JSON document on stdout."
-            ),
-            click.option(
-                "--registry",
-                metavar="PATH|gs://…",
-                help="Run store (default: the spec's registry:, else $VERTEX_TUNER_HOME/runs).",
-            ),
-            click.option(
-                "--project",
-                envvar="GOOGLE_CLOUD_PROJECT",
-                show_envvar=True,
-                help="Google Cloud project (default: the spec's gcp.project).",
-            ),
-            click.option("--location", help="Vertex region (default: the spec's gcp.location)."),
-        ]
-    ):
-        func = option(func)
-    return func
-
-
-def store_options(func: F) -> F:
-    """The flags of commands that only read or write the run store."""
-    for option in reversed(
-        [
-            click.option("--registry", metavar="PATH|gs://…", help="Run store."),
-            click.option("--sandbox", is_flag=True, help="Use the sandbox's run store."),
-            click.option(
-                "--json", "as_json", is_flag=True, help="Print one JSON document on stdout."
-            ),
-        ]
-    ):
-        func = option(func)
-    return func
-
-
-def _looks_like_spec(ref: str) -> bool:
-    return ref.endswith((".yaml", ".yml")) and Path(ref).is_file()
-
-
-def _load(ref: str, sandbox: bool) -> JobSpec:
-    from vertex_tuner.spec import load_spec
-
-    return load_spec(ref, offline=sandbox)
+    from vertex_tuner.tuning import TuningService
 
 
 @contextlib.contextmanager
@@ -109,21 +49,9 @@ def _service(
 
 def _record_for_ref(svc: TuningService, ref: str, spec: JobSpec | None) -> RunRecord:
     """A spec (the job for its current data), a job name, or a run id → the run record."""
-    from vertex_tuner.errors import NotFoundError
+    from vertex_tuner.release import current_run
 
-    if spec is None:
-        return svc.record_of(ref)
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="vertex-tuner-") as tmp:
-        prepared = svc.prepare(spec, Path(tmp))
-        plan = svc.plan(spec, prepared)
-    if plan.job is None:
-        raise NotFoundError(
-            f"no job has tuned the current data and settings of {spec.name}",
-            hint=f"submit it: vertex-tuner submit {ref}",
-        )
-    return svc.record_of(plan.job.name)
+    return svc.record_of(ref) if spec is None else current_run(svc, spec)
 
 
 def _print_record(record: RunRecord, as_json: bool) -> None:
@@ -190,20 +118,17 @@ def submit(
     One job per change: an unchanged spec and dataset reuses (or attaches to) the job that
     already has its fingerprint. With --evaluate and --promote it runs the whole loop.
     """
+    from vertex_tuner import release
     from vertex_tuner.cli._progress import ConsoleObserver
-    from vertex_tuner.spec import parse_duration
-    from vertex_tuner.wiring import open_context, service_for
+    from vertex_tuner.wiring import evaluator_for, open_context, service_for
 
     if force and retry_failed:
         raise click.UsageError("--force and --retry-failed do not go together")
     then_evaluate = then_evaluate or promote_alias is not None
     if then_evaluate and (no_wait or dry_run):
         raise click.UsageError("--evaluate/--promote need the job to finish: drop --no-wait")
-    try:
-        wait_for = parse_duration(timeout) if timeout else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--timeout") from None
-    spec = _load(spec_path, sandbox)
+    wait_for = parse_timeout(timeout, "--timeout")
+    spec = load(spec_path, sandbox)
     observer = ConsoleObserver(stderr_console())
     with open_context(
         spec=spec, sandbox=sandbox, registry=registry, project=project, location=location
@@ -220,8 +145,7 @@ def submit(
             )
         except KeyboardInterrupt:
             observer.close()
-            found = svc.runs.list(spec.name)
-            job = found[0].job_name if found else None
+            job = observer.record.job_name if observer.record else None
             resume = f"resume with: vertex-tuner wait {job}" if job else "nothing was created"
             _common.fail(
                 f"detached; the job keeps running in Vertex ({resume})", _common.EXIT_INTERRUPTED
@@ -232,33 +156,24 @@ def submit(
             raise
         finally:
             observer.close()
-        if then_evaluate and result.record is not None:
-            from vertex_tuner.cli.evaluate import run_evaluation
+        result_record = result.record
+        if then_evaluate and result_record is not None:
+            from vertex_tuner.cli.release import render_result
 
-            with tempfile.TemporaryDirectory(prefix="vertex-tuner-") as tmp:
-                prepared = svc.prepare(spec, Path(tmp))
-                holdout = prepared.holdout.path if prepared.holdout else None
-                evaluation = run_evaluation(
-                    ctx,
-                    spec,
-                    result.record,
-                    against=["base", "production"],
-                    holdout=holdout,
-                    observer=observer,
-                )
-            result_record: RunRecord | None = ctx.runs.get(result.record.run_id)
-            assert result_record is not None
-            from vertex_tuner.cli.evaluate import check_gate, promote_run, render_result
-
+            # The held-out set uploaded with the run: no second pass over the data.
+            evaluation = release.evaluate_run(evaluator_for(ctx, observer), spec, result_record)
+            observer.close()
+            result_record = ctx.runs.get(result_record.run_id)
             render_result(evaluation, as_json=False, report=None)
-            check_gate(evaluation)
+            release.check_gate(evaluation)
             if promote_alias:
-                promote_run(ctx.runs, spec.name, result_record.run_id, promote_alias, if_gate=True)
-                stderr_console().print(
-                    f"promoted {spec.name}@{promote_alias} -> {result_record.run_id}"
+                promotion = release.promote(
+                    ctx.runs, spec.name, result_record.run_id, alias=promote_alias, if_gate=True
                 )
-        else:
-            result_record = result.record
+                stderr_console().print(
+                    f"promoted {spec.name}@{promote_alias} -> {promotion.record.run_id}",
+                    markup=False,
+                )
     if dry_run:
         if as_json:
             echo_json({"dry_run": True, "plan": result.plan.to_json()})
@@ -304,7 +219,7 @@ def status(
     location: str | None,
 ) -> None:
     """Show a job's state (a spec means the job for its current data and settings)."""
-    spec = _load(ref, sandbox) if _looks_like_spec(ref) else None
+    spec = spec_or_none(ref, sandbox)
     with _service(
         spec, sandbox=sandbox, registry=registry, project=project, location=location, quiet=as_json
     ) as (svc, _):
@@ -334,13 +249,9 @@ def wait(
     timeout: str,
 ) -> None:
     """Follow a job to the end (exit 0 succeeded, 1 failed, 4 still running at --timeout)."""
-    from vertex_tuner.spec import parse_duration
-
-    try:
-        seconds = parse_duration(timeout)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--timeout") from None
-    spec = _load(ref, sandbox) if _looks_like_spec(ref) else None
+    seconds = parse_timeout(timeout, "--timeout")
+    assert seconds is not None
+    spec = spec_or_none(ref, sandbox)
     with _service(spec, sandbox=sandbox, registry=registry, project=project, location=location) as (
         svc,
         observer,
@@ -383,7 +294,7 @@ def cancel(
     wait_: bool,
 ) -> None:
     """Cancel a job (Vertex cancels asynchronously; --wait polls until it has ended)."""
-    spec = _load(ref, sandbox) if _looks_like_spec(ref) else None
+    spec = spec_or_none(ref, sandbox)
     with _service(spec, sandbox=sandbox, registry=registry, project=project, location=location) as (
         svc,
         _,
@@ -430,7 +341,9 @@ def list_(
 @handle_errors
 def runs(name: str | None, registry: str | None, sandbox: bool, as_json: bool) -> None:
     """List run records (all, or one spec's), newest first."""
-    with _store(registry, sandbox) as store:
+    from vertex_tuner.wiring import open_run_store
+
+    with open_run_store(registry, sandbox=sandbox) as store:
         records = store.list(name)
     if as_json:
         echo_json({"runs": [r.to_json() for r in records]})
@@ -451,22 +364,11 @@ def runs(name: str | None, registry: str | None, sandbox: bool, as_json: bool) -
 @handle_errors
 def show(run_id: str, registry: str | None, sandbox: bool, as_json: bool) -> None:
     """Show one run record."""
-    with _store(registry, sandbox) as store:
+    from vertex_tuner.wiring import open_run_store
+
+    with open_run_store(registry, sandbox=sandbox) as store:
         record = store.get(run_id)
     _print_record(record, as_json)
-
-
-@contextlib.contextmanager
-def _store(registry: str | None, sandbox: bool) -> Iterator[RunStore]:
-    """A run store for read-only commands; only a gs:// one needs a storage backend."""
-    from vertex_tuner.wiring import backends, registry_location, run_store
-
-    location = registry_location(None, registry, sandbox=sandbox)
-    if not location.startswith("gs://"):
-        yield run_store(location, None)
-        return
-    with backends(sandbox=sandbox, project=None, location="us-central1") as b:
-        yield run_store(location, b.storage)
 
 
 def _job_json(job: Job) -> dict[str, Any]:

@@ -1,0 +1,311 @@
+"""Commands that judge and ship tuned models: evaluate, promote, rollback, aliases, retrain.
+
+Each parses its flags, calls one function of :mod:`vertex_tuner.release` (or
+:mod:`vertex_tuner.api`), renders the result and picks the exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+import orjson
+
+from vertex_tuner.cli._common import EXIT_INTERRUPTED, echo_json, handle_errors, stderr_console
+from vertex_tuner.cli.options import (
+    cloud_options,
+    load,
+    looks_like_spec,
+    parse_timeout,
+    store_options,
+)
+
+if TYPE_CHECKING:
+    from vertex_tuner.evaluation.results import EvaluationResult
+    from vertex_tuner.release import Promotion, RetrainOutcome
+
+
+def render_result(result: EvaluationResult, *, as_json: bool, report: str | None) -> None:
+    from vertex_tuner.evaluation.report import write_report
+
+    if report:
+        written = write_report(result, Path(report))
+        stderr_console().print(f"report: {', '.join(str(p) for p in written)}", markup=False)
+    if as_json:
+        echo_json(result.to_json())
+        return
+    from rich.markup import escape
+
+    from vertex_tuner.cli._render import evaluation_table
+
+    console = stderr_console()
+    console.print(evaluation_table(result))
+    if result.verdict is not None:
+        # The explanation starts with "passed:" or "failed:".
+        colour = "green" if result.verdict.passed else "red"
+        console.print(f"[{colour}]gate[/] {escape(result.verdict.explanation)}")
+
+
+@click.command()
+@click.argument("ref", metavar="SPEC|RUN")
+@cloud_options
+@click.option(
+    "--against",
+    default="base,production",
+    show_default=True,
+    help="Comparison targets besides the tuned model: base, production or both.",
+)
+@click.option(
+    "--report", metavar="DIR", help="Write report.md, report.html and results.json to DIR."
+)
+@handle_errors
+def evaluate(
+    ref: str,
+    sandbox: bool,
+    as_json: bool,
+    registry: str | None,
+    project: str | None,
+    location: str | None,
+    against: str,
+    report: str | None,
+) -> None:
+    """Compare the tuned model with the base and production models on held-out examples.
+
+    A spec means the run of its current data and settings; a run id means that run. The
+    held-out set is the one uploaded with the run. Exits 5 when the spec's gate
+    (evaluation.promote_if) fails.
+    """
+    from vertex_tuner import release
+    from vertex_tuner.cli._progress import ConsoleObserver
+    from vertex_tuner.errors import SpecError
+    from vertex_tuner.wiring import evaluator_for, open_context, service_for
+
+    targets = [t.strip() for t in against.split(",") if t.strip()]
+    spec = load(ref, sandbox) if looks_like_spec(ref) else None
+    observer = ConsoleObserver(stderr_console(), quiet=as_json)
+    try:
+        with open_context(
+            spec=spec, sandbox=sandbox, registry=registry, project=project, location=location
+        ) as ctx:
+            if spec is not None:
+                record = release.current_run(service_for(ctx, observer), spec)
+            else:
+                record = ctx.runs.get(ref)
+                if not record.spec_path or not Path(record.spec_path).is_file():
+                    raise SpecError(
+                        f"run {ref} was made from {record.spec_path or 'an unknown spec'}, "
+                        "which is not here",
+                        hint="run evaluate with the spec file instead of the run id",
+                    )
+                spec = load(record.spec_path, sandbox)
+            result = release.evaluate_run(
+                evaluator_for(ctx, observer), spec, record, against=targets
+            )
+    finally:
+        observer.close()
+    render_result(result, as_json=as_json, report=report)
+    release.check_gate(result)
+
+
+@click.command()
+@click.argument("name")
+@click.argument("run_id", metavar="[RUN]", required=False)
+@click.option("--alias", default="production", show_default=True)
+@click.option("--if-gate", is_flag=True, help="Only when the run passed its evaluation gate.")
+@click.option(
+    "--mirror-vertex",
+    is_flag=True,
+    help="Also set the alias on the model version in the Vertex Model Registry "
+    "(needs the 'registry' extra).",
+)
+@store_options
+@handle_errors
+def promote(
+    name: str,
+    run_id: str | None,
+    alias: str,
+    if_gate: bool,
+    mirror_vertex: bool,
+    registry: str | None,
+    sandbox: bool,
+    as_json: bool,
+) -> None:
+    """Point NAME@ALIAS at RUN (default: NAME's newest successful run)."""
+    from vertex_tuner import api
+
+    promotion = api.promote(
+        name, run_id, alias=alias, if_gate=if_gate, registry=registry, sandbox=sandbox
+    )
+    if mirror_vertex:
+        from vertex_tuner.backends.model_registry import mirror_alias
+
+        mirror_alias(promotion.record, alias)
+    _print_alias(promotion, as_json)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--alias", default="production", show_default=True)
+@store_options
+@handle_errors
+def rollback(name: str, alias: str, registry: str | None, sandbox: bool, as_json: bool) -> None:
+    """Move NAME@ALIAS back to the run it pointed at before."""
+    from vertex_tuner import api
+
+    _print_alias(api.rollback(name, alias=alias, registry=registry, sandbox=sandbox), as_json)
+
+
+@click.command()
+@click.argument("name")
+@store_options
+@handle_errors
+def aliases(name: str, registry: str | None, sandbox: bool, as_json: bool) -> None:
+    """List NAME's aliases and their history."""
+    from vertex_tuner.wiring import open_run_store
+
+    with open_run_store(registry, sandbox=sandbox) as runs:
+        entries = runs.aliases(name)
+    if as_json:
+        echo_json(
+            {
+                "name": name,
+                "aliases": {
+                    a: {"run_id": e.run_id, "set_at": e.set_at, "history": list(e.history)}
+                    for a, e in entries.items()
+                },
+            }
+        )
+        return
+    if not entries:
+        stderr_console().print(f"{name} has no aliases yet", markup=False)
+    for alias, entry in sorted(entries.items()):
+        click.echo(f"{name}@{alias}\t{entry.run_id}\t{entry.set_at}")
+
+
+def _print_alias(promotion: Promotion, as_json: bool) -> None:
+    if as_json:
+        echo_json(promotion.to_json())
+    else:
+        click.echo(
+            f"{promotion.name}@{promotion.alias} -> {promotion.record.run_id} "
+            f"({promotion.record.endpoint})"
+        )
+
+
+@click.command()
+@click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
+@cloud_options
+@click.option(
+    "--wait-timeout",
+    metavar="DURATION",
+    default="5h",
+    show_default=True,
+    help="Stop waiting after this long: the outcome is 'running' (exit 0) and the next "
+    "retrain attaches to the job.",
+)
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Submit again when the last job for the same data and spec failed.",
+)
+@click.option(
+    "--out",
+    metavar="DIR",
+    help="Write DIR/<spec>/outcome.json, record.json, evaluation.json and report/ per spec.",
+)
+@handle_errors
+def retrain(
+    specs: tuple[str, ...],
+    sandbox: bool,
+    as_json: bool,
+    registry: str | None,
+    project: str | None,
+    location: str | None,
+    wait_timeout: str,
+    retry_failed: bool,
+    out: str | None,
+) -> None:
+    """Retrain each SPEC: submit, wait, evaluate, and promote NAME@production on a passing gate.
+
+    An unchanged spec and dataset is a no-op (its job is reused), and nothing is evaluated when
+    NAME@production already serves the run. Outcomes: promoted, unchanged and running (exit 0);
+    gate-failed (5), over-budget (3), failed (1), interrupted (130). Under GitHub Actions each
+    spec adds a section to the job summary and its outcome, message, run_id and spec_name to the
+    step's outputs.
+    """
+    from vertex_tuner import api
+    from vertex_tuner.cli import github
+    from vertex_tuner.cli._progress import ConsoleObserver
+
+    timeout = parse_timeout(wait_timeout, "--wait-timeout")
+    outcomes: list[RetrainOutcome] = []
+    for spec in specs:
+        observer = ConsoleObserver(stderr_console(), quiet=as_json)
+        try:
+            outcome = api.retrain(
+                spec,
+                sandbox=sandbox,
+                registry=registry,
+                project=project,
+                location=location,
+                wait_timeout=timeout,
+                retry_failed=retry_failed,
+                observer=observer,
+            )
+        finally:
+            observer.close()
+        outcomes.append(outcome)
+        report = _write_outputs(outcome, Path(out) if out else None)
+        github.append_summary(github.summary_section(outcome, report))
+        github.append_outputs(github.step_outputs(outcome))
+        _render_outcome(outcome)
+        if not outcome.ok:
+            # Workflow commands are read from stdout; with --json, stdout is the document.
+            stream = sys.stderr if as_json else sys.stdout
+            print(github.error_annotation(outcome), file=stream, flush=True)
+        if outcome.exit_code == EXIT_INTERRUPTED:
+            break
+    failed = [o for o in outcomes if not o.ok]
+    code = failed[0].exit_code if failed else 0
+    if as_json:
+        echo_json({"outcomes": [o.to_json() for o in outcomes], "exit_code": code})
+    if code:
+        sys.exit(code)
+
+
+def _render_outcome(outcome: RetrainOutcome) -> None:
+    from rich.markup import escape
+
+    from vertex_tuner.cli import github
+
+    console = stderr_console()
+    colour = "green" if outcome.ok else "red"
+    name = outcome.spec_name or outcome.spec_path
+    console.print(f"[bold]{escape(name)}[/]: [{colour}]{escape(github.final_line(outcome))}[/]")
+    if outcome.error:
+        console.print(f"  [dim]error:[/] {escape(outcome.error)}")
+    if outcome.hint:
+        console.print(f"  [dim]hint:[/] {escape(outcome.hint)}")
+
+
+def _write_outputs(outcome: RetrainOutcome, out: Path | None) -> str | None:
+    """The outcome's files under ``out/<spec file stem>/``; the report's Markdown, if any."""
+    from vertex_tuner.evaluation.report import render_markdown, write_report
+
+    report = render_markdown(outcome.evaluation) if outcome.evaluation else None
+    if out is None:
+        return report
+    folder = out / Path(outcome.spec_path).stem
+    folder.mkdir(parents=True, exist_ok=True)
+    option = orjson.OPT_INDENT_2
+    (folder / "outcome.json").write_bytes(orjson.dumps(outcome.to_json(), option=option))
+    if outcome.record is not None:
+        (folder / "record.json").write_bytes(orjson.dumps(outcome.record.to_json(), option=option))
+    if outcome.evaluation is not None:
+        (folder / "evaluation.json").write_bytes(
+            orjson.dumps(outcome.evaluation.to_json(), option=option)
+        )
+        write_report(outcome.evaluation, folder / "report")
+    return report

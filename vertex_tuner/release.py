@@ -1,0 +1,365 @@
+"""The release loop: the run a spec stands for, its evaluation, its gate, and the alias it earns.
+
+These functions are the library's home of the loop users care about (submit → wait → evaluate →
+gate → promote). They are handed their collaborators (a :class:`~vertex_tuner.tuning.TuningService`,
+an :class:`~vertex_tuner.evaluation.runner.Evaluator`, a run store), so the CLI, the retrain
+workflow and Python services run one implementation; :mod:`vertex_tuner.api` has the same calls
+with the collaborators built for you (``vertex_tuner.retrain(spec, sandbox=True)``).
+
+:func:`retrain` validates the dataset once: the submit's run record carries the uploaded
+held-out set, and the evaluation reads it from there, so the verdict is about the exact
+examples recorded with the run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+
+from vertex_tuner.backends.interface import JobState
+from vertex_tuner.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    BudgetExceeded,
+    GateFailed,
+    NotFoundError,
+    SpecError,
+    VertexTunerError,
+    WaitTimeout,
+)
+from vertex_tuner.events import Observer, SilentObserver, Step
+from vertex_tuner.tuning.recording import human_seconds
+
+if TYPE_CHECKING:
+    from vertex_tuner.evaluation.results import EvaluationResult
+    from vertex_tuner.evaluation.runner import Evaluator
+    from vertex_tuner.records import RunRecord
+    from vertex_tuner.runstore import AliasEntry, RunStore
+    from vertex_tuner.spec import JobSpec
+    from vertex_tuner.tuning import Plan, TuningService
+
+Outcome = Literal[
+    "promoted", "unchanged", "running", "gate-failed", "over-budget", "failed", "interrupted"
+]
+#: Every retrain outcome, and whether it leaves the workflow green.
+OUTCOMES: dict[str, bool] = {
+    "promoted": True,
+    "unchanged": True,
+    "running": True,
+    "gate-failed": False,
+    "over-budget": False,
+    "failed": False,
+    "interrupted": False,
+}
+#: The alias a retrain moves.
+PRODUCTION = "production"
+
+
+# --- finding the run ---------------------------------------------------------------------------
+
+
+def current_run(service: TuningService, spec: JobSpec) -> RunRecord:
+    """The run of the job that tuned the spec's current data and settings, refreshed from Vertex.
+
+    NotFoundError when no job has (submit it first).
+    """
+    with tempfile.TemporaryDirectory(prefix="vertex-tuner-") as tmp:
+        prepared = service.prepare(spec, Path(tmp))
+        plan = service.plan(spec, prepared)
+    if plan.job is None:
+        raise NotFoundError(
+            f"no job has tuned the current data and settings of {spec.name}",
+            hint=f"submit it first: vertex-tuner submit {spec.spec_path}",
+        )
+    return service.refresh(service.record_of(plan.job.name))
+
+
+# --- evaluating and judging ---------------------------------------------------------------------
+
+
+def evaluate_run(
+    evaluator: Evaluator,
+    spec: JobSpec,
+    record: RunRecord,
+    *,
+    against: tuple[str, ...] | list[str] = ("base", PRODUCTION),
+) -> EvaluationResult:
+    """Evaluate one run as its spec says, on the held-out set uploaded with the run.
+
+    The result is stored with the run record (see :meth:`Evaluator.evaluate`).
+    """
+    if spec.evaluation is None:
+        raise SpecError(
+            f"{spec.spec_path}: the spec has no evaluation section",
+            hint="add evaluation: {holdout: 0.1, metrics: [exact_match, rouge_l]}",
+        )
+    schema: dict[str, Any] | None = None
+    if spec.evaluation.json_schema:
+        path = spec.resolve_path(spec.evaluation.json_schema)
+        try:
+            schema = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise SpecError(f"evaluation.json_schema: cannot read {path}: {exc}") from None
+    return evaluator.evaluate(record, spec.evaluation, against=list(against), json_schema=schema)
+
+
+def check_gate(result: EvaluationResult) -> None:
+    """GateFailed when the evaluation's gate did not hold."""
+    if result.verdict is not None and not result.verdict.passed:
+        raise GateFailed(
+            f"the evaluation gate {result.verdict.explanation}",
+            hint="the alias was not moved; see the report for the regressions",
+        )
+
+
+# --- moving aliases -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """An alias move: the run it points at now, and the alias entry with its history."""
+
+    name: str
+    alias: str
+    record: RunRecord
+    entry: AliasEntry
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "alias": self.alias,
+            "run_id": self.record.run_id,
+            "endpoint": self.record.endpoint,
+        }
+
+
+def promote(
+    runs: RunStore,
+    name: str,
+    run_id: str | None = None,
+    *,
+    alias: str = PRODUCTION,
+    if_gate: bool = False,
+    actor: str = "",
+) -> Promotion:
+    """Point ``name@alias`` at a run (default: the newest successful one with an endpoint).
+
+    With ``if_gate``, only a run whose stored evaluation gate passed.
+    """
+    if run_id is None:
+        ok = [r for r in runs.list(name) if JobState(r.state).is_success and r.endpoint]
+        if not ok:
+            raise NotFoundError(
+                f"{name} has no successful run to promote",
+                hint=f"list runs with: vertex-tuner runs {name}",
+            )
+        record = ok[0]
+    else:
+        record = runs.get(run_id)
+        if record.spec_name != name:
+            raise NotFoundError(f"run {run_id} belongs to {record.spec_name}, not {name}")
+    if not record.endpoint:
+        raise NotFoundError(f"run {record.run_id} has no endpoint (state {record.state})")
+    if if_gate:
+        gate = (record.evaluation or {}).get("gate")
+        if gate is None:
+            raise GateFailed(
+                f"run {record.run_id} has no evaluation gate result",
+                hint=f"evaluate it first: vertex-tuner evaluate {record.run_id}",
+            )
+        if not gate.get("passed"):
+            raise GateFailed(
+                f"run {record.run_id} did not pass its gate ({gate.get('explanation', '')})"
+            )
+    entry = runs.set_alias(
+        name, alias, record.run_id, actor=actor, reason="--if-gate" if if_gate else ""
+    )
+    return Promotion(name, alias, record, entry)
+
+
+def rollback(runs: RunStore, name: str, *, alias: str = PRODUCTION, actor: str = "") -> Promotion:
+    """Move ``name@alias`` back to the run it pointed at before.
+
+    The run it goes back to is read first: an alias is never moved onto a run whose record is
+    missing, since every service resolving it would then fail.
+    """
+    target = runs.rollback_target(name, alias)
+    if target is None:
+        raise NotFoundError(f"{name}@{alias} has no earlier run to roll back to")
+    record = runs.get(target)
+    entry = runs.set_alias(name, alias, None, actor=actor)
+    if entry.run_id != record.run_id:  # another rollback got there first
+        record = runs.get(entry.run_id)
+    return Promotion(name, alias, record, entry)
+
+
+# --- the whole loop -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    """How one retrain of one spec ended, and everything it learned on the way."""
+
+    spec_path: str
+    outcome: Outcome
+    message: str
+    exit_code: int = EXIT_OK
+    spec_name: str | None = None
+    plan: Plan | None = None
+    record: RunRecord | None = None
+    evaluation: EvaluationResult | None = None
+    #: The run ``NAME@production`` served before this retrain (None: nothing yet).
+    previous_run_id: str | None = None
+    bytes_uploaded: int = 0
+    #: The error that ended it, and its hint, for failures.
+    error: str | None = None
+    hint: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the outcome leaves a scheduled workflow green."""
+        return OUTCOMES[self.outcome]
+
+    @property
+    def run_id(self) -> str | None:
+        return self.record.run_id if self.record else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec_path,
+            "spec_name": self.spec_name,
+            "outcome": self.outcome,
+            "ok": self.ok,
+            "message": self.message,
+            "exit_code": self.exit_code,
+            "run_id": self.run_id,
+            "job_name": self.record.job_name if self.record else None,
+            "plan": self.plan.action if self.plan else None,
+            "estimate": self.plan.estimate.model_dump(mode="json") if self.plan else None,
+            "bytes_uploaded": self.bytes_uploaded,
+            "previous_run_id": self.previous_run_id,
+            "gate": self.evaluation.verdict.to_json()
+            if self.evaluation and self.evaluation.verdict
+            else None,
+            "error": self.error,
+            "hint": self.hint,
+        }
+
+
+def retrain(
+    spec: JobSpec,
+    *,
+    service: TuningService,
+    evaluator: Evaluator,
+    wait_timeout: float | None = None,
+    retry_failed: bool = False,
+    observer: Observer | None = None,
+) -> RetrainOutcome:
+    """Submit (a no-op when nothing changed), wait, evaluate, and promote on a passing gate.
+
+    Never raises for what a run can end in: every ending is an outcome with its message and
+    exit code (a still-running job is ``running``, exit 0: the next retrain attaches to it).
+    """
+    observer = observer or SilentObserver()
+    state: dict[str, Any] = {"spec_name": spec.name}
+
+    def outcome(
+        kind: Outcome, message: str, exit_code: int = EXIT_OK, **more: Any
+    ) -> RetrainOutcome:
+        return RetrainOutcome(str(spec.spec_path), kind, message, exit_code, **state, **more)
+
+    def failure(kind: Outcome, what: str, exc: VertexTunerError) -> RetrainOutcome:
+        return outcome(kind, what, exc.exit_code, error=exc.message, hint=exc.hint)
+
+    try:
+        observer.notify(Step(spec.name, "submit"))
+        try:
+            submitted = service.submit(spec, wait=False, retry_failed=retry_failed)
+        except BudgetExceeded as exc:
+            return failure("over-budget", "submit refused: over budget", exc)
+        except VertexTunerError as exc:
+            return failure("failed", "submit failed", exc)
+        record = submitted.record
+        assert record is not None
+        state.update(plan=submitted.plan, record=record, bytes_uploaded=submitted.bytes_uploaded)
+
+        if not JobState(record.state).is_terminal:
+            observer.notify(Step(spec.name, "wait", record.job_name or ""))
+            timeout = wait_timeout if wait_timeout is not None else spec.wait.timeout
+            try:
+                record = service.wait(
+                    record,
+                    timeout=timeout,
+                    poll_max=spec.wait.poll_interval_max,
+                    max_dropped_fraction=spec.dataset.max_dropped_fraction,
+                )
+            except WaitTimeout as exc:
+                state["record"] = service.runs.get(record.run_id)
+                return outcome(
+                    "running",
+                    f"still running after {human_seconds(timeout)}: the job keeps running in "
+                    "Vertex, and the next retrain attaches to it (the run store carries the "
+                    "state)",
+                    error=exc.message,
+                )
+            except VertexTunerError as exc:
+                state["record"] = _latest(service, record)
+                return failure("failed", "the tuning job did not succeed", exc)
+            state["record"] = record
+
+        current = service.runs.aliases(spec.name).get(PRODUCTION)
+        state["previous_run_id"] = current.run_id if current else None
+        if current is not None and current.run_id == record.run_id:
+            return outcome(
+                "unchanged",
+                f"{spec.name}@{PRODUCTION} already serves run {record.run_id}; nothing to "
+                "evaluate or promote",
+            )
+
+        observer.notify(Step(spec.name, "evaluate", record.run_id))
+        try:
+            result = evaluate_run(evaluator, spec, record)
+        except VertexTunerError as exc:
+            return failure("failed", "evaluation failed", exc)
+        state["evaluation"] = result
+        state["record"] = service.runs.get(record.run_id)
+        was = f"run {current.run_id}" if current else "nothing"
+        try:
+            check_gate(result)
+            observer.notify(Step(spec.name, "promote", record.run_id))
+            promotion = promote(
+                service.runs, spec.name, record.run_id, alias=PRODUCTION, if_gate=True
+            )
+        except GateFailed as exc:
+            return failure(
+                "gate-failed",
+                f"the evaluation gate failed; {spec.name}@{PRODUCTION} stays at {was}",
+                exc,
+            )
+        except VertexTunerError as exc:
+            return failure("failed", "promotion failed", exc)
+        state["record"] = promotion.record
+        return outcome(
+            "promoted", f"{spec.name}@{PRODUCTION} → run {record.run_id} (it was at {was})"
+        )
+    except KeyboardInterrupt:
+        current_record: RunRecord | None = state.get("record")
+        job = current_record.job_name if current_record else None
+        message = (
+            f"detached; {job} keeps running in Vertex, and the next retrain attaches to it"
+            if job
+            else "interrupted before a job was created"
+        )
+        return outcome("interrupted", message, EXIT_INTERRUPTED)
+
+
+def _latest(service: TuningService, record: RunRecord) -> RunRecord:
+    try:
+        return service.runs.get(record.run_id)
+    except VertexTunerError:
+        return record
