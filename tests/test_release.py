@@ -295,3 +295,53 @@ def test_current_run_is_the_job_of_the_current_data(loop: Loop) -> None:
         release.current_run(loop.service, spec)
     outcome = loop.retrain(spec)
     assert release.current_run(loop.service, spec).run_id == outcome.run_id
+
+
+def test_continuous_tuning_keeps_its_lineage_and_compares_with_the_original_base(
+    loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = loop.retrain(loop.spec())
+    assert first.outcome == "promoted"
+    text = (loop.tmp_path / "spec.yaml").read_text()
+    text = text.replace("name: support-tone", "name: support-tone-v2").replace(
+        "base_model: gemini-2.5-flash", "base_model: support-tone@production"
+    )
+    (loop.tmp_path / "v2.yaml").write_text(text)
+    spec = load_spec(loop.tmp_path / "v2.yaml", environ={})
+    whole_store = []
+    real_list = loop.runs.list
+
+    def spying_list(spec_name: str | None = None) -> Any:
+        if spec_name is None:
+            whole_store.append(True)
+        return real_list(spec_name)
+
+    monkeypatch.setattr(loop.runs, "list", spying_list)
+    second = loop.retrain(spec)
+    assert second.record is not None and second.record.parent_run_id == first.run_id
+    assert second.record.base_model == first.record.tuned_model  # type: ignore[union-attr]
+    assert second.evaluation is not None
+    assert second.evaluation.targets["base"].model == "gemini-2.5-flash"
+    assert whole_store == []  # the lineage is followed by key, not by reading every record
+
+
+def test_runs_lists_past_a_damaged_record_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from vertex_tuner.cli import cli
+
+    loop = Loop(tmp_path)
+    first = loop.retrain(loop.spec())
+    other = loop.runs.get(first.run_id or "").model_copy(update={"run_id": "support-tone-broken"})
+    loop.runs.save(other)
+    loop.runs.blobs.write("runs/support-tone-broken.json", b"{not json", if_generation_match=None)
+    result = CliRunner().invoke(
+        cli, ["runs", "support-tone", "--registry", str(tmp_path / "runs"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = orjson.loads(result.stdout)
+    assert [r["run_id"] for r in doc["runs"]] == [first.run_id]
+    assert len(doc["skipped"]) == 1 and "support-tone-broken" in doc["skipped"][0]
+    assert "warning: skipped" in result.stderr

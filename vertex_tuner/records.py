@@ -73,6 +73,8 @@ class RunRecord(_Record):
 
     method: str
     base_model: str
+    #: Continuous tuning: the run whose tuned model ``base_model`` is (lineage).
+    parent_run_id: str | None = None
     display_name: str
     description: str = ""
     labels: dict[str, str] = Field(default_factory=dict)

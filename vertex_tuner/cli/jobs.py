@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.markup import escape
 
 from vertex_tuner.cli import _common
 from vertex_tuner.cli._common import echo_json, handle_errors, stderr_console
@@ -345,8 +346,10 @@ def runs(name: str | None, registry: str | None, sandbox: bool, as_json: bool) -
 
     with open_run_store(registry, sandbox=sandbox) as store:
         records = store.list(name)
+    for message in store.skipped:
+        stderr_console().print(f"[yellow]warning:[/] skipped {escape(message)}")
     if as_json:
-        echo_json({"runs": [r.to_json() for r in records]})
+        echo_json({"runs": [r.to_json() for r in records], "skipped": list(store.skipped)})
         return
     from vertex_tuner.cli._render import runs_table
 

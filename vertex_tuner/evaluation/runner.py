@@ -129,15 +129,21 @@ class Evaluator:
         return out
 
     def _original_base(self, record: RunRecord) -> str:
-        """The Gemini base model under a chain of continuous-tuning runs."""
-        base = record.base_model
+        """The Gemini base model under a chain of continuous-tuning runs.
+
+        Each record names its parent run (``parent_run_id``), so this reads one record per
+        link, whatever the store's size. Records written before the lineage was kept are looked
+        for among their own spec's runs (one prefix listing), never the whole store.
+        """
+        current = record
         seen = {record.run_id}
-        while models.is_tuned_model_name(base):
-            parent = next((r for r in self.runs.list() if r.tuned_model == base), None)
+        while models.is_tuned_model_name(current.base_model):
+            parent = self._parent(current)
             if parent is None or parent.run_id in seen:
                 break
             seen.add(parent.run_id)
-            base = parent.base_model
+            current = parent
+        base = current.base_model
         if models.is_tuned_model_name(base):
             # The parent run is unknown here: compare against the tuned model's endpoint is not
             # possible without it, so say what to do instead of guessing.
@@ -146,6 +152,15 @@ class Evaluator:
                 hint="evaluate against production only: --against production",
             )
         return base
+
+    def _parent(self, record: RunRecord) -> RunRecord | None:
+        if record.parent_run_id:
+            try:
+                return self.runs.get(record.parent_run_id)
+            except NotFoundError:
+                return None
+        wanted = record.base_model
+        return next((r for r in self.runs.list(record.spec_name) if r.tuned_model == wanted), None)
 
     # --- running ------------------------------------------------------------------------
 

@@ -46,6 +46,8 @@ class Plan:
     #: (local file, gs:// URI) pairs the submit uploads (content-addressed).
     uploads: tuple[tuple[Path, str], ...]
     job: Job | None = None
+    #: The run whose tuned model is the base (continuous tuning from ``name@alias``).
+    parent_run_id: str | None = None
 
     @property
     def over_budget(self) -> bool:

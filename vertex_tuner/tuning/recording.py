@@ -73,6 +73,7 @@ def new_record(
         updated_at=stamp,
         method=spec.method,
         base_model=plan.request.base_model,
+        parent_run_id=plan.parent_run_id,
         display_name=plan.request.display_name,
         description=plan.request.description,
         labels=dict(plan.request.labels),

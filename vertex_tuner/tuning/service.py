@@ -120,7 +120,7 @@ class TuningService:
         retry_failed: bool = False,
     ) -> Plan:
         """Decide what a submit would do, without changing anything."""
-        base_model = self.resolve_base_model(spec)
+        base_model, parent_run_id = self.resolve_base(spec)
         fingerprint = planning.compute_fingerprint(spec, prepared, base_model)
         uploads = planning.uploads_for(spec, prepared)
         request = planning.build_request(spec, prepared, base_model, fingerprint, uploads)
@@ -135,6 +135,7 @@ class TuningService:
             spec.budget.max_cost_usd,
             tuple(uploads.values()),
             job,
+            parent_run_id,
         )
 
     def submit(
@@ -249,9 +250,13 @@ class TuningService:
 
     def resolve_base_model(self, spec: JobSpec) -> str:
         """The base model to send: an alias (``name@alias``) becomes its run's tuned model."""
+        return self.resolve_base(spec)[0]
+
+    def resolve_base(self, spec: JobSpec) -> tuple[str, str | None]:
+        """The base model to send, and the run it comes from when it is an alias's."""
         base = spec.base_model
         if models.is_tuned_model_name(base) or "@" not in base:
-            return base
+            return base, None
         name, alias = base.split("@", 1)
         entry = self.runs.aliases(name).get(alias)
         if entry is None:
@@ -262,7 +267,7 @@ class TuningService:
         tuned = self.runs.get(entry.run_id).tuned_model
         if not tuned:
             raise NotFoundError(f"base_model {base!r}: run {entry.run_id} has no tuned model")
-        return tuned
+        return tuned, entry.run_id
 
     # --- records -------------------------------------------------------------------------
 
