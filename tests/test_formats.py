@@ -11,10 +11,11 @@ from typing import Any
 import orjson
 import pytest
 from dataset_support import codes
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from vertex_tuner.dataset import Validator, fastpath, formats, keys, reader, tokens
+from vertex_tuner.dataset.gemini import SYSTEM_KEYS
 from vertex_tuner.dataset.rules import check_example
 from vertex_tuner.models import MODELS
 
@@ -353,11 +354,30 @@ def _gemini(draw: st.DrawFn) -> dict[str, Any]:
         contents.append(_content("user", draw(texts)))
         contents.append(_content("model", draw(texts)))
     obj: dict[str, Any] = {"contents": contents}
-    system = draw(st.sampled_from([None, "systemInstruction", "system_instruction"]))
-    if system:
-        obj[system] = {"parts": [{"text": t} for t in draw(texts)]}
+
+    def instruction() -> dict[str, Any]:
+        value: dict[str, Any] = {"parts": [{"text": t} for t in draw(texts)]}
         if draw(st.booleans()):
-            obj[system]["role"] = "system"
+            value["role"] = "system"
+        return value
+
+    # Both spellings, alone and together: a null systemInstruction leaves the snake_case one in
+    # force, and when both hold one the camelCase one wins (gemini.system_of). ``system`` ends
+    # up naming the spelling mutation 7 spoils: with both, the one in force or the shadowed one.
+    shape = draw(st.sampled_from([None, *SYSTEM_KEYS, "null-camel", "both", "null"]))
+    system: str | None = None
+    if shape in SYSTEM_KEYS:
+        system = shape
+        obj[system] = instruction()
+    elif shape == "null-camel":
+        system = "system_instruction"
+        pair = [("systemInstruction", None), (system, instruction())]
+        obj.update(reversed(pair) if draw(st.booleans()) else pair)
+    elif shape == "both":
+        obj["systemInstruction"], obj["system_instruction"] = instruction(), instruction()
+        system = draw(st.sampled_from(SYSTEM_KEYS))
+    elif shape == "null":
+        obj[draw(st.sampled_from(SYSTEM_KEYS))] = None
     if draw(st.booleans()):
         i = draw(st.integers(0, len(contents) - 1))
         part = contents[i]["parts"][0]
@@ -414,7 +434,17 @@ def _with_limit(limit: int) -> Any:
     return replace(FLASH, max_tokens_per_example=limit)
 
 
+#: The line that once read differently on the two paths: a null camelCase system instruction
+#: beside a snake_case one (the full path's tokens and rules ignored it, the fast path did not).
+_NULL_CAMEL_SYSTEM = {
+    "systemInstruction": None,
+    "system_instruction": {"parts": [{"text": "Answer in French."}]},
+    "contents": [u("Where is HH-1?"), m("En route.")],
+}
+
+
 @settings(max_examples=1500, deadline=None)
+@example(case=("gemini", _NULL_CAMEL_SYSTEM), limit=FLASH.max_tokens_per_example)
 @given(
     case=st.one_of(
         st.tuples(st.just("messages"), _messages()),
@@ -474,19 +504,30 @@ def test_the_common_shapes_take_the_fast_path(obj: dict[str, Any]) -> None:
     )
 
 
+_GOOD_CHAT = {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]}
+_GOOD_GEMINI = {"contents": [u("Q"), m("A")]}
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(obj=_messages())
-def test_a_file_reads_the_same_with_and_without_the_fast_path(obj: dict[str, Any]) -> None:
+@example(case=(_GOOD_GEMINI, _NULL_CAMEL_SYSTEM))
+@given(
+    # Each line after a good one of its own format, so that it is read, not refused as mixed.
+    case=st.one_of(
+        st.tuples(st.just(_GOOD_CHAT), _messages()),
+        st.tuples(st.just(_GOOD_GEMINI), _gemini()),
+    )
+)
+def test_a_file_reads_the_same_with_and_without_the_fast_path(
+    case: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
     """End to end: the report and the converted bytes do not depend on which path a line took."""
     import tempfile
 
     from vertex_tuner.dataset import scan
 
+    good, obj = case
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "d.jsonl"
-        good = {
-            "messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
-        }
         path.write_bytes(orjson.dumps(good) + b"\n" + orjson.dumps(obj) + b"\n")
         validator = Validator(model="gemini-2.5-flash", method="supervised")
         fast = validator.run(path, display="d", workdir=Path(tmp) / "a")

@@ -177,7 +177,13 @@ def _gemini_exchange(system_value: Any, u: Any, m: Any, limit: int) -> FastResul
 
 
 def gemini(obj: dict[str, Any], limit: int) -> FastResult | None:
-    """``{"contents": [...], "systemInstruction"?: ...}`` with text parts, ending on model."""
+    """``{"contents": [...], "systemInstruction"?: ...}`` with text parts, ending on model.
+
+    The system instruction is read inline, as :func:`vertex_tuner.dataset.gemini.system_of` reads
+    it (``systemInstruction`` unless absent or null, else ``system_instruction``): a call costs
+    more than the two lookups here. The oracle test (``tests/test_formats.py``, the fast path
+    never disagrees with the full path) holds the two together, both spellings included.
+    """
     if obj.get("tools") is not None or "completions" in obj:
         return None
     contents = obj.get("contents")

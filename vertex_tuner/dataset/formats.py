@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-FORMATS = ("gemini", "messages", "text-pairs", "csv", "preference")
+from vertex_tuner.dataset.gemini import system_key
 
 _PAIR_KEYS = (("input_text", "output_text"), ("prompt", "completion"))
 #: Column names tried, in order, when a CSV has no ``dataset.columns`` mapping.
@@ -61,7 +61,9 @@ def _text_content(role: str, text: Any, field: str) -> dict[str, Any]:
 
 def from_gemini(obj: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(obj)
-    if "system_instruction" in out and "systemInstruction" not in out:
+    # A null systemInstruction sets nothing (gemini.system_of), so the snake_case spelling takes
+    # its place: the converted example then says what was read, under one spelling.
+    if out.get("systemInstruction") is None and "system_instruction" in out:
         out["systemInstruction"] = out.pop("system_instruction")
     return out
 
@@ -217,7 +219,7 @@ def source_paths(
         if columns.get("system"):
             system = f"column {columns['system']!r}"
     elif fmt in ("gemini", "preference") and isinstance(obj, dict):
-        if "system_instruction" in obj and "systemInstruction" not in obj:
+        if system_key(obj) == "system_instruction":
             return lambda text: text.replace("systemInstruction", "system_instruction")
         return None
     else:

@@ -24,18 +24,14 @@ from typing import Any
 
 import orjson
 
+from vertex_tuner.dataset.gemini import system_of
+
 PROMPT_DIGEST_SIZE = 8
 
 
 def prompt_digest(key: bytes) -> bytes:
     """8 bytes that stand for a prompt key (big-endian, uniform: the split compares them)."""
     return hashlib.sha1(key).digest()[:PROMPT_DIGEST_SIZE]
-
-
-def system_of(example: Mapping[str, Any]) -> Any:
-    """The system instruction, in either spelling (``systemInstruction`` wins)."""
-    system = example.get("systemInstruction")
-    return example.get("system_instruction") if system is None else system
 
 
 def _texts(parts: Any) -> list[str] | None:

@@ -12,6 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from vertex_tuner.dataset import tokens
 from vertex_tuner.dataset.findings import Finding
+from vertex_tuner.dataset.gemini import (
+    FILE_DATA_KEYS,
+    FUNCTION_CALL_KEYS,
+    FUNCTION_RESPONSE_KEYS,
+    INLINE_DATA_KEYS,
+    PART_KINDS,
+    system_of,
+)
 from vertex_tuner.models import MAX_IMAGES_PER_EXAMPLE, PREFERENCE_MAX_TOKENS
 
 if TYPE_CHECKING:
@@ -22,17 +30,6 @@ TRUNCATION_CODES = frozenset({"too-many-tokens", "too-many-images"})
 
 _MEDIA_PREFIXES = ("image/", "video/", "audio/")
 _MEDIA_TYPES = frozenset({"application/pdf", "text/plain"})
-_PART_KINDS = (
-    "text",
-    "fileData",
-    "functionCall",
-    "functionResponse",
-    "inlineData",
-    "file_data",
-    "function_call",
-    "function_response",
-    "inline_data",
-)
 
 
 def check_example(
@@ -56,7 +53,7 @@ def check_example(
     if not isinstance(contents, list) or not contents:
         err("missing-contents", "contents must be a non-empty list of turns", "contents")
         return out
-    system = example.get("systemInstruction", example.get("system_instruction"))
+    system = system_of(example)
     if system is not None:
         _check_system(system, err)
     images = 0
@@ -69,8 +66,7 @@ def check_example(
         parts = content.get("parts")
         role = content.get("role")
         is_response = isinstance(parts, list) and any(
-            isinstance(p, dict) and ("functionResponse" in p or "function_response" in p)
-            for p in parts
+            isinstance(p, dict) and any(k in p for k in FUNCTION_RESPONSE_KEYS) for p in parts
         )
         if role is None and is_response:
             role = "user"  # a functionResponse turn may have no role
@@ -151,6 +147,8 @@ def check_example(
 
 
 def _check_system(system: Any, err: Any) -> None:
+    # Named as in the converted example, whichever spelling it came in: formats.source_paths
+    # turns the name back into the line's own.
     field = "systemInstruction"
     if not isinstance(system, dict) or not isinstance(system.get("parts"), list):
         err("bad-system", 'systemInstruction must be {"parts": [{"text": ...}]}', field)
@@ -168,7 +166,7 @@ def _check_part(part: Any, field: str, role: str, err: Any, *, text_only: bool =
     if not isinstance(part, dict):
         err("bad-part", f"{field} must be an object", field)
         return 0
-    kinds = [k for k in _PART_KINDS if k in part]
+    kinds = [k for k in PART_KINDS if k in part]
     if len(kinds) != 1:
         err(
             "bad-part",
@@ -187,21 +185,21 @@ def _check_part(part: Any, field: str, role: str, err: Any, *, text_only: bool =
     if text_only:
         err("bad-part", "preference examples take text parts only", field)
         return 0
-    if kind in ("fileData", "file_data"):
+    if kind in FILE_DATA_KEYS:
         return _check_file_data(value, f"{field}.{kind}", err)
-    if kind in ("inlineData", "inline_data"):
+    if kind in INLINE_DATA_KEYS:
         err(
             "bad-part",
             "tuning data cannot inline files; upload it to Cloud Storage and use fileData",
             field,
         )
         return 0
-    if kind in ("functionCall", "function_call"):
+    if kind in FUNCTION_CALL_KEYS:
         if role != "model":
             err("bad-part", "a functionCall belongs in a model turn", field)
         if not isinstance(value, dict) or not isinstance(value.get("name"), str):
             err("bad-part", "functionCall needs a name", f"{field}.{kind}.name")
-    if kind in ("functionResponse", "function_response"):
+    if kind in FUNCTION_RESPONSE_KEYS:
         if role != "user":
             err("bad-part", "a functionResponse belongs in a turn with no role (or user)", field)
         if not isinstance(value, dict) or not isinstance(value.get("name"), str):

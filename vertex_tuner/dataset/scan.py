@@ -34,6 +34,7 @@ import orjson
 from vertex_tuner import models
 from vertex_tuner.dataset import fastpath, formats, keys, tokens
 from vertex_tuner.dataset.findings import Finding, FindingList
+from vertex_tuner.dataset.gemini import is_media
 from vertex_tuner.dataset.reader import iter_blocks, iter_csv_rows
 from vertex_tuner.dataset.rules import TRUNCATION_CODES, check_example
 
@@ -407,9 +408,7 @@ def _has_media(example: Mapping[str, Any]) -> bool:
     for content in contents:
         parts = content.get("parts") if isinstance(content, dict) else None
         for part in parts if isinstance(parts, list) else ():
-            if isinstance(part, dict) and any(
-                k in part for k in ("fileData", "file_data", "inlineData", "inline_data")
-            ):
+            if is_media(part):
                 return True
     return False
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from vertex_tuner.dataset.gemini import MEDIA_PART_KEYS, system_of
+
 CHARS_PER_TOKEN = 4
 TOKENS_PER_IMAGE = 258
 TOKENS_PER_MEDIA_PART = 258
@@ -31,7 +33,7 @@ def _part_tokens(part: Any) -> int:
     text = part.get("text")
     if isinstance(text, str):
         return text_tokens(text)
-    if "fileData" in part or "file_data" in part or "inlineData" in part or "inline_data" in part:
+    if not MEDIA_PART_KEYS.isdisjoint(part):
         return TOKENS_PER_MEDIA_PART
     # functionCall / functionResponse and anything else: count their JSON size.
     return text_tokens(repr(part))
@@ -48,7 +50,7 @@ def content_tokens(content: Any) -> int:
 
 
 def _system_tokens(example: Mapping[str, Any]) -> int:
-    system = example.get("systemInstruction", example.get("system_instruction"))
+    system = system_of(example)
     return content_tokens(system) if isinstance(system, dict) else 0
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from vertex_tuner.dataset.gemini import content_text, last_user_text, system_of
 from vertex_tuner.errors import DatasetError
 
 
@@ -26,15 +27,7 @@ class HeldOutExample:
     @property
     def prompt_text(self) -> str:
         """The last user turn's text, for reports."""
-        for content in reversed(self.contents):
-            if content.get("role", "user") == "user":
-                return _text(content)
-        return ""
-
-
-def _text(content: Mapping[str, Any]) -> str:
-    parts = content.get("parts") or []
-    return "".join(p.get("text", "") for p in parts if isinstance(p, Mapping))
+        return last_user_text(self.contents)
 
 
 def parse_holdout(lines: Iterable[bytes], *, source: str) -> list[HeldOutExample]:
@@ -54,13 +47,13 @@ def parse_holdout(lines: Iterable[bytes], *, source: str) -> list[HeldOutExample
                 hint="held-out files are written by vertex-tuner; re-run submit or evaluate "
                 "from the spec",
             ) from None
-        system = example.get("systemInstruction") or example.get("system_instruction")
+        system = system_of(example)
         out.append(
             HeldOutExample(
                 index=len(out),
                 contents=tuple(contents[:last]),
-                system_instruction=_text(system) if isinstance(system, Mapping) else None,
-                reference=_text(contents[last]),
+                system_instruction=content_text(system) if isinstance(system, Mapping) else None,
+                reference=content_text(contents[last]),
             )
         )
     return out

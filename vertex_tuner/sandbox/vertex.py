@@ -36,6 +36,7 @@ import orjson
 
 from vertex_tuner import models
 from vertex_tuner.dataset import tokens
+from vertex_tuner.dataset.gemini import last_user_text
 from vertex_tuner.dataset.rules import TRUNCATION_CODES, check_example
 from vertex_tuner.sandbox.faults import FaultInjector
 from vertex_tuner.sandbox.http import ANSWERED, FaultyHandler, FaultyServer
@@ -115,15 +116,6 @@ def _distribution(values: list[int]) -> dict[str, Any]:
 def _pre_tuned_name(pre: dict[str, Any]) -> str:
     """google-genai sends nested objects with snake_case keys; proto JSON allows either."""
     return str(pre.get("tunedModelName") or pre.get("tuned_model_name") or "")
-
-
-def _last_user_text(contents: list[Any]) -> str:
-    for content in reversed(contents):
-        if isinstance(content, dict) and content.get("role", "user") == "user":
-            return " ".join(
-                p.get("text", "") for p in content.get("parts", []) if isinstance(p, dict)
-            )
-    return ""
 
 
 class VertexEmulator:
@@ -377,7 +369,7 @@ class VertexEmulator:
                 answer = " ".join(
                     p.get("text", "") for p in last.get("parts", []) if isinstance(p, dict)
                 )
-                remembered.append([_last_user_text(contents[:-1]), answer])
+                remembered.append([last_user_text(contents[:-1]), answer])
         if count == 0:
             return {
                 "error": {
@@ -548,7 +540,7 @@ class VertexEmulator:
         contents = body.get("contents") or []
         if not isinstance(contents, list) or not contents:
             raise ApiError(400, "INVALID_ARGUMENT", "contents must not be empty.")
-        prompt = _last_user_text(contents)
+        prompt = last_user_text(contents)
         if endpoint is not None:
             with self.lock:
                 target = self.endpoints.get(endpoint)
