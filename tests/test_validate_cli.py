@@ -14,8 +14,8 @@ from dataset_support import write_lines
 from rich.console import Console
 
 from vertex_tuner.cli import cli
+from vertex_tuner.cli.render_validation import github_annotations, render_text
 from vertex_tuner.dataset import validate_file
-from vertex_tuner.dataset.report import github_annotations, render_text
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -67,8 +67,8 @@ def validate(paths: tuple[str, ...], model: str, method: str, fmt: str, as_json:
     """
     from rich.console import Console
 
+    from vertex_tuner.cli.render_validation import github_annotations, render_text
     from vertex_tuner.dataset import Report, Validator
-    from vertex_tuner.dataset.report import github_annotations, render_text
     from vertex_tuner.spec import load_spec
     from vertex_tuner.tuning.preparation import prepare
 
