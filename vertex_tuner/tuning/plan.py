@@ -16,6 +16,7 @@ import orjson
 
 from vertex_tuner import _version
 from vertex_tuner.backends.interface import Job, TuningRequest
+from vertex_tuner.events import Planned
 from vertex_tuner.records import Estimate
 from vertex_tuner.vocabulary import (
     FINGERPRINT_LABEL_LENGTH,
@@ -26,7 +27,6 @@ from vertex_tuner.vocabulary import (
 
 if TYPE_CHECKING:
     from vertex_tuner.dataset import PreparedDataset
-    from vertex_tuner.events import Planned
     from vertex_tuner.records import RunRecord
     from vertex_tuner.spec import JobSpec
 
@@ -55,8 +55,7 @@ class Plan:
         return self.budget_usd is not None and cost is not None and cost > self.budget_usd
 
     def event(self) -> Planned:
-        from vertex_tuner.events import Planned
-
+        """The plan as the observer hears of it."""
         return Planned(self.action, self.reason, self.fingerprint, self.estimate, self.budget_usd)
 
     def to_json(self) -> dict[str, Any]:
