@@ -11,6 +11,7 @@ lint:
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/lint-workflows
 
 test:
