@@ -75,21 +75,26 @@ def summary_section(outcome: RetrainOutcome, report_markdown: str | None = None)
     return "\n".join(lines) + "\n\n"
 
 
-def final_line(outcome: RetrainOutcome) -> str:
+def final_line(outcome: RetrainOutcome, *, markdown: bool = True) -> str:
     """The outcome in one line: a mark, the outcome, and what it means."""
+
+    def bold(text: str) -> str:
+        return f"**{text}**" if markdown else text
+
     if outcome.outcome == "running":
-        return f"⏳ **still running**: {outcome.message}."
+        return f"⏳ {bold('still running')}: {outcome.message}."
     if outcome.ok:
-        return f"{_MARKS[True]} **{outcome.outcome}**: {outcome.message}."
+        return f"{_MARKS[True]} {bold(outcome.outcome)}: {outcome.message}."
     meaning = EXIT_CODES.get(outcome.exit_code, "unexpected failure")
-    return f"{_MARKS[False]} **{outcome.message}** (exit {outcome.exit_code}: {meaning})"
+    return f"{_MARKS[False]} {bold(outcome.message)} (exit {outcome.exit_code}: {meaning})"
 
 
 def step_outputs(outcome: RetrainOutcome) -> dict[str, str]:
-    """The retrain step's outputs: outcome, message, run_id, spec_name."""
+    """The retrain step's outputs: outcome, message (plain text, for notifications), run_id,
+    spec_name."""
     return {
         "outcome": outcome.outcome,
-        "message": final_line(outcome),
+        "message": final_line(outcome, markdown=False),
         "run_id": outcome.run_id or "",
         "spec_name": outcome.spec_name or "",
     }

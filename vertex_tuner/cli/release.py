@@ -283,7 +283,8 @@ def _render_outcome(outcome: RetrainOutcome) -> None:
     console = stderr_console()
     colour = "green" if outcome.ok else "red"
     name = outcome.spec_name or outcome.spec_path
-    console.print(f"[bold]{escape(name)}[/]: [{colour}]{escape(github.final_line(outcome))}[/]")
+    line = github.final_line(outcome, markdown=False)
+    console.print(f"[bold]{escape(name)}[/]: [{colour}]{escape(line)}[/]")
     if outcome.error:
         console.print(f"  [dim]error:[/] {escape(outcome.error)}")
     if outcome.hint:
