@@ -63,9 +63,11 @@ def _unhandled(event: NoReturn) -> NoReturn:
 class ConsoleObserver:
     """An :class:`~vertex_tuner.events.Observer` that writes to a rich console."""
 
-    def __init__(self, console: Console, *, quiet: bool = False) -> None:
+    def __init__(self, console: Console, *, quiet: bool = False, show_plan: bool = True) -> None:
         self.console = console
         self.quiet = quiet
+        #: False when the command prints the plan itself (a dry run), so it shows once.
+        self.show_plan = show_plan
         self.live = console.is_terminal and not quiet
         self._progress: Progress | None = None
         self._task: Any = None
@@ -88,7 +90,8 @@ class ConsoleObserver:
     def notify(self, event: Event) -> None:
         match event:
             case Planned():
-                self._planned(event)
+                if self.show_plan:
+                    self._planned(event)
             case UploadStarted(uri=uri, size=size):
                 self._bar(
                     Progress(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import orjson
+from rich.markup import escape
 from rich.table import Table
 
 from vertex_tuner.vocabulary import LABEL_SPEC
@@ -14,7 +15,8 @@ if TYPE_CHECKING:
     from vertex_tuner.backends.interface import Job
     from vertex_tuner.evaluation.results import EvaluationResult
     from vertex_tuner.records import RunRecord
-    from vertex_tuner.service import Plan
+    from vertex_tuner.runstore import AliasEntry
+    from vertex_tuner.tuning import Plan
 
 
 def _short(name: str | None) -> str:
@@ -23,8 +25,8 @@ def _short(name: str | None) -> str:
 
 def record_table(record: RunRecord) -> Table:
     table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="dim")
-    table.add_column()
+    table.add_column(style="dim", no_wrap=True)
+    table.add_column(overflow="fold")
     rows: list[tuple[str, str]] = [
         ("run", record.run_id),
         ("spec", f"{record.spec_name} ({record.spec_path or '-'})"),
@@ -62,7 +64,19 @@ def record_table(record: RunRecord) -> Table:
             )
         )
     if record.error is not None:
-        rows.append(("error", f"[red]{record.error.message}[/]"))
+        rows.append(("error", f"[red]{escape(record.error.message)}[/]"))
+    evaluation = record.evaluation or {}
+    if evaluation:
+        targets = evaluation.get("targets") or {}
+        for role in ("tuned", "base", "production"):
+            metrics = (targets.get(role) or {}).get("metrics") or {}
+            if metrics:
+                values = ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items()))
+                rows.append((f"evaluated: {role}", values))
+        gate = evaluation.get("gate")
+        if gate:
+            colour = "green" if gate.get("passed") else "red"
+            rows.append(("gate", f"[{colour}]{escape(str(gate.get('explanation', '')))}[/]"))
     if record.sandbox:
         rows.append(("sandbox", "yes: local emulators, not Google Cloud"))
     for key, value in rows:
@@ -70,8 +84,20 @@ def record_table(record: RunRecord) -> Table:
     return table
 
 
+def _ids_table(*headers: str, ids: int) -> Table:
+    """A table whose first ``ids`` columns hold identifiers: those are never cut (the others
+    wrap), since at 80 columns a cut id makes every row look the same."""
+    table = Table()
+    for i, header in enumerate(headers):
+        if i < ids:
+            table.add_column(header, no_wrap=True, overflow="ignore")
+        else:
+            table.add_column(header, overflow="fold")
+    return table
+
+
 def jobs_table(jobs: Sequence[Job]) -> Table:
-    table = Table("job", "spec", "state", "created", "tuned model")
+    table = _ids_table("job", "spec", "state", "created", "tuned model", ids=2)
     for job in jobs:
         table.add_row(
             _short(job.name),
@@ -84,12 +110,12 @@ def jobs_table(jobs: Sequence[Job]) -> Table:
 
 
 def runs_table(records: Sequence[RunRecord]) -> Table:
-    table = Table("run", "state", "job", "tuned model", "created")
+    table = _ids_table("run", "job", "state", "tuned model", "created", ids=2)
     for record in records:
         table.add_row(
             record.run_id,
-            record.state,
             _short(record.job_name),
+            record.state,
             _short(record.tuned_model),
             record.created_at,
         )
@@ -131,4 +157,25 @@ def evaluation_table(result: EvaluationResult) -> Table:
                     cell += f" ({value - ref:+.3f})"
             cells.append(cell)
         table.add_row(*cells)
+    return table
+
+
+def aliases_table(name: str, entries: Mapping[str, AliasEntry]) -> Table:
+    """Each alias and its moves, newest first: the first row under an alias is where it points."""
+    table = _ids_table("run", "moved", "action", "from", "by", "why", ids=1)
+    table.title = name
+    for alias, entry in sorted(entries.items()):
+        history = list(reversed(entry.history)) or [{"run_id": entry.run_id, "at": entry.set_at}]
+        for i, move in enumerate(history):
+            if i == 0:
+                table.add_section()
+                table.add_row(f"[bold]{name}@{alias}[/]", *[""] * 5)
+            table.add_row(
+                str(move.get("run_id", "")),
+                str(move.get("at", "")),
+                str(move.get("action", "")),
+                str(move.get("previous") or "-"),
+                str(move.get("actor") or "-"),
+                str(move.get("reason") or "-"),
+            )
     return table

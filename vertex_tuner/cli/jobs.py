@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,14 @@ from rich.markup import escape
 
 from vertex_tuner.cli import _common
 from vertex_tuner.cli._common import echo_json, handle_errors, stderr_console
-from vertex_tuner.cli.options import cloud_options, load, parse_timeout, spec_or_none, store_options
+from vertex_tuner.cli.options import (
+    check_alias,
+    cloud_options,
+    load,
+    parse_timeout,
+    spec_or_none,
+    store_options,
+)
 
 if TYPE_CHECKING:
     from vertex_tuner.backends.interface import Job
@@ -49,10 +57,50 @@ def _service(
 
 
 def _record_for_ref(svc: TuningService, ref: str, spec: JobSpec | None) -> RunRecord:
-    """A spec (the job for its current data), a job name, or a run id → the run record."""
+    """A spec (the job for its current data), a job name, its id alone (as `list` and `runs`
+    show it), or a run id → the run record."""
     from vertex_tuner.release import current_run
 
-    return svc.record_of(ref) if spec is None else current_run(svc, spec)
+    if spec is not None:
+        return current_run(svc, spec)
+    if ref.isdigit():
+        ref = f"projects/{svc.project}/locations/{svc.location}/tuningJobs/{ref}"
+    with not_found_elsewhere(ref, sandbox=svc.sandbox):
+        return svc.record_of(ref)
+
+
+@contextlib.contextmanager
+def not_found_elsewhere(run_id: str, *, sandbox: bool) -> Iterator[None]:
+    """A run that is not in this run store but in the sandbox's (or the other way round) is
+    named as such, with the option that finds it."""
+    from vertex_tuner.errors import NotFoundError
+
+    try:
+        yield
+    except NotFoundError as exc:
+        ctx = click.get_current_context(silent=True)
+        registry = ctx.params.get("registry") if ctx is not None else None
+        other = _other_store_has(run_id, registry, sandbox=not sandbox)
+        if other is None:
+            raise
+        where = "the sandbox's run store" if not sandbox else "the run store of real runs"
+        flag = "add --sandbox" if not sandbox else "drop --sandbox"
+        raise NotFoundError(f"{exc.message}; it is in {where} ({other})", hint=flag) from None
+
+
+def _other_store_has(run_id: str, registry: str | None, *, sandbox: bool) -> str | None:
+    """The other local run store's location when it holds ``run_id`` (gs:// stores: not checked)."""
+    from vertex_tuner.errors import VertexTunerError
+    from vertex_tuner.wiring import registry_location, run_store
+
+    location = registry_location(None, registry, sandbox=sandbox)
+    if location.startswith("gs://") or "/" in run_id:
+        return None
+    try:
+        run_store(location, None).get(run_id)
+    except VertexTunerError:
+        return None
+    return location
 
 
 def _print_record(record: RunRecord, as_json: bool) -> None:
@@ -61,8 +109,7 @@ def _print_record(record: RunRecord, as_json: bool) -> None:
         return
     from vertex_tuner.cli._render import record_table
 
-    stderr_console().print(record_table(record))
-    click.echo(record.job_name or record.run_id)
+    _common.emit(record_table(record), [record.job_name or record.run_id])
 
 
 @click.command()
@@ -129,8 +176,11 @@ def submit(
     if then_evaluate and (no_wait or dry_run):
         raise click.UsageError("--evaluate/--promote need the job to finish: drop --no-wait")
     wait_for = parse_timeout(timeout, "--timeout")
+    if promote_alias is not None:
+        check_alias(promote_alias, "--promote")
     spec = load(spec_path, sandbox)
-    observer = ConsoleObserver(stderr_console())
+    # A dry run prints the plan itself, once.
+    observer = ConsoleObserver(stderr_console(), show_plan=not dry_run)
     with open_context(
         spec=spec, sandbox=sandbox, registry=registry, project=project, location=location
     ) as ctx:
@@ -152,8 +202,7 @@ def submit(
                 f"detached; the job keeps running in Vertex ({resume})", _common.EXIT_INTERRUPTED
             )
         except Exception as exc:
-            if as_json:
-                _emit_failure_record(svc, exc)
+            _remember_failed_job(svc, exc)
             raise
         finally:
             observer.close()
@@ -176,12 +225,21 @@ def submit(
                     markup=False,
                 )
     if dry_run:
+        plan = result.plan
         if as_json:
-            echo_json({"dry_run": True, "plan": result.plan.to_json()})
+            echo_json({"dry_run": True, "plan": plan.to_json()})
         else:
             from vertex_tuner.cli._render import plan_text
 
-            click.echo(plan_text(result.plan))
+            click.echo(plan_text(plan))
+        if plan.action == "create" and plan.over_budget:
+            # The real submit would refuse: fail here too, so CI catches it before merge.
+            where = escape(str(spec.spec_path))
+            stderr_console().print(
+                f"[bold red]error:[/] estimated cost ${plan.estimate.cost_usd:,.2f} is over the "
+                f"budget of ${plan.budget_usd:,.2f} (budget.max_cost_usd in {where})"
+            )
+            sys.exit(_common.EXIT_BUDGET)
         return
     assert result_record is not None
     if as_json:
@@ -197,14 +255,13 @@ def submit(
         _print_record(result_record, False)
 
 
-def _emit_failure_record(svc: TuningService, exc: Exception) -> None:
+def _remember_failed_job(svc: TuningService, exc: Exception) -> None:
+    """A failed or timed-out job's record goes into the failure's --json document."""
     from vertex_tuner.errors import JobFailed, WaitTimeout
 
     name = getattr(exc, "job_name", None)
     if isinstance(exc, (JobFailed, WaitTimeout)) and name:
-        record = svc.runs.by_job(name)
-        if record is not None:
-            echo_json(record.to_json())
+        _common.remember_record(svc.runs.by_job(name))
 
 
 @click.command()
@@ -235,9 +292,8 @@ def status(
 @click.option(
     "--timeout",
     metavar="DURATION",
-    default="6h",
-    show_default=True,
-    help="Stop waiting after this long; the job keeps running.",
+    help="Stop waiting after this long; the job keeps running (default: the spec's "
+    "wait.timeout for a SPEC, else 6h).",
 )
 @handle_errors
 def wait(
@@ -247,12 +303,13 @@ def wait(
     registry: str | None,
     project: str | None,
     location: str | None,
-    timeout: str,
+    timeout: str | None,
 ) -> None:
     """Follow a job to the end (exit 0 succeeded, 1 failed, 4 still running at --timeout)."""
-    seconds = parse_timeout(timeout, "--timeout")
-    assert seconds is not None
     spec = spec_or_none(ref, sandbox)
+    seconds = parse_timeout(timeout, "--timeout")
+    if seconds is None:
+        seconds = spec.wait.timeout if spec is not None else 6 * 3600.0
     with _service(spec, sandbox=sandbox, registry=registry, project=project, location=location) as (
         svc,
         observer,
@@ -271,11 +328,8 @@ def wait(
                 f"vertex-tuner wait {record.job_name})",
                 _common.EXIT_INTERRUPTED,
             )
-        except Exception:
-            if as_json:
-                latest = svc.runs.by_job(record.job_name or "")
-                if latest is not None:
-                    echo_json(latest.to_json())
+        except Exception as exc:
+            _remember_failed_job(svc, exc)
             raise
     _print_record(record, as_json)
 
@@ -301,9 +355,21 @@ def cancel(
         _,
     ):
         record = _record_for_ref(svc, ref, spec)
-        job = svc.cancel(record, wait=wait_)
+        assert record.job_name is not None
+        before = svc.get_job(record.job_name)
+        job = before if before.state.is_terminal else svc.cancel(record, wait=wait_)
+    if before.state.is_terminal:
+        stderr_console().print(
+            f"{escape(job.name)} had already ended {job.state.value}; nothing to cancel"
+        )
     if as_json:
-        echo_json({"job_name": job.name, "state": job.state.value})
+        echo_json(
+            {
+                "job_name": job.name,
+                "state": job.state.value,
+                "cancelled": not before.state.is_terminal,
+            }
+        )
     else:
         click.echo(f"{job.name} {job.state.value}")
 
@@ -330,10 +396,9 @@ def list_(
         return
     from vertex_tuner.cli._render import jobs_table
 
-    if jobs:
-        stderr_console().print(jobs_table(jobs))
-    for job in jobs:
-        click.echo(job.name)
+    if not jobs:
+        stderr_console().print("no vertex-tuner jobs in Vertex yet")
+    _common.emit(jobs_table(jobs) if jobs else None, [job.name for job in jobs])
 
 
 @click.command()
@@ -353,12 +418,9 @@ def runs(name: str | None, registry: str | None, sandbox: bool, as_json: bool) -
         return
     from vertex_tuner.cli._render import runs_table
 
-    if records:
-        stderr_console().print(runs_table(records))
-    else:
+    if not records:
         stderr_console().print("no runs recorded yet")
-    for record in records:
-        click.echo(record.run_id)
+    _common.emit(runs_table(records) if records else None, [r.run_id for r in records])
 
 
 @click.command()
@@ -369,7 +431,10 @@ def show(run_id: str, registry: str | None, sandbox: bool, as_json: bool) -> Non
     """Show one run record."""
     from vertex_tuner.wiring import open_run_store
 
-    with open_run_store(registry, sandbox=sandbox) as store:
+    with (
+        open_run_store(registry, sandbox=sandbox) as store,
+        not_found_elsewhere(run_id, sandbox=sandbox),
+    ):
         record = store.get(run_id)
     _print_record(record, as_json)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -60,13 +61,49 @@ def store_options(func: F) -> F:
     return func
 
 
+#: What an alias may be called: it becomes part of NAME@ALIAS, a key and a label value.
+ALIAS_RE = re.compile(r"[a-z][a-z0-9-]{0,62}")
+
+
+def check_alias(alias: str, option: str = "--alias") -> str:
+    if ALIAS_RE.fullmatch(alias) is None:
+        raise click.BadParameter(
+            f"{alias!r} is not an alias name: use lowercase letters, digits and '-', starting "
+            "with a letter (e.g. production, canary)",
+            param_hint=option,
+        )
+    return alias
+
+
+def alias_option(func: F) -> F:
+    """``--alias`` (default production), checked when it is parsed."""
+    return click.option(
+        "--alias",
+        default="production",
+        show_default=True,
+        callback=lambda ctx, param, value: check_alias(value),
+        help="The alias: lowercase letters, digits and '-'.",
+    )(func)
+
+
 def looks_like_spec(ref: str) -> bool:
     return ref.endswith((".yaml", ".yml")) and Path(ref).is_file()
 
 
+#: Files that are datasets, not job specs.
+_DATASET_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".txt")
+
+
 def load(ref: str, sandbox: bool) -> JobSpec:
+    """The job spec at ``ref``; a dataset file given instead is a usage error that says so."""
     from vertex_tuner.spec import load_spec
 
+    if ref.lower().endswith(_DATASET_SUFFIXES):
+        raise click.BadParameter(
+            f"{ref} looks like a dataset, not a job spec (YAML); this command takes a spec "
+            f"that names its data. To check the dataset alone: vertex-tuner validate {ref}",
+            param_hint="SPEC",
+        )
     return load_spec(ref, offline=sandbox)
 
 

@@ -15,6 +15,7 @@ import orjson
 
 from vertex_tuner.cli._common import EXIT_INTERRUPTED, echo_json, handle_errors, stderr_console
 from vertex_tuner.cli.options import (
+    alias_option,
     cloud_options,
     load,
     looks_like_spec,
@@ -112,7 +113,7 @@ def evaluate(
 @click.command()
 @click.argument("name")
 @click.argument("run_id", metavar="[RUN]", required=False)
-@click.option("--alias", default="production", show_default=True)
+@alias_option
 @click.option("--if-gate", is_flag=True, help="Only when the run passed its evaluation gate.")
 @click.option(
     "--mirror-vertex",
@@ -147,7 +148,7 @@ def promote(
 
 @click.command()
 @click.argument("name")
-@click.option("--alias", default="production", show_default=True)
+@alias_option
 @store_options
 @handle_errors
 def rollback(name: str, alias: str, registry: str | None, sandbox: bool, as_json: bool) -> None:
@@ -180,8 +181,12 @@ def aliases(name: str, registry: str | None, sandbox: bool, as_json: bool) -> No
         return
     if not entries:
         stderr_console().print(f"{name} has no aliases yet", markup=False)
-    for alias, entry in sorted(entries.items()):
-        click.echo(f"{name}@{alias}\t{entry.run_id}\t{entry.set_at}")
+        return
+    from vertex_tuner.cli._common import emit
+    from vertex_tuner.cli._render import aliases_table
+
+    lines = [f"{name}@{alias}\t{e.run_id}\t{e.set_at}" for alias, e in sorted(entries.items())]
+    emit(aliases_table(name, entries), lines)
 
 
 def _print_alias(promotion: Promotion, as_json: bool) -> None:

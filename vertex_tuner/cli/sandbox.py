@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import sys
 import threading
@@ -65,6 +66,11 @@ def serve(faults: str | None, job_seconds: float, state_dir: Path | None, seed: 
         click.echo(
             f"sandbox: local emulators (not Google Cloud) at {info.vertex_base_url} and "
             f"{info.storage_emulator_host}; faults: {box.fault_spec}",
+            err=True,
+        )
+        click.echo(
+            "sandbox: in another terminal, point commands at it with:\n"
+            f"  export VERTEX_TUNER_SANDBOX={shlex.quote(orjson.dumps(info.to_json()).decode())}",
             err=True,
         )
         stop.wait()

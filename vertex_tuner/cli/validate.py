@@ -57,8 +57,15 @@ def _known_model(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="Dataset format, for a bare dataset file.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.option(
+    "--sandbox",
+    is_flag=True,
+    help="Accepted like every command's; validate reaches no cloud, so it changes nothing.",
+)
 @handle_errors
-def validate(paths: tuple[str, ...], model: str, method: str, fmt: str, as_json: bool) -> None:
+def validate(
+    paths: tuple[str, ...], model: str, method: str, fmt: str, as_json: bool, sandbox: bool
+) -> None:
     """Check job specs (and their data) or dataset files: exit 0 clean, 1 with errors.
 
     A spec (.yaml/.yml) is checked as submit would: its data read, converted and split with the

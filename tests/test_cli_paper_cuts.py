@@ -1,0 +1,155 @@
+"""The CLI never leaves you stuck: commands that run as pasted, clean failures, output once."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner, Result
+from sandbox_support import write_spec
+
+from vertex_tuner.cli import cli
+from vertex_tuner.cli._common import located
+from vertex_tuner.sandbox import SandboxInfo
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+def commands_in(text: str) -> list[str]:
+    return re.findall(r"vertex-tuner (?!sandbox\b)[a-z]+[^`;)\n]*", text)
+
+
+def test_located_adds_the_flags_to_every_command_once() -> None:
+    text = "resume with `vertex-tuner wait J`; list runs with: vertex-tuner runs"
+    assert located(text, ["--sandbox"]) == (
+        "resume with `vertex-tuner wait J --sandbox`; list runs with: vertex-tuner runs --sandbox"
+    )
+    assert located("see `vertex-tuner show R --sandbox`", ["--sandbox"]) == (
+        "see `vertex-tuner show R --sandbox`"
+    )
+    assert (
+        located("run vertex-tuner sandbox serve", ["--sandbox"]) == "run vertex-tuner sandbox serve"
+    )
+    assert (
+        located("vertex-tuner runs", ["--registry", "'/a b'"])
+        == "vertex-tuner runs --registry '/a b'"
+    )
+    assert located("no command here", ["--sandbox"]) == "no command here"
+
+
+def test_a_missing_run_in_the_sandbox_store_gets_a_hint_with_sandbox() -> None:
+    result = invoke("show", "nothing-here", "--sandbox")
+    assert result.exit_code == 1
+    assert "vertex-tuner runs --sandbox" in result.stderr
+    for command in commands_in(result.stderr):
+        assert "--sandbox" in command, command
+
+
+def test_a_sandbox_run_asked_for_without_sandbox_says_where_it_is(tmp_path: Path) -> None:
+    from vertex_tuner.records import DatasetRef, RunRecord
+    from vertex_tuner.wiring import registry_location, run_store
+
+    record = RunRecord(
+        run_id="demo-1",
+        spec_name="demo",
+        spec_digest="d",
+        fingerprint="f",
+        tool_version="1",
+        created_at="2026-01-01T00:00:00Z",
+        updated_at="2026-01-01T00:00:00Z",
+        method="supervised",
+        base_model="gemini-2.5-flash",
+        display_name="demo",
+        train=DatasetRef(sha256="a", size=1, examples=1),
+    )
+    run_store(registry_location(None, None, sandbox=True), None).save(record)
+    result = invoke("show", "demo-1")
+    assert result.exit_code == 1
+    assert "it is in the sandbox's run store" in result.stderr
+    assert "hint: add --sandbox" in result.stderr
+    assert invoke("show", "demo-1", "--sandbox").exit_code == 0
+
+
+def test_json_failures_print_one_document_on_stdout() -> None:
+    result = invoke("show", "nothing-here", "--sandbox", "--json")
+    assert result.exit_code == 1
+    doc = orjson.loads(result.stdout)
+    assert doc["exit_code"] == 1 and "no run 'nothing-here'" in doc["error"]
+    assert "--sandbox" in doc["hint"]
+    usage = invoke("submit", "x.yaml", "--force", "--retry-failed", "--json")
+    assert usage.exit_code == 2
+    assert orjson.loads(usage.stdout)["exit_code"] == 2
+
+
+def test_submit_on_a_dataset_file_says_submit_takes_a_spec(tmp_path: Path) -> None:
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"messages": []}\n')
+    result = invoke("submit", str(data), "--sandbox")
+    assert result.exit_code == 2
+    assert "looks like a dataset, not a job spec" in result.stderr
+    assert f"vertex-tuner validate {data}" in result.stderr
+
+
+def test_validate_accepts_sandbox_like_every_command(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "job", name="cli-validate")
+    assert invoke("validate", str(spec), "--sandbox").exit_code == 0
+
+
+@pytest.mark.parametrize("alias", ["Bad Alias!", "production\n", "-x", ""])
+def test_alias_names_are_checked(alias: str) -> None:
+    result = invoke("promote", "demo", "--alias", alias, "--sandbox")
+    assert result.exit_code == 2
+    assert "is not an alias name" in result.stderr
+
+
+@pytest.mark.sandbox
+def test_a_dry_run_over_budget_exits_3_and_prints_the_plan_once(
+    use_sandbox: SandboxInfo, tmp_path: Path
+) -> None:
+    spec = write_spec(tmp_path / "job", name="cli-budget")
+    text = spec.read_text().replace("max_cost_usd: 5", "max_cost_usd: 0.0001")
+    spec.write_text(text)
+    result = invoke("submit", str(spec), "--sandbox", "--dry-run")
+    assert result.exit_code == 3, result.stderr
+    assert result.stdout.count("plan: create") == 1
+    assert "plan: create" not in result.stderr
+    assert "OVER BUDGET" in result.stdout and "is over the budget" in result.stderr
+    as_json = invoke("submit", str(spec), "--sandbox", "--dry-run", "--json")
+    assert as_json.exit_code == 3
+    assert orjson.loads(as_json.stdout)["plan"]["over_budget"] is True
+
+
+@pytest.mark.sandbox
+def test_a_job_id_alone_works_and_cancel_on_a_finished_job_says_so(
+    use_sandbox: SandboxInfo, tmp_path: Path
+) -> None:
+    spec = write_spec(tmp_path / "job", name="cli-ids")
+    submitted = invoke("submit", str(spec), "--sandbox", "--json")
+    assert submitted.exit_code == 0, submitted.stderr
+    job_name = orjson.loads(submitted.stdout)["job_name"]
+    job_id = job_name.rsplit("/", 1)[-1]
+    status = invoke("status", job_id, "--sandbox", "--json")
+    assert status.exit_code == 0, status.stderr
+    assert orjson.loads(status.stdout)["job_name"] == job_name
+    cancelled = invoke("cancel", job_id, "--sandbox", "--json")
+    assert cancelled.exit_code == 0
+    assert orjson.loads(cancelled.stdout) == {
+        "job_name": job_name,
+        "state": "SUCCEEDED",
+        "cancelled": False,
+    }
+    assert "had already ended SUCCEEDED; nothing to cancel" in cancelled.stderr
+    # aliases shows the history of moves, show the stored evaluation and verdict.
+    run_id = orjson.loads(submitted.stdout)["run_id"]
+    assert invoke("evaluate", str(spec), "--sandbox").exit_code in (0, 5)
+    assert invoke("promote", "cli-ids", run_id, "--sandbox").exit_code == 0
+    aliases = invoke("aliases", "cli-ids", "--sandbox")
+    assert "promote" in aliases.stderr and run_id in aliases.stderr
+    assert aliases.stdout.startswith(f"cli-ids@production\t{run_id}\t")
+    shown = invoke("show", run_id, "--sandbox")
+    assert "evaluated: tuned" in shown.stderr and "gate" in shown.stderr
+    assert shown.stdout.strip() == job_name  # piped: the id once, on stdout
