@@ -417,3 +417,21 @@ def test_job_keys_are_safe(tmp_path: Path) -> None:
         assert found is not None and found.run_id == f"odd-{i}"
     assert fresh.by_job("a/b") is None and fresh.by_job("") is None
     assert all(tmp_path in p.parents for p in tmp_path.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"{trunc", b"[]", b'{"aliases": []}', b'{"aliases": {"production": {"run_id": 5}}}'],
+)
+def test_a_damaged_alias_file_is_named_and_never_overwritten(
+    tmp_path: Path, content: bytes
+) -> None:
+    store = RunStore(LocalBlobStore(tmp_path))
+    path = tmp_path / "aliases" / "demo.json"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    with pytest.raises(VertexTunerError, match=r"aliases/demo.json is damaged"):
+        store.aliases("demo")
+    with pytest.raises(VertexTunerError, match=r"will not overwrite"):
+        store.set_alias("demo", "production", "r-1")
+    assert path.read_bytes() == content

@@ -468,16 +468,40 @@ class RunStore:
     # --- aliases -------------------------------------------------------------------------
 
     def aliases(self, name: str) -> dict[str, AliasEntry]:
-        found = self.blobs.read(f"aliases/{name}.json")
+        key = f"aliases/{name}.json"
+        found = self.blobs.read(key)
         if found is None:
             return {}
-        doc = orjson.loads(found[0])
+        doc = self._alias_doc(key, found[0])
         return {
             alias: AliasEntry(
                 alias, entry["run_id"], entry["set_at"], tuple(entry.get("history", ()))
             )
-            for alias, entry in doc.get("aliases", {}).items()
+            for alias, entry in doc["aliases"].items()
         }
+
+    def _alias_doc(self, key: str, data: bytes) -> dict[str, Any]:
+        """An alias file, checked: a damaged one is an error naming it, never overwritten."""
+        try:
+            doc = orjson.loads(data)
+            entries = doc["aliases"]
+            ok = isinstance(entries, dict) and all(
+                isinstance(e, dict)
+                and isinstance(e.get("run_id"), str)
+                and isinstance(e.get("set_at"), str)
+                and isinstance(e.get("history", []), list)
+                for e in entries.values()
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            ok = False
+        if not ok:
+            raise VertexTunerError(
+                f"the alias file {self.location}/{key} is damaged (not "
+                '{"aliases": {ALIAS: {"run_id", "set_at", "history"}}})',
+                hint="restore it from a backup (or from the history in another copy); "
+                "vertex-tuner will not overwrite it",
+            )
+        return dict(doc)
 
     def rollback_target(self, name: str, alias: str) -> str | None:
         """The run a rollback of ``name@alias`` would point at now (None: nothing earlier)."""
@@ -504,7 +528,7 @@ class RunStore:
         key = f"aliases/{name}.json"
         for _ in range(max_attempts):
             found = self.blobs.read(key)
-            doc: dict[str, Any] = orjson.loads(found[0]) if found else {"aliases": {}}
+            doc: dict[str, Any] = self._alias_doc(key, found[0]) if found else {"aliases": {}}
             generation = found[1] if found else 0
             entry = doc["aliases"].get(alias)
             history: list[dict[str, Any]] = list(entry.get("history", [])) if entry else []

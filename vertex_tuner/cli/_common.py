@@ -148,9 +148,10 @@ def fail(message: str, code: int = EXIT_INVALID, *, hint: str | None = None) -> 
         console.print(f"  [dim]hint:[/] {escape(hint)}", markup=True, highlight=False)
     ctx = click.get_current_context(silent=True)
     if ctx is not None and ctx.params.get("as_json"):
-        doc: dict[str, Any] = {"error": message, "hint": hint, "exit_code": code}
-        if RECORD_KEY in ctx.meta:
-            doc["record"] = ctx.meta[RECORD_KEY]
+        # A failed or timed-out job's record keeps its keys at the top (job_name, run_id, …),
+        # as before, so scripts that read them keep working.
+        doc: dict[str, Any] = {**ctx.meta.get(RECORD_KEY, {})}
+        doc.update(error=message, hint=hint, exit_code=code)
         echo_json(doc)
     sys.exit(code)
 
