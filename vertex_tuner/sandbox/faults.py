@@ -3,7 +3,9 @@
 - ``503`` / ``429``: reject the request before handling it (429 with ``Retry-After: 1``);
 - ``lost``: handle the request, then fail the response (the ambiguous case);
 - ``reset``: close the connection without answering;
-- ``latency``: delay every request.
+- ``latency``: delay every request;
+- ``list-filter=ignore``: tuningJobs.list ignores its ``filter`` and returns every job, so client
+  code that trusts the filter can be tested (``list-filter=honour``, the default, applies it).
 
 Decisions come from a seeded random generator so a run can be repeated.
 """
@@ -18,17 +20,21 @@ from dataclasses import dataclass, field
 from vertex_tuner.errors import ConfigurationError
 
 KINDS = ("503", "429", "lost", "reset")
+LIST_FILTER_MODES = ("honour", "ignore")
 
 
 @dataclass(frozen=True)
 class FaultSpec:
     rates: dict[str, float] = field(default_factory=dict)
     latency_s: float = 0.0
+    list_filter: str = "honour"
 
     def __str__(self) -> str:
         parts = [f"{k}={v:g}" for k, v in self.rates.items()]
         if self.latency_s:
             parts.append(f"latency={self.latency_s * 1000:g}ms")
+        if self.list_filter != "honour":
+            parts.append(f"list-filter={self.list_filter}")
         return ",".join(parts) or "none"
 
 
@@ -37,6 +43,7 @@ def parse_faults(text: str | None) -> FaultSpec:
         return FaultSpec()
     rates: dict[str, float] = {}
     latency = 0.0
+    list_filter = "honour"
     for item in text.split(","):
         key, sep, value = item.strip().partition("=")
         if not sep:
@@ -53,9 +60,17 @@ def parse_faults(text: str | None) -> FaultSpec:
                     f"--faults: latency {value!r} is not a duration like 200ms"
                 ) from None
             continue
+        if key == "list-filter":
+            if value not in LIST_FILTER_MODES:
+                raise ConfigurationError(
+                    f"--faults: list-filter={value!r} is not one of {', '.join(LIST_FILTER_MODES)}"
+                )
+            list_filter = value
+            continue
         if key not in KINDS:
             raise ConfigurationError(
-                f"--faults: unknown fault {key!r}", hint=f"use {', '.join(KINDS)} or latency"
+                f"--faults: unknown fault {key!r}",
+                hint=f"use {', '.join(KINDS)}, latency or list-filter",
             )
         try:
             rate = float(value)
@@ -66,7 +81,7 @@ def parse_faults(text: str | None) -> FaultSpec:
         rates[key] = rate
     if sum(rates.values()) > 1:
         raise ConfigurationError("--faults: the rates add up to more than 1")
-    return FaultSpec(rates, latency)
+    return FaultSpec(rates, latency, list_filter)
 
 
 class FaultInjector:
@@ -77,6 +92,11 @@ class FaultInjector:
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.injected: Counter[str] = Counter()
+
+    def count(self, kind: str) -> None:
+        """Record a fault applied outside :meth:`draw` (``list-filter``), for /sandbox/stats."""
+        with self.lock:
+            self.injected[kind] += 1
 
     def draw(self) -> str | None:
         if not self.spec.rates:

@@ -6,6 +6,11 @@ read from the storage emulator and checked with the same rules as ``vertex-tuner
 the answer of the most similar training example, so evaluation has something to measure. A base
 model answers with a polite, generic, deterministic reply.
 
+Every tuningJobs create is validated against Vertex's published schema for its API version
+(:mod:`vertex_tuner.sandbox.contract`): a body the front end would refuse gets the same 400, and
+the job keeps only the fields the schema knows. Resource ids are random 19-digit numbers, as on
+Vertex, so two sandboxes' resources never collide in one run store.
+
 Routes (``v1`` and ``v1beta1``)::
 
     POST   /{v}/projects/{p}/locations/{l}/tuningJobs
@@ -20,6 +25,7 @@ Routes (``v1`` and ``v1beta1``)::
 from __future__ import annotations
 
 import re
+import secrets
 import statistics
 import threading
 import time
@@ -38,6 +44,8 @@ from vertex_tuner import models
 from vertex_tuner.dataset import tokens
 from vertex_tuner.dataset.gemini import last_user_text
 from vertex_tuner.dataset.rules import TRUNCATION_CODES, check_example
+from vertex_tuner.sandbox import contract
+from vertex_tuner.sandbox.contract import ContractError
 from vertex_tuner.sandbox.faults import FaultInjector
 from vertex_tuner.sandbox.http import ANSWERED, FaultyHandler, FaultyServer
 
@@ -90,7 +98,9 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(_WORD.findall(text.lower()))
 
 
-def _distribution(values: list[int]) -> dict[str, Any]:
+def _distribution(values: list[int], *, supervised: bool = True) -> dict[str, Any]:
+    """A SupervisedTuningDatasetDistribution (int64 sums, float bucket counts), or else a
+    DatasetDistribution (double sum, int64 bucket counts), as the schema has them."""
     if not values:
         return {}
     ordered = sorted(values)
@@ -98,6 +108,19 @@ def _distribution(values: list[int]) -> dict[str, Any]:
     def pct(p: float) -> float:
         return float(ordered[min(len(ordered) - 1, int(len(ordered) * p))])
 
+    if not supervised:
+        return {
+            "sum": float(sum(values)),
+            "min": float(ordered[0]),
+            "max": float(ordered[-1]),
+            "mean": statistics.fmean(values),
+            "median": float(statistics.median(values)),
+            "p5": pct(0.05),
+            "p95": pct(0.95),
+            "buckets": [
+                {"count": str(len(values)), "left": float(ordered[0]), "right": float(ordered[-1])}
+            ],
+        }
     return {
         "sum": str(sum(values)),
         "billableSum": str(sum(values)),
@@ -114,8 +137,12 @@ def _distribution(values: list[int]) -> dict[str, Any]:
 
 
 def _pre_tuned_name(pre: dict[str, Any]) -> str:
-    """google-genai sends nested objects with snake_case keys; proto JSON allows either."""
+    """Validated bodies have JSON names; the snake_case key is for state saved before that."""
     return str(pre.get("tunedModelName") or pre.get("tuned_model_name") or "")
+
+
+#: Vertex's numeric resource ids: 19 digits, within int64.
+_ID_LOW, _ID_HIGH = 10**18, 2**63 - 1
 
 
 class VertexEmulator:
@@ -141,7 +168,7 @@ class VertexEmulator:
         self.endpoints: dict[str, dict[str, Any]] = {}  # endpoint id -> {model, version}
         self.requests: Counter[str] = Counter()
         self.jobs_created = 0
-        self._next_id = 1000
+        self._random = secrets.SystemRandom()
         self._load()
 
     # --- persistence ----------------------------------------------------------------------
@@ -157,7 +184,6 @@ class VertexEmulator:
         self.jobs = doc.get("jobs", {})
         self.models = doc.get("models", {})
         self.endpoints = doc.get("endpoints", {})
-        self._next_id = int(doc.get("next_id", 1000))
 
     def _save(self) -> None:
         path = self._state_file()
@@ -171,15 +197,20 @@ class VertexEmulator:
                     "jobs": self.jobs,
                     "models": self.models,
                     "endpoints": self.endpoints,
-                    "next_id": self._next_id,
                 }
             )
         )
         tmp.replace(path)
 
     def _new_id(self) -> str:
-        self._next_id += 1
-        return str(self._next_id)
+        """A random 19-digit id no job, model or endpoint of this instance has (the saved state
+        holds them all, so uniqueness survives a restart)."""
+        while True:
+            candidate = str(self._random.randint(_ID_LOW, _ID_HIGH))
+            if not (
+                candidate in self.jobs or candidate in self.models or candidate in self.endpoints
+            ):
+                return candidate
 
     # --- storage --------------------------------------------------------------------------
 
@@ -200,7 +231,11 @@ class VertexEmulator:
 
     # --- tuning jobs ----------------------------------------------------------------------
 
-    def create(self, project: str, location: str, body: dict[str, Any]) -> dict[str, Any]:
+    def create(
+        self, project: str, location: str, body: dict[str, Any], version: str = "v1beta1"
+    ) -> dict[str, Any]:
+        schema = contract.load(version)
+        body = schema.validate(body, schema.root("TuningJob"), path="tuning_job")
         method, spec_key, train_key = "supervised", "supervisedTuningSpec", "trainingDatasetUri"
         if "preferenceOptimizationSpec" in body:
             method, spec_key = "preference", "preferenceOptimizationSpec"
@@ -246,9 +281,10 @@ class VertexEmulator:
                 "cancel_at": None,
                 "project": project,
                 "location": location,
+                "version": version,
             }
             self._save()
-            return self._render(job_id)
+            return self._render(job_id, version)
 
     def _phase(self, record: dict[str, Any]) -> tuple[str, str | None, float]:
         elapsed = self.clock() - record["created"]
@@ -384,23 +420,43 @@ class VertexEmulator:
             .get("epochCount", 3)
             or 3
         )
-        stats = {
+        method = record["method"]
+        supervised = method == "supervised"
+        stats: dict[str, Any] = {
             "tuningDatasetExampleCount": str(count),
-            "totalTuningCharacterCount": str(len(data)),
             "totalBillableTokenCount": str(billable),
             "tuningStepCount": str(max(1, count * epochs // 8)),
-            "totalTruncatedExampleCount": str(len(truncated)),
-            "userInputTokenDistribution": _distribution(inputs),
-            "userOutputTokenDistribution": _distribution(outputs),
-            "userMessagePerExampleDistribution": _distribution(turns),
+            "userInputTokenDistribution": _distribution(inputs, supervised=supervised),
+            "userOutputTokenDistribution": _distribution(outputs, supervised=supervised),
         }
-        if truncated:
-            stats["truncatedExampleIndices"] = [str(i) for i in truncated[:100]]
-            stats["droppedExampleReasons"] = [
-                f"{len(truncated)} example(s) exceeded the maximum number of tokens "
-                f"({info.max_tokens_per_example}) or images and were truncated"
-            ]
+        if method != "preference":
+            stats["totalTuningCharacterCount"] = str(len(data))
+            stats["userMessagePerExampleDistribution"] = _distribution(turns, supervised=supervised)
+        shown = truncated[:100]
+        # One reason per listed index, as the schema pairs them.
+        reasons = [
+            f"example {i} exceeded the maximum number of tokens ({info.max_tokens_per_example}) "
+            "or images"
+            for i in shown
+        ]
+        if supervised:
+            stats["totalTruncatedExampleCount"] = str(len(truncated))
+            if shown:
+                stats["truncatedExampleIndices"] = [str(i) for i in shown]
+                stats["droppedExampleReasons"] = [f"{r} and was truncated" for r in reasons]
+        elif shown:
+            stats["droppedExampleIndices"] = [str(i) for i in shown]
+            stats["droppedExampleReasons"] = [f"{r} and was dropped" for r in reasons]
         return {"stats": stats, "examples": remembered, "epochs": epochs}
+
+    @staticmethod
+    def _data_stats(method: str, stats: dict[str, Any]) -> dict[str, Any]:
+        """The job's ``tuningDataStats``: the block of its own method."""
+        if method == "preference":
+            return {"preferenceOptimizationDataStats": stats}
+        if method == "distillation":
+            return {"distillationDataStats": {"trainingDatasetStats": stats}}
+        return {"supervisedTuningDataStats": stats}
 
     def _spec_key(self, record: dict[str, Any]) -> str:
         return {
@@ -442,8 +498,16 @@ class VertexEmulator:
         }
         record["outcome"] = outcome
 
-    def _render(self, job_id: str) -> dict[str, Any]:
+    def _render(self, job_id: str, version: str = "v1beta1") -> dict[str, Any]:
+        """The job as ``version`` of the API shows it (v1 has no tuningJobState, …)."""
         record = self.jobs[job_id]
+        job = self._render_v1beta1(record)
+        if version != "v1beta1":
+            schema = contract.load(version)
+            job = schema.conform(job, schema.root("TuningJob"))
+        return dict(job)
+
+    def _render_v1beta1(self, record: dict[str, Any]) -> dict[str, Any]:
         state, sub_state, progress = self._phase(record)
         job = dict(record["job"])
         job["state"] = state
@@ -462,7 +526,7 @@ class VertexEmulator:
                 "completedStepCount": str(int(steps * progress)),
             }
         if outcome.get("stats"):
-            job["tuningDataStats"] = {"supervisedTuningDataStats": outcome["stats"]}
+            job["tuningDataStats"] = self._data_stats(record["method"], outcome["stats"])
         if state == "JOB_STATE_FAILED":
             job["error"] = outcome["error"]
             job["endTime"] = _iso(record["created"] + 0.35 * self.job_seconds)
@@ -486,16 +550,26 @@ class VertexEmulator:
             job["error"] = {"code": 1, "message": "CANCELED"}
         return job
 
-    def get(self, job_id: str) -> dict[str, Any]:
+    def get(self, job_id: str, version: str = "v1beta1") -> dict[str, Any]:
         with self.lock:
             if job_id not in self.jobs:
                 raise ApiError(404, "NOT_FOUND", f"TuningJob {job_id} not found.")
-            return self._render(job_id)
+            return self._render(job_id, version)
 
-    def list_jobs(self, project: str, location: str, query: dict[str, list[str]]) -> dict[str, Any]:
+    def list_jobs(
+        self,
+        project: str,
+        location: str,
+        query: dict[str, list[str]],
+        version: str = "v1beta1",
+        *,
+        ignore_filter: bool = False,
+    ) -> dict[str, Any]:
+        """A page of jobs, newest first; ``ignore_filter`` is the ``list-filter=ignore`` fault."""
         page_size = int((query.get("pageSize") or ["50"])[0] or 50)
         start = int((query.get("pageToken") or ["0"])[0] or 0)
-        wanted = dict(_FILTER.findall((query.get("filter") or [""])[0]))
+        text = "" if ignore_filter else (query.get("filter") or [""])[0]
+        wanted = dict(_FILTER.findall(text))
         with self.lock:
             ids = sorted(
                 (
@@ -503,7 +577,7 @@ class VertexEmulator:
                     for i, r in self.jobs.items()
                     if r["project"] == project and r["location"] == location
                 ),
-                key=int,
+                key=lambda i: (float(self.jobs[i]["created"]), i),
                 reverse=True,
             )
             matching = [
@@ -511,7 +585,7 @@ class VertexEmulator:
                 for i in ids
                 if all(self.jobs[i]["job"].get("labels", {}).get(k) == v for k, v in wanted.items())
             ]
-            page = [self._render(i) for i in matching[start : start + page_size]]
+            page = [self._render(i, version) for i in matching[start : start + page_size]]
         out: dict[str, Any] = {"tuningJobs": page}
         if start + page_size < len(matching):
             out["nextPageToken"] = str(start + page_size)
@@ -647,7 +721,7 @@ class _Handler(FaultyHandler):
         try:
             body = orjson.loads(raw) if raw else {}
             result = self._handle(name, params, body, parse_qs(parsed.query))
-        except ApiError as exc:
+        except (ApiError, ContractError) as exc:
             self.send_json(exc.http, exc.body())
             return
         except orjson.JSONDecodeError:
@@ -663,12 +737,19 @@ class _Handler(FaultyHandler):
         self, name: str, p: dict[str, str], body: dict[str, Any], query: dict[str, list[str]]
     ) -> dict[str, Any]:
         emulator = self.server.emulator
+        version = p["version"]
         if name == "create":
-            return emulator.create(p["project"], p["location"], body)
+            return emulator.create(p["project"], p["location"], body, version)
         if name == "list":
-            return emulator.list_jobs(p["project"], p["location"], query)
+            faults = self.server.faults
+            ignore = faults.spec.list_filter == "ignore"
+            if ignore and (query.get("filter") or [""])[0]:
+                faults.count("list-filter")
+            return emulator.list_jobs(
+                p["project"], p["location"], query, version, ignore_filter=ignore
+            )
         if name == "get":
-            return emulator.get(p["id"])
+            return emulator.get(p["id"], version)
         if name == "cancel":
             return emulator.cancel(p["id"])
         if name == "generate_base":
