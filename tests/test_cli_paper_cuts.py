@@ -110,7 +110,7 @@ def test_alias_names_are_checked(alias: str) -> None:
 def test_a_dry_run_over_budget_exits_3_and_prints_the_plan_once(
     use_sandbox: SandboxInfo, tmp_path: Path
 ) -> None:
-    spec = write_spec(tmp_path / "job", name="cli-budget")
+    spec = write_spec(tmp_path / "job", name="cli-budget", bucket="cli-paper-cuts")
     text = spec.read_text().replace("max_cost_usd: 5", "max_cost_usd: 0.0001")
     spec.write_text(text)
     result = invoke("submit", str(spec), "--sandbox", "--dry-run")
@@ -127,7 +127,7 @@ def test_a_dry_run_over_budget_exits_3_and_prints_the_plan_once(
 def test_a_job_id_alone_works_and_cancel_on_a_finished_job_says_so(
     use_sandbox: SandboxInfo, tmp_path: Path
 ) -> None:
-    spec = write_spec(tmp_path / "job", name="cli-ids")
+    spec = write_spec(tmp_path / "job", name="cli-ids", bucket="cli-paper-cuts")
     submitted = invoke("submit", str(spec), "--sandbox", "--json")
     assert submitted.exit_code == 0, submitted.stderr
     job_name = orjson.loads(submitted.stdout)["job_name"]
