@@ -42,6 +42,8 @@ class DataStatsRecord(_Record):
     truncated_examples: int = 0
     truncated_example_indices: list[int] = Field(default_factory=list)
     dropped_example_reasons: list[str] = Field(default_factory=list)
+    #: The method reports only a sample of dropped indices: at least this many were dropped.
+    count_is_lower_bound: bool = False
 
 
 class ErrorRecord(_Record):

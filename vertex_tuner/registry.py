@@ -137,11 +137,13 @@ def _open_store(location: str) -> RunStore:
     return service_run_store(location or None)
 
 
-def genai_client_for(ref: str, **kwargs: Any) -> tuple[Any, str]:
+def genai_client_for(ref: str, *, http_options: Any = None, **kwargs: Any) -> tuple[Any, str]:
     """A google-genai client for the endpoint's project and region, and the model name to pass.
 
     ``client.models.generate_content(model=model, contents=…)`` then calls the tuned endpoint.
-    Sandbox endpoints are refused: they only exist inside a running sandbox.
+    Sandbox endpoints are refused: they only exist inside a running sandbox. ``http_options``
+    (an ``HttpOptions`` or a dict) is merged into the client's options, whose ``api_version`` is
+    always v1beta1.
     """
     resolved = resolve(ref, **kwargs)
     if resolved.sandbox:
@@ -151,5 +153,13 @@ def genai_client_for(ref: str, **kwargs: Any) -> tuple[Any, str]:
         )
     from google import genai
 
-    client = genai.Client(vertexai=True, project=resolved.project, location=resolved.location)
+    from vertex_tuner.backends.genai import http_options as pinned_http_options
+
+    client = genai.Client(
+        vertexai=True,
+        project=resolved.project,
+        location=resolved.location,
+        # v1beta1 even when GOOGLE_GENAI_API_VERSION says otherwise, like every vertex-tuner client.
+        http_options=pinned_http_options(http_options),
+    )
     return client, resolved.endpoint

@@ -32,7 +32,7 @@ from vertex_tuner.errors import Location, SpecError
 from vertex_tuner.vocabulary import RESERVED_LABELS, DatasetFormat, Method
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,47}$")
@@ -272,8 +272,8 @@ class JobSpec(_Model):
             raise ValueError("method 'distillation' needs distillation.teacher_model")
         if self.method != "distillation" and self.distillation is not None:
             raise ValueError("the distillation section is only for method 'distillation'")
-        if self.hyperparameters.beta is not None and self.method != "preference":
-            raise ValueError("hyperparameters.beta is only for method 'preference'")
+        # Settings a method does not take (beta outside preference, …) are refused by
+        # _check_model_rules, which can point at the field's line.
         return self
 
     # --- derived values -------------------------------------------------------------------
@@ -526,6 +526,31 @@ def _pydantic_message(err: Any) -> str:
     return msg.removeprefix("Value error, ")
 
 
+def _check_method_settings(
+    spec: JobSpec, error: Callable[[tuple[str, ...], str, str | None], SpecError]
+) -> None:
+    """Settings the chosen method does not take, which google-genai or Vertex would drop."""
+    if spec.hyperparameters.beta is not None and spec.method != "preference":
+        raise error(
+            ("hyperparameters", "beta"),
+            f"hyperparameters.beta is only for method 'preference' (this spec's method is "
+            f"{spec.method!r})",
+            "remove hyperparameters.beta or set method: preference",
+        )
+    if (
+        spec.method == "distillation"
+        and spec.hyperparameters.export_last_checkpoint_only is not None
+    ):
+        # google-genai sends it as distillationSpec.exportLastCheckpointOnly, a field Vertex's
+        # DistillationSpec does not have (aiplatform v1beta1 discovery document).
+        raise error(
+            ("hyperparameters", "export_last_checkpoint_only"),
+            "hyperparameters.export_last_checkpoint_only is not available for method "
+            "'distillation'",
+            "remove it: Vertex's distillation spec has no such setting",
+        )
+
+
 def _check_model_rules(
     spec: JobSpec, file: str, lines: Mapping[tuple[str | int, ...], int]
 ) -> None:
@@ -536,6 +561,7 @@ def _check_model_rules(
             message, location=Location(file, _nearest_line(path, lines), _dotted(path)), hint=hint
         )
 
+    _check_method_settings(spec, error)
     if spec.is_continuous:
         # A tuned model or an alias: its limits are its base model's, checked at submit time.
         return
@@ -570,6 +596,14 @@ def _check_model_rules(
             ("gcp", "kms_key_name"),
             f"{info.id} does not support customer-managed encryption keys (CMEK)",
             hint="remove gcp.kms_key_name or pick a 2.5 model",
+        )
+    if spec.gcp.output_uri is not None:
+        # TuningJob.outputUri: "only available and required for open source models" (the
+        # aiplatform v1beta1 discovery document and google-genai's TuningJob.output_uri).
+        raise error(
+            ("gcp", "output_uri"),
+            f"gcp.output_uri is only for open models; Vertex does not take it for {info.id}",
+            hint="remove gcp.output_uri; a Gemini job reports its tuned model and endpoint itself",
         )
     if spec.method == "preference" and not info.supports_preference:
         raise error(("method",), f"{info.id} does not support preference tuning")

@@ -21,6 +21,11 @@ Target = Literal["tuned", "base", "production"]
 #: The models an evaluation compares, in the order reports show them.
 TARGETS: tuple[str, ...] = get_args(Target)
 
+#: The Vertex API version every request goes to. google-genai reads GOOGLE_GENAI_API_VERSION from
+#: the environment, and v1 has no distillationSpec, outputUri, tuningJobState or
+#: tuningJobMetadata, so every client vertex-tuner builds (the sandbox's too) names it.
+VERTEX_API_VERSION = "v1beta1"
+
 #: Labels vertex-tuner sets on every tuning job; a spec may not use these keys.
 LABEL_SPEC = "vertex-tuner-spec"
 LABEL_FINGERPRINT = "vertex-tuner-fingerprint"

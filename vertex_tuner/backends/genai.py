@@ -35,6 +35,7 @@ from vertex_tuner.errors import (
     NotFoundError,
     TransientBackendError,
 )
+from vertex_tuner.vocabulary import VERTEX_API_VERSION
 
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _ADAPTER_SIZES = {
@@ -127,25 +128,108 @@ def _state(value: Any) -> str | None:
     return str(getattr(value, "value", value))
 
 
+#: The Vertex API version every client and request names (see vocabulary.VERTEX_API_VERSION).
+API_VERSION = VERTEX_API_VERSION
+
+
+def http_options(options: Any = None, **fields: Any) -> Any:
+    """``types.HttpOptions`` pinned to :data:`API_VERSION`, merged with ``options`` and ``fields``.
+
+    ``options`` may be an ``HttpOptions``, a dict of its fields or None; ``fields`` win over it,
+    and ``api_version`` is always :data:`API_VERSION`.
+    """
+    from google.genai import types
+
+    if options is None:
+        merged: dict[str, Any] = {}
+    elif isinstance(options, types.HttpOptions):
+        # Shallow, so client objects (httpx_client, …) are passed through as they are.
+        merged = {
+            k: getattr(options, k)
+            for k in type(options).model_fields
+            if getattr(options, k) is not None
+        }
+    else:
+        merged = dict(options)
+    merged.update({k: v for k, v in fields.items() if v is not None})
+    merged["api_version"] = API_VERSION
+    return types.HttpOptions(**merged)
+
+
+def _count(value: int | None) -> int:
+    return int(value or 0)
+
+
+def data_stats(tds: Any) -> DataStats:
+    """Our DataStats from a ``google.genai.types.TuningDataStats``, whatever the method.
+
+    - supervised: ``supervisedTuningDataStats``, with a count of dropped (``truncated``) examples
+      next to a partial sample of their indices;
+    - preference: ``preferenceOptimizationDataStats``; distillation:
+      ``distillationDataStats.trainingDatasetStats``; reinforcement:
+      ``reinforcementTuningDataStats``. These have no count field, only a partial sample of the
+      dropped indices (and a reason for each), so the count is the sample's size: a lower bound
+      (``count_is_lower_bound``).
+
+    All methods document their indices as "a partial sample", so ``indices_are_sample`` is set
+    whenever indices are reported.
+    """
+    raw = tds.model_dump(mode="json", exclude_none=True)
+    sft = tds.supervised_tuning_data_stats
+    if sft is not None:
+        indices = tuple(sft.truncated_example_indices or ())
+        return DataStats(
+            example_count=sft.tuning_dataset_example_count,
+            billable_tokens=sft.total_billable_token_count,
+            tuning_step_count=sft.tuning_step_count,
+            truncated_examples=_count(sft.total_truncated_example_count),
+            truncated_example_indices=indices,
+            dropped_example_reasons=tuple(sft.dropped_example_reasons or ()),
+            method="supervised",
+            indices_are_sample=bool(indices),
+            raw=raw.get("supervised_tuning_data_stats", raw),
+        )
+    candidates: tuple[tuple[str, Any, str], ...] = (
+        (
+            "preference",
+            tds.preference_optimization_data_stats,
+            "preference_optimization_data_stats",
+        ),
+        (
+            "distillation",
+            tds.distillation_data_stats.training_dataset_stats
+            if tds.distillation_data_stats is not None
+            else None,
+            "distillation_data_stats",
+        ),
+        ("reinforcement", tds.reinforcement_tuning_data_stats, "reinforcement_tuning_data_stats"),
+    )
+    for method, stats, key in candidates:
+        if stats is None:
+            continue
+        indices = tuple(stats.dropped_example_indices or ())
+        reasons = tuple(stats.dropped_example_reasons or ())
+        return DataStats(
+            example_count=stats.tuning_dataset_example_count,
+            billable_tokens=stats.total_billable_token_count,
+            tuning_step_count=stats.tuning_step_count,
+            # No count field: at least as many were dropped as the sample names.
+            truncated_examples=max(len(indices), len(reasons)),
+            truncated_example_indices=indices,
+            dropped_example_reasons=reasons,
+            method=method,
+            indices_are_sample=bool(indices),
+            count_is_lower_bound=True,
+            raw=raw.get(key, raw),
+        )
+    return DataStats(raw=raw)
+
+
 def to_job(job: Any) -> Job:
     """Our Job from a ``google.genai.types.TuningJob``."""
     tuned = job.tuned_model
-    stats = None
     tds = job.tuning_data_stats
-    if tds is not None:
-        sft = tds.supervised_tuning_data_stats
-        if sft is not None:
-            stats = DataStats(
-                example_count=sft.tuning_dataset_example_count,
-                billable_tokens=sft.total_billable_token_count,
-                tuning_step_count=sft.tuning_step_count,
-                truncated_examples=sft.total_truncated_example_count or 0,
-                truncated_example_indices=tuple(sft.truncated_example_indices or ()),
-                dropped_example_reasons=tuple(sft.dropped_example_reasons or ()),
-                raw=sft.model_dump(mode="json", exclude_none=True),
-            )
-        else:
-            stats = DataStats(raw=tds.model_dump(mode="json", exclude_none=True))
+    stats = data_stats(tds) if tds is not None else None
     sub_state = _state(job.tuning_job_state)
     meta = job.tuning_job_metadata
     return Job(
@@ -186,7 +270,7 @@ def build_config(request: TuningRequest, *, timeout_s: float) -> Any:
     if request.service_account:
         # Not a config field in google-genai; the REST TuningJob takes it.
         extra_body["serviceAccount"] = request.service_account
-    http_options = types.HttpOptions(timeout=int(timeout_s * 1000), extra_body=extra_body or None)
+    options = http_options(timeout=int(timeout_s * 1000), extra_body=extra_body or None)
     fields: dict[str, Any] = {
         "method": _METHODS[request.method],
         "tuned_model_display_name": request.display_name,
@@ -197,7 +281,7 @@ def build_config(request: TuningRequest, *, timeout_s: float) -> Any:
         "adapter_size": _ADAPTER_SIZES[request.adapter_size] if request.adapter_size else None,
         "export_last_checkpoint_only": request.export_last_checkpoint_only,
         "output_uri": request.output_uri,
-        "http_options": http_options,
+        "http_options": options,
     }
     if request.validation_uri:
         fields["validation_dataset"] = types.TuningValidationDataset(gcs_uri=request.validation_uri)
@@ -218,9 +302,7 @@ class GenaiTuner(Tuner):
         self.timeout_s = timeout_s
 
     def _options(self) -> Any:
-        from google.genai import types
-
-        return types.HttpOptions(timeout=int(self.timeout_s * 1000))
+        return http_options(timeout=int(self.timeout_s * 1000))
 
     def create(self, request: TuningRequest) -> Job:
         from google.genai import types
@@ -287,7 +369,7 @@ class GenaiGenerator(Generator):
             system_instruction=system_instruction,
             temperature=temperature,
             max_output_tokens=max_output_tokens,
-            http_options=types.HttpOptions(timeout=int(self.timeout_s * 1000)),
+            http_options=http_options(timeout=int(self.timeout_s * 1000)),
         )
         try:
             response = self.client.models.generate_content(

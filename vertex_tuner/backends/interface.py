@@ -87,15 +87,29 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class DataStats:
-    """What Vertex reports about the dataset it tuned on (``supervisedTuningDataStats``)."""
+    """What Vertex reports about the dataset it tuned on, for any tuning method.
+
+    Supervised jobs report ``supervisedTuningDataStats``, preference jobs
+    ``preferenceOptimizationDataStats``, distillation ``distillationDataStats.trainingDatasetStats``
+    and reinforcement ``reinforcementTuningDataStats``; all map onto these fields.
+    ``truncated_examples`` is the number of examples dropped or truncated.
+    """
 
     example_count: int | None = None
     billable_tokens: int | None = None
     tuning_step_count: int | None = None
     truncated_examples: int = 0
+    #: 1-based indices of dropped examples; see ``indices_are_sample``.
     truncated_example_indices: tuple[int, ...] = ()
     dropped_example_reasons: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict)
+    #: Which stats message these came from: supervised, preference, distillation, reinforcement.
+    method: str | None = None
+    #: Vertex documents the indices as "a partial sample": more examples may have been dropped.
+    indices_are_sample: bool = False
+    #: The method reports no dropped count, so ``truncated_examples`` is the number of sampled
+    #: indices: at least that many were dropped.
+    count_is_lower_bound: bool = False
 
 
 @dataclass(frozen=True)

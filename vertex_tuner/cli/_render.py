@@ -59,7 +59,8 @@ def record_table(record: RunRecord) -> Table:
         rows.append(
             (
                 "truncated",
-                f"{record.data_stats.truncated_examples} examples "
+                ("at least " if record.data_stats.count_is_lower_bound else "")
+                + f"{record.data_stats.truncated_examples} examples "
                 f"({(record.dropped_fraction or 0):.1%})",
             )
         )

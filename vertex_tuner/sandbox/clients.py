@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vertex_tuner.vocabulary import VERTEX_API_VERSION
+
 if TYPE_CHECKING:
     from vertex_tuner.sandbox.info import SandboxInfo
 
@@ -23,7 +25,10 @@ def genai_client(info: SandboxInfo) -> Any:
         project=info.project,
         location=info.location,
         credentials=Credentials(token="sandbox-token"),  # type: ignore[no-untyped-call]
-        http_options=types.HttpOptions(base_url=info.vertex_base_url),
+        # Pinned to v1beta1 whatever GOOGLE_GENAI_API_VERSION says, as for the cloud.
+        http_options=types.HttpOptions(
+            base_url=info.vertex_base_url, api_version=VERTEX_API_VERSION
+        ),
     )
 
 

@@ -100,6 +100,7 @@ def update_record(record: RunRecord, job: Job, *, now: float) -> RunRecord:
             truncated_examples=stats.truncated_examples,
             truncated_example_indices=list(stats.truncated_example_indices),
             dropped_example_reasons=list(stats.dropped_example_reasons),
+            count_is_lower_bound=stats.count_is_lower_bound,
         )
         epochs = record.estimate.epochs if record.estimate else 1
         if stats.billable_tokens is not None:
@@ -171,8 +172,11 @@ def check_outcome(record: RunRecord, max_dropped_fraction: float | None) -> None
         )
     if record.dropped_fraction is not None and record.dropped_fraction > limit:
         reasons = "; ".join(record.data_stats.dropped_example_reasons) if record.data_stats else ""
+        at_least = (
+            "at least " if record.data_stats and record.data_stats.count_is_lower_bound else ""
+        )
         raise JobFailed(
-            f"Vertex dropped or truncated {record.dropped_fraction:.1%} of the training "
+            f"Vertex dropped or truncated {at_least}{record.dropped_fraction:.1%} of the training "
             f"examples (limit {limit:.1%}){': ' + reasons if reasons else ''}",
             job_name=record.job_name,
             state=state.value,

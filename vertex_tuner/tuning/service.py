@@ -218,19 +218,27 @@ class TuningService:
         return self._retrying(lambda: self.tuner.get(name), "get")
 
     def find_jobs(self, fingerprint: str) -> list[Job]:
-        """Jobs in Vertex labelled with this fingerprint, newest first."""
+        """Jobs in Vertex labelled with this fingerprint, newest first.
+
+        The label filter sent to Vertex only narrows the listing (``tuningJobs.list`` documents
+        ``filter`` as no more than "the standard list filter"); the labels of each job returned
+        are checked here, so an unrelated job is never attached to or reused.
+        """
         label = fingerprint[:FINGERPRINT_LABEL_LENGTH]
-        return self._retrying(
-            lambda: list(self.tuner.list(labels={LABEL_FINGERPRINT: label})), "list"
-        )
+        wanted = {LABEL_FINGERPRINT: label}
+        jobs = self._retrying(lambda: list(self.tuner.list(labels=wanted)), "list")
+        return [j for j in jobs if _has_labels(j, wanted)]
 
     def list_jobs(self, spec_name: str | None = None) -> list[Job]:
-        """vertex-tuner's jobs in Vertex (all of them, or one spec's), newest first."""
+        """vertex-tuner's jobs in Vertex (all of them, or one spec's), newest first.
+
+        As in :meth:`find_jobs`, the server's label filter is trusted only to narrow the list.
+        """
         labels = {LABEL_SPEC: spec_name} if spec_name else None
         jobs = self._retrying(lambda: list(self.tuner.list(labels=labels)), "list")
-        if spec_name is None:
-            jobs = [j for j in jobs if LABEL_FINGERPRINT in j.labels]
-        return jobs
+        if labels is None:
+            return [j for j in jobs if LABEL_FINGERPRINT in j.labels]
+        return [j for j in jobs if _has_labels(j, labels)]
 
     def cancel(self, ref: RunRecord | str, *, wait: bool = False, timeout: float = 600.0) -> Job:
         """Ask Vertex to cancel; with ``wait``, poll until the job has ended."""
@@ -415,6 +423,11 @@ class TuningService:
             return
         with tempfile.TemporaryDirectory(prefix="vertex-tuner-") as tmp:
             yield Path(tmp)
+
+
+def _has_labels(job: Job, wanted: dict[str, str]) -> bool:
+    """Whether the job's own labels carry every wanted key with exactly that value."""
+    return all(job.labels.get(key) == value for key, value in wanted.items())
 
 
 __all__ = ["Plan", "PlanAction", "SubmitResult", "TuningService"]

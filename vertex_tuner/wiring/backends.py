@@ -55,10 +55,15 @@ def cloud_backends(project: str | None, location: str) -> Backends:
     from google.cloud import storage
 
     from vertex_tuner.backends.gcs import GcsStorage
-    from vertex_tuner.backends.genai import GenaiGenerator, GenaiTuner
+    from vertex_tuner.backends.genai import GenaiGenerator, GenaiTuner, http_options
 
     client = genai.Client(
-        vertexai=True, project=project, location=location, credentials=credentials
+        vertexai=True,
+        project=project,
+        location=location,
+        credentials=credentials,
+        # Pinned: GOOGLE_GENAI_API_VERSION=v1 would otherwise move every call to v1.
+        http_options=http_options(),
     )
     return Backends(
         storage=GcsStorage(storage.Client(project=project, credentials=credentials)),
