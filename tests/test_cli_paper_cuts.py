@@ -153,3 +153,44 @@ def test_a_job_id_alone_works_and_cancel_on_a_finished_job_says_so(
     shown = invoke("show", run_id, "--sandbox")
     assert "evaluated: tuned" in shown.stderr and "gate" in shown.stderr
     assert shown.stdout.strip() == job_name  # piped: the id once, on stdout
+
+
+def test_mirror_vertex_in_the_sandbox_changes_nothing(tmp_path: Path) -> None:
+    from vertex_tuner.wiring import registry_location
+
+    result = invoke("promote", "demo", "r-1", "--mirror-vertex", "--sandbox")
+    assert result.exit_code == 1
+    assert "nothing was changed" in result.stderr
+    assert not (Path(registry_location(None, None, sandbox=True)) / "aliases").exists()
+
+
+@pytest.mark.parametrize("kind", ["file", "unwritable"])
+def test_an_unwritable_report_folder_fails_before_any_work(tmp_path: Path, kind: str) -> None:
+    # A folder under a file cannot be made, whoever runs the test (root ignores permissions).
+    (tmp_path / "plain-file").write_text("x")
+    target = tmp_path / "plain-file" if kind == "file" else tmp_path / "plain-file" / "report"
+    spec = write_spec(tmp_path / "job", name="cli-report")
+    result = invoke("evaluate", str(spec), "--sandbox", "--report", str(target))
+    assert result.exit_code == 2
+    assert ("is a file" if kind == "file" else "cannot write to") in result.stderr
+    assert "Traceback" not in result.output
+    # Nothing was started: no sandbox state, no run store.
+    assert "sandbox: started" not in result.stderr
+
+
+def test_a_bad_dataset_fails_before_any_emulator_or_client_starts(tmp_path: Path) -> None:
+    from sandbox_support import example
+
+    lines = [example(i) for i in range(120)]
+    lines[7] = b"{not json"
+    spec = write_spec(tmp_path / "bad", name="cli-bad", lines=lines)
+    result = invoke("submit", str(spec), "--sandbox")
+    assert result.exit_code == 1
+    assert "data.jsonl:8" in result.stderr
+    assert "sandbox:" not in result.stderr  # no private sandbox was started
+    retrain = invoke("retrain", str(spec), "--sandbox", "--json")
+    assert retrain.exit_code == 1
+    (outcome,) = orjson.loads(retrain.stdout)["outcomes"]
+    assert (outcome["outcome"], outcome["message"]) == ("failed", "submit failed")
+    assert "data.jsonl:8" in outcome["error"]
+    assert "sandbox:" not in retrain.stderr

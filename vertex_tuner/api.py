@@ -17,6 +17,7 @@ Programs that build their own collaborators (fakes in tests, a shared service) c
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ from vertex_tuner import release
 from vertex_tuner.errors import VertexTunerError
 from vertex_tuner.release import Promotion, RetrainOutcome
 from vertex_tuner.spec import JobSpec, load_spec
+from vertex_tuner.tuning.preparation import prepare, require_valid
 from vertex_tuner.wiring import evaluator_for, open_context, open_run_store, service_for
 
 if TYPE_CHECKING:
@@ -68,17 +70,32 @@ def retrain(
             hint=exc.hint,
         )
     try:
-        with open_context(
-            spec=loaded, sandbox=sandbox, registry=registry, project=project, location=location
-        ) as ctx:
-            return release.retrain(
-                loaded,
-                service=service_for(ctx, observer),
-                evaluator=evaluator_for(ctx, observer),
-                wait_timeout=wait_timeout,
-                retry_failed=retry_failed,
-                observer=observer,
-            )
+        with tempfile.TemporaryDirectory(prefix="vertex-tuner-") as workdir:
+            # The data is checked before a backend starts: a bad line fails in seconds.
+            try:
+                prepared = require_valid(loaded, prepare(loaded, Path(workdir)))
+            except VertexTunerError as exc:
+                return RetrainOutcome(
+                    str(loaded.spec_path),
+                    "failed",
+                    "submit failed",
+                    exc.exit_code,
+                    spec_name=loaded.name,
+                    error=exc.message,
+                    hint=exc.hint,
+                )
+            with open_context(
+                spec=loaded, sandbox=sandbox, registry=registry, project=project, location=location
+            ) as ctx:
+                return release.retrain(
+                    loaded,
+                    service=service_for(ctx, observer),
+                    evaluator=evaluator_for(ctx, observer),
+                    wait_timeout=wait_timeout,
+                    retry_failed=retry_failed,
+                    observer=observer,
+                    prepared=prepared,
+                )
     except VertexTunerError as exc:  # the backends could not be reached at all
         return RetrainOutcome(
             str(loaded.spec_path),

@@ -35,6 +35,7 @@ from vertex_tuner.events import Observer, SilentObserver, Step
 from vertex_tuner.tuning.recording import human_seconds
 
 if TYPE_CHECKING:
+    from vertex_tuner.dataset import PreparedDataset
     from vertex_tuner.evaluation.results import EvaluationResult
     from vertex_tuner.evaluation.runner import Evaluator
     from vertex_tuner.records import RunRecord
@@ -259,8 +260,11 @@ def retrain(
     wait_timeout: float | None = None,
     retry_failed: bool = False,
     observer: Observer | None = None,
+    prepared: PreparedDataset | None = None,
 ) -> RetrainOutcome:
     """Submit (a no-op when nothing changed), wait, evaluate, and promote on a passing gate.
+
+    ``prepared``: the spec's data, already validated by the caller (see TuningService.submit).
 
     Never raises for what a run can end in: every ending is an outcome with its message and
     exit code (a still-running job is ``running``, exit 0: the next retrain attaches to it).
@@ -279,7 +283,9 @@ def retrain(
     try:
         observer.notify(Step(spec.name, "submit"))
         try:
-            submitted = service.submit(spec, wait=False, retry_failed=retry_failed)
+            submitted = service.submit(
+                spec, wait=False, retry_failed=retry_failed, prepared=prepared
+            )
         except BudgetExceeded as exc:
             return failure("over-budget", "submit refused: over budget", exc)
         except VertexTunerError as exc:

@@ -25,6 +25,23 @@ def split_model_version(tuned_model: str) -> tuple[str, str]:
     return name, version
 
 
+def ensure_available(*, sandbox: bool) -> None:
+    """ConfigurationError unless a mirror can be attempted: checked before an alias moves, so a
+    promotion that cannot be mirrored changes nothing."""
+    if sandbox:
+        raise ConfigurationError(
+            "the sandbox does not emulate the Vertex Model Registry; nothing was changed",
+            hint="drop --mirror-vertex for sandbox runs",
+        )
+    import importlib.util
+
+    if importlib.util.find_spec("google.cloud.aiplatform") is None:
+        raise ConfigurationError(
+            "mirroring aliases to Vertex needs google-cloud-aiplatform; nothing was changed",
+            hint="pip install 'vertex-tuner[registry]'",
+        )
+
+
 def mirror_alias(record: RunRecord, alias: str) -> None:
     """Set ``alias`` on the record's tuned model version in the Vertex Model Registry."""
     if record.sandbox:

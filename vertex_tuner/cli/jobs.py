@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -168,6 +170,7 @@ def submit(
     """
     from vertex_tuner import release
     from vertex_tuner.cli._progress import ConsoleObserver
+    from vertex_tuner.tuning.preparation import prepare, require_valid
     from vertex_tuner.wiring import evaluator_for, open_context, service_for
 
     if force and retry_failed:
@@ -181,6 +184,12 @@ def submit(
     spec = load(spec_path, sandbox)
     # A dry run prints the plan itself, once.
     observer = ConsoleObserver(stderr_console(), show_plan=not dry_run)
+    # The data is checked before the emulators or a cloud client start: a bad line fails first.
+    # (the converted files live until the command ends: click closes the folder then)
+    workdir = click.get_current_context().with_resource(
+        tempfile.TemporaryDirectory(prefix="vertex-tuner-")
+    )
+    prepared = require_valid(spec, prepare(spec, Path(workdir)))
     with open_context(
         spec=spec, sandbox=sandbox, registry=registry, project=project, location=location
     ) as ctx:
@@ -193,6 +202,7 @@ def submit(
                 force=force,
                 retry_failed=retry_failed,
                 timeout=wait_for,
+                prepared=prepared,
             )
         except KeyboardInterrupt:
             observer.close()

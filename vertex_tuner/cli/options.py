@@ -112,6 +112,26 @@ def spec_or_none(ref: str, sandbox: bool) -> JobSpec | None:
     return load(ref, sandbox) if looks_like_spec(ref) else None
 
 
+def writable_dir(value: str | None, option: str) -> Path | None:
+    """A folder the command will write to, made now and checked, so a bad path fails before the
+    work starts (not after a whole evaluation)."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise click.BadParameter(f"{value} is a file; name a folder", param_hint=option)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".vertex-tuner-write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot write to {value}: {exc.strerror or exc}", param_hint=option
+        ) from None
+    return path
+
+
 def parse_timeout(value: str | None, param: str) -> float | None:
     from vertex_tuner.spec import parse_duration
 

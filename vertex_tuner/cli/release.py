@@ -21,6 +21,7 @@ from vertex_tuner.cli.options import (
     looks_like_spec,
     parse_timeout,
     store_options,
+    writable_dir,
 )
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ def evaluate(
     from vertex_tuner.wiring import evaluator_for, open_context, service_for
 
     targets = [t.strip() for t in against.split(",") if t.strip()]
+    writable_dir(report, "--report")
     spec = load(ref, sandbox) if looks_like_spec(ref) else None
     observer = ConsoleObserver(stderr_console(), quiet=as_json)
     try:
@@ -136,6 +138,10 @@ def promote(
     """Point NAME@ALIAS at RUN (default: NAME's newest successful run)."""
     from vertex_tuner import api
 
+    if mirror_vertex:
+        from vertex_tuner.backends.model_registry import ensure_available
+
+        ensure_available(sandbox=sandbox)
     promotion = api.promote(
         name, run_id, alias=alias, if_gate=if_gate, registry=registry, sandbox=sandbox
     )
@@ -245,6 +251,7 @@ def retrain(
     from vertex_tuner.cli._progress import ConsoleObserver
 
     timeout = parse_timeout(wait_timeout, "--wait-timeout")
+    writable_dir(out, "--out")
     outcomes: list[RetrainOutcome] = []
     for spec in specs:
         observer = ConsoleObserver(stderr_console(), quiet=as_json)

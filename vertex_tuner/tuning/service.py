@@ -147,10 +147,19 @@ class TuningService:
         force: bool = False,
         retry_failed: bool = False,
         timeout: float | None = None,
+        prepared: PreparedDataset | None = None,
     ) -> SubmitResult:
-        """Run the pipeline; see the module docstring. Returns the plan and the run record."""
+        """Run the pipeline; see the module docstring. Returns the plan and the run record.
+
+        ``prepared``: the spec's data, already validated (:func:`.preparation.prepare`), when
+        the caller checked it before starting anything (its files must live until this
+        returns); otherwise it is prepared here.
+        """
         with self._workdir() as workdir:
-            prepared = self.prepare(spec, workdir)
+            if prepared is None:
+                prepared = self.prepare(spec, workdir)
+            else:
+                require_valid(spec, prepared)
             plan = self.plan(spec, prepared, force=force, retry_failed=retry_failed)
             self.observer.notify(plan.event())
             if dry_run:
