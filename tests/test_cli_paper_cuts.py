@@ -194,3 +194,57 @@ def test_a_bad_dataset_fails_before_any_emulator_or_client_starts(tmp_path: Path
     assert (outcome["outcome"], outcome["message"]) == ("failed", "submit failed")
     assert "data.jsonl:8" in outcome["error"]
     assert "sandbox:" not in retrain.stderr
+
+
+def test_an_unwritable_home_fails_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "plain-file").write_text("x")
+    monkeypatch.setenv("VERTEX_TUNER_HOME", str(tmp_path / "plain-file" / "home"))
+    spec = write_spec(tmp_path / "job", name="cli-home")
+    for args in (
+        ["submit", str(spec), "--sandbox"],
+        ["promote", "cli-home", "--sandbox"],
+        ["rollback", "cli-home", "--sandbox"],
+        ["retrain", str(spec), "--sandbox"],
+    ):
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "cannot write to" in result.stderr and "Traceback" not in result.output
+        assert "sandbox: started" not in result.stderr
+
+
+def test_a_folder_where_a_record_should_be_is_named(tmp_path: Path) -> None:
+    from vertex_tuner.wiring import registry_location
+
+    store = Path(registry_location(None, None, sandbox=True))
+    (store / "runs" / "demo-1.json").mkdir(parents=True)
+    result = invoke("show", "demo-1", "--sandbox")
+    assert result.exit_code == 1
+    assert f"cannot read {store / 'runs' / 'demo-1.json'}" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_spec_key_typo_suggests_the_key(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: a\ndataset: {train: d.jsonl}\nhyperparameters:\n  epoch: 3\n")
+    result = invoke("validate", str(spec))
+    assert result.exit_code == 1
+    assert "spec.yaml:4: hyperparameters.epoch: unknown key; did you mean 'epochs'?" in (
+        result.stderr
+    )
+
+
+def test_model_options_on_a_spec_are_refused_not_ignored(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "job", name="cli-model")
+    result = invoke("validate", str(spec), "--model", "gemini-2.5-pro")
+    assert result.exit_code == 2
+    assert "--model applies to bare dataset files" in result.stderr
+
+
+def test_resolve_reaches_the_sandbox_store(tmp_path: Path) -> None:
+    import vertex_tuner
+    from vertex_tuner.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match=r"runs/sandbox"):
+        vertex_tuner.resolve("demo@production", sandbox=True)

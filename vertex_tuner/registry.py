@@ -108,20 +108,22 @@ def resolve(
     ttl: float = DEFAULT_TTL_SECONDS,
     clock: Callable[[], float] = time.monotonic,
     store: RunStore | None = None,
+    sandbox: bool = False,
 ) -> Resolved:
     """The endpoint (and model, run, metrics) behind ``name@alias``.
 
     ``registry`` is a local run-store path or ``gs://bucket/prefix`` (default:
-    ``VERTEX_TUNER_REGISTRY``, else ``$VERTEX_TUNER_HOME/runs``). Results are cached for ``ttl``
-    seconds per (registry, ref).
+    ``VERTEX_TUNER_REGISTRY``, else ``$VERTEX_TUNER_HOME/runs``); ``sandbox=True`` reads the
+    sandbox's run store there, as ``--sandbox`` does. Results are cached for ``ttl`` seconds per
+    (registry, sandbox, ref).
     """
     location = registry or os.environ.get("VERTEX_TUNER_REGISTRY") or ""
-    key = (location, ref)
+    key = (f"{location}#sandbox" if sandbox else location, ref)
     now = clock()
     cached = _CACHE.get(key, ttl, now)
     if cached is not None:
         return cached
-    resolved = resolve_in(store or _open_store(location), ref)
+    resolved = resolve_in(store or _open_store(location, sandbox=sandbox), ref)
     _CACHE.put(key, resolved, now)
     return resolved
 
@@ -131,10 +133,10 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def _open_store(location: str) -> RunStore:
+def _open_store(location: str, *, sandbox: bool) -> RunStore:
     from vertex_tuner.wiring import service_run_store
 
-    return service_run_store(location or None)
+    return service_run_store(location or None, sandbox=sandbox)
 
 
 def genai_client_for(ref: str, *, http_options: Any = None, **kwargs: Any) -> tuple[Any, str]:

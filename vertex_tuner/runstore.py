@@ -136,6 +136,12 @@ class LocalBlobStore(BlobStore):
                 data = path.read_bytes()
             except FileNotFoundError:
                 return None
+            except OSError as exc:  # a folder where the file should be, no permission, ...
+                raise VertexTunerError(
+                    f"cannot read {path}: {exc.strerror or exc}",
+                    hint="restore the file, or fix its permissions; vertex-tuner will not "
+                    "overwrite it",
+                ) from None
             return data, self._generation(path)
 
     def write(self, key: str, data: bytes, *, if_generation_match: int | None) -> int:

@@ -9,9 +9,11 @@ line and the field path, and says what is allowed.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import re
+import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -519,11 +521,33 @@ def _nearest_line(
 def _pydantic_message(err: Any) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
+        loc = tuple(err["loc"])
+        known = _keys_at(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        if close:
+            return f"unknown key; did you mean {close[0]!r}?"
+        if known:
+            return "unknown key; the keys here are " + ", ".join(sorted(known))
         return "unknown key; check its spelling against the spec reference"
     if kind == "missing":
         return "this key is required"
     msg = str(err["msg"])
     return msg.removeprefix("Value error, ")
+
+
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys a spec may have at ``loc`` (a path of field names), for suggestions."""
+    model: Any = JobSpec
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return []
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
 
 
 def _check_method_settings(

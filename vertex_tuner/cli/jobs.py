@@ -21,6 +21,7 @@ from vertex_tuner.cli.options import (
     parse_timeout,
     spec_or_none,
     store_options,
+    writable_store,
 )
 
 if TYPE_CHECKING:
@@ -182,6 +183,8 @@ def submit(
     if promote_alias is not None:
         check_alias(promote_alias, "--promote")
     spec = load(spec_path, sandbox)
+    if not dry_run:
+        writable_store(registry, sandbox=sandbox, spec=spec)
     # A dry run prints the plan itself, once.
     observer = ConsoleObserver(stderr_console(), show_plan=not dry_run)
     # The data is checked before the emulators or a cloud client start: a bad line fails first.
@@ -385,10 +388,12 @@ def cancel(
 
 
 @click.command(name="list")
+@click.argument("name", required=False)
 @cloud_options
-@click.option("--spec", "spec_name", metavar="NAME", help="Only the jobs of this spec.")
+@click.option("--spec", "spec_name", metavar="NAME", help="Only the jobs of this spec (as NAME).")
 @handle_errors
 def list_(
+    name: str | None,
     sandbox: bool,
     as_json: bool,
     registry: str | None,
@@ -396,7 +401,10 @@ def list_(
     location: str | None,
     spec_name: str | None,
 ) -> None:
-    """List vertex-tuner's tuning jobs in Vertex, newest first."""
+    """List vertex-tuner's tuning jobs in Vertex (all, or spec NAME's), newest first."""
+    if name and spec_name and name != spec_name:
+        raise click.UsageError(f"NAME {name!r} and --spec {spec_name!r} disagree; give one")
+    spec_name = spec_name or name
     with _service(
         None, sandbox=sandbox, registry=registry, project=project, location=location, quiet=True
     ) as (svc, _):

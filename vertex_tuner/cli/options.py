@@ -132,6 +132,19 @@ def writable_dir(value: str | None, option: str) -> Path | None:
     return path
 
 
+def writable_store(registry: str | None, *, sandbox: bool, spec: JobSpec | None = None) -> None:
+    """A local run store (and vertex-tuner's home, for the sandbox and the cache) that a command
+    will write must be writable before it starts work: a record lost after a job was created is
+    worse than no job."""
+    from vertex_tuner.wiring import home, registry_location
+
+    location = registry_location(spec, registry, sandbox=sandbox)
+    option = "--registry" if registry else "VERTEX_TUNER_HOME or the spec's registry:"
+    if not location.startswith("gs://"):
+        writable_dir(location, option)
+    writable_dir(str(home()), "VERTEX_TUNER_HOME")
+
+
 def parse_timeout(value: str | None, param: str) -> float | None:
     from vertex_tuner.spec import parse_duration
 

@@ -22,6 +22,7 @@ from vertex_tuner.cli.options import (
     parse_timeout,
     store_options,
     writable_dir,
+    writable_store,
 )
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ def evaluate(
     targets = [t.strip() for t in against.split(",") if t.strip()]
     writable_dir(report, "--report")
     spec = load(ref, sandbox) if looks_like_spec(ref) else None
+    writable_store(registry, sandbox=sandbox, spec=spec)
     observer = ConsoleObserver(stderr_console(), quiet=as_json)
     try:
         with open_context(
@@ -142,6 +144,7 @@ def promote(
         from vertex_tuner.backends.model_registry import ensure_available
 
         ensure_available(sandbox=sandbox)
+    writable_store(registry, sandbox=sandbox)
     promotion = api.promote(
         name, run_id, alias=alias, if_gate=if_gate, registry=registry, sandbox=sandbox
     )
@@ -161,6 +164,7 @@ def rollback(name: str, alias: str, registry: str | None, sandbox: bool, as_json
     """Move NAME@ALIAS back to the run it pointed at before."""
     from vertex_tuner import api
 
+    writable_store(registry, sandbox=sandbox)
     _print_alias(api.rollback(name, alias=alias, registry=registry, sandbox=sandbox), as_json)
 
 
@@ -252,6 +256,7 @@ def retrain(
 
     timeout = parse_timeout(wait_timeout, "--wait-timeout")
     writable_dir(out, "--out")
+    writable_store(registry, sandbox=sandbox)
     outcomes: list[RetrainOutcome] = []
     for spec in specs:
         observer = ConsoleObserver(stderr_console(), quiet=as_json)

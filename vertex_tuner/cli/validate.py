@@ -15,7 +15,7 @@ import click
 
 from vertex_tuner.cli._common import EXIT_INVALID, echo_json, handle_errors, is_github_actions
 from vertex_tuner.models import DEFAULT_BASE_MODEL, MODELS, model_info
-from vertex_tuner.vocabulary import DATASET_FORMATS
+from vertex_tuner.vocabulary import DATASET_FORMATS, METHODS
 
 
 def _known_model(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -43,7 +43,7 @@ def _known_model(ctx: click.Context, param: click.Parameter, value: str) -> str:
 )
 @click.option(
     "--method",
-    type=click.Choice(["supervised", "preference", "distillation"]),
+    type=click.Choice(METHODS),
     default="supervised",
     show_default=True,
     help="Tuning method, for a bare dataset file.",
@@ -80,6 +80,19 @@ def validate(
     from vertex_tuner.tuning.preparation import prepare
 
     reports: list[tuple[str, Report]] = []
+    ctx = click.get_current_context()
+    given = [
+        f"--{name.replace('fmt', 'format')}"
+        for name in ("model", "method", "fmt")
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    ]
+    specs = [p for p in paths if p.endswith((".yaml", ".yml"))]
+    if given and specs:
+        raise click.UsageError(
+            f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to bare dataset "
+            f"files; {specs[0]} is a spec, whose "
+            "base_model, method and dataset.format decide how it is checked"
+        )
     for path in paths:
         if path.endswith((".yaml", ".yml")):
             spec = load_spec(path, offline=True)

@@ -98,12 +98,20 @@ def open_run_store(
         yield run_store(location, b.storage)
 
 
-def service_run_store(registry: str | None) -> RunStore:
+def service_run_store(registry: str | None, *, sandbox: bool = False) -> RunStore:
     """A run store a long-running service keeps (``resolve``): a local one, or ``gs://`` with
-    Application Default Credentials. Sandbox stores are only reached through a command."""
-    location = registry_location(None, registry, sandbox=False)
+    Application Default Credentials. A sandbox store is reached only when it is local (a
+    ``gs://`` one lives in the emulator, which a service does not start)."""
+    location = registry_location(None, registry, sandbox=sandbox)
     if not location.startswith("gs://"):
         return run_store(location, None)
+    if sandbox:
+        from vertex_tuner.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"the sandbox's run store {location} lives in the Cloud Storage emulator",
+            hint="resolve it from a command that runs with --sandbox, or use a local registry",
+        )
     return run_store(location, cloud_backends(None, default_location()).storage)
 
 
