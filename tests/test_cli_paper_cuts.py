@@ -248,3 +248,32 @@ def test_resolve_reaches_the_sandbox_store(tmp_path: Path) -> None:
 
     with pytest.raises(NotFoundError, match=r"runs/sandbox"):
         vertex_tuner.resolve("demo@production", sandbox=True)
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["show", "no-such-run"],
+        ["status", "no-such-run"],
+        ["wait", "no-such-run"],
+        ["cancel", "no-such-run"],
+        ["evaluate", "no-such-run"],
+        ["promote", "no-such-spec"],
+        ["rollback", "no-such-spec"],
+        ["runs", "no-such-spec"],
+    ],
+)
+@pytest.mark.parametrize("registry", [None, "custom-store"])
+def test_every_command_a_sandbox_failure_prints_locates_the_run(
+    use_sandbox: SandboxInfo, tmp_path: Path, args: list[str], registry: str | None
+) -> None:
+    extra = ["--sandbox"] + (["--registry", str(tmp_path / registry)] if registry else [])
+    result = invoke(*args, *extra)
+    printed = commands_in(result.stderr)
+    for command in printed:
+        assert "--sandbox" in command, command
+        if registry:
+            assert f"--registry {tmp_path / registry}" in command, command
+    if result.exit_code != 0:
+        assert "Traceback" not in result.output

@@ -104,3 +104,22 @@ def test_a_terminal_gets_bars_and_nothing_raises(quiet: bool) -> None:
     observer.close()
     if quiet:
         assert out.getvalue() == ""
+
+
+def test_the_wait_counts_epochs_against_the_spec_s_total() -> None:
+    from dataclasses import replace
+
+    record = RECORD.model_copy(update={"hyperparameters": {"epochs": 3}})
+    job = replace(JOB, epochs_completed=1)
+    out = io.StringIO()
+    ConsoleObserver(Console(file=out, force_terminal=False, width=200)).notify(
+        events.StateChanged(job, record)
+    )
+    assert "RUNNING (epoch 1/3, step 3)" in out.getvalue()
+    live = io.StringIO()
+    observer = ConsoleObserver(Console(file=live, force_terminal=True, width=120))
+    observer.notify(events.StateChanged(job, record))
+    assert observer._progress is not None
+    (task,) = observer._progress.tasks
+    assert (task.completed, task.total) == (1, 3)
+    observer.close()

@@ -206,23 +206,29 @@ class ConsoleObserver:
         job = event.job
         state = job.state.value
         detail = _SUB_STATES.get(job.sub_state or "", job.sub_state or "")
+        epochs = event.record.hyperparameters.get("epochs")
+        total = int(epochs) if isinstance(epochs, int) and epochs > 0 else None
         steps = ""
         if job.epochs_completed is not None or job.steps_completed is not None:
-            steps = f" (epoch {job.epochs_completed or 0}, step {job.steps_completed or 0})"
+            of = f"/{total}" if total else ""
+            steps = f" (epoch {job.epochs_completed or 0}{of}, step {job.steps_completed or 0})"
         line = f"{state}{': ' + detail if detail and not job.state.is_terminal else ''}{steps}"
         if self.live and not job.state.is_terminal:
             if self._progress is None:
+                # A bar over the epochs when the spec says how many; a spinner otherwise.
                 self._progress = Progress(
                     SpinnerColumn(),
                     TextColumn("{task.description}"),
+                    BarColumn(),
                     TimeElapsedColumn(),
                     console=self.console,
                     transient=True,
                 )
                 self._progress.start()
-                self._task = self._progress.add_task(line)
-            else:
-                self._progress.update(self._task, description=line)
+                self._task = self._progress.add_task(line, total=total)
+            self._progress.update(
+                self._task, description=line, completed=job.epochs_completed or 0, total=total
+            )
             return
         self.close()
         self._say(f"{escape(job.name.rsplit('/', 1)[-1])}: {escape(line)}")

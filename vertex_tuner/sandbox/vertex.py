@@ -547,7 +547,7 @@ class VertexEmulator:
             job["endTime"] = _iso(record["created"] + self.job_seconds)
         if state == "JOB_STATE_CANCELLED":
             job["endTime"] = _iso(record["cancel_at"])
-            job["error"] = {"code": 1, "message": "CANCELED"}
+            job["error"] = {"code": 1, "message": "CANCELLED"}  # google.rpc.Code 1 is CANCELLED
         return job
 
     def get(self, job_id: str, version: str = "v1beta1") -> dict[str, Any]:
