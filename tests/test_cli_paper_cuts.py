@@ -50,22 +50,11 @@ def test_a_missing_run_in_the_sandbox_store_gets_a_hint_with_sandbox() -> None:
 
 
 def test_a_sandbox_run_asked_for_without_sandbox_says_where_it_is(tmp_path: Path) -> None:
-    from vertex_tuner.records import DatasetRef, RunRecord
+    from records_support import run_record
+
     from vertex_tuner.wiring import registry_location, run_store
 
-    record = RunRecord(
-        run_id="demo-1",
-        spec_name="demo",
-        spec_digest="d",
-        fingerprint="f",
-        tool_version="1",
-        created_at="2026-01-01T00:00:00Z",
-        updated_at="2026-01-01T00:00:00Z",
-        method="supervised",
-        base_model="gemini-2.5-flash",
-        display_name="demo",
-        train=DatasetRef(sha256="a", size=1, examples=1),
-    )
+    record = run_record("demo-1", spec_name="demo", display_name="demo")
     run_store(registry_location(None, None, sandbox=True), None).save(record)
     result = invoke("show", "demo-1")
     assert result.exit_code == 1

@@ -7,31 +7,19 @@ import typing
 from dataclasses import fields
 
 import pytest
+from records_support import run_record
 from rich.console import Console
 
 from vertex_tuner import events
 from vertex_tuner.backends.interface import Job, JobState, UploadResult
 from vertex_tuner.cli._progress import ConsoleObserver
 from vertex_tuner.dataset import Report
-from vertex_tuner.records import DatasetRef, Estimate, RunRecord
+from vertex_tuner.records import Estimate
 
 JOB = Job(
     name="projects/p/locations/l/tuningJobs/[bold]7", state=JobState.RUNNING, steps_completed=3
 )
-RECORD = RunRecord(
-    run_id="r-1",
-    spec_name="s",
-    spec_digest="d",
-    fingerprint="f",
-    tool_version="1",
-    created_at="2026-01-01T00:00:00Z",
-    updated_at="2026-01-01T00:00:00Z",
-    method="supervised",
-    base_model="gemini-2.5-flash",
-    display_name="s",
-    train=DatasetRef(sha256="a", size=1, examples=1),
-    job_name=JOB.name,
-)
+RECORD = run_record("r-1", job_name=JOB.name)
 
 #: One instance of every event type, and a piece of what the CI-log rendering must say.
 SAMPLES: list[tuple[events.Event, str | None]] = [

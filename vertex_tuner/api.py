@@ -16,6 +16,7 @@ Programs that build their own collaborators (fakes in tests, a shared service) c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -26,7 +27,13 @@ from vertex_tuner.errors import VertexTunerError
 from vertex_tuner.release import Promotion, RetrainOutcome
 from vertex_tuner.spec import JobSpec, load_spec
 from vertex_tuner.tuning.preparation import prepare, require_valid
-from vertex_tuner.wiring import evaluator_for, open_context, open_run_store, service_for
+from vertex_tuner.wiring import (
+    Context,
+    evaluator_for,
+    open_context,
+    open_run_store,
+    service_for,
+)
 
 if TYPE_CHECKING:
     from vertex_tuner.evaluation.results import EvaluationResult
@@ -41,6 +48,19 @@ def spec_of(spec: SpecLike, *, sandbox: bool) -> JobSpec:
     if isinstance(spec, JobSpec):
         return spec
     return load_spec(Path(spec), offline=sandbox)
+
+
+def _context(
+    spec: JobSpec,
+    sandbox: bool,
+    registry: str | None,
+    project: str | None,
+    location: str | None,
+) -> contextlib.AbstractContextManager[Context]:
+    """The CLI's collaborators for the same options (see wiring.open_context)."""
+    return open_context(
+        spec=spec, sandbox=sandbox, registry=registry, project=project, location=location
+    )
 
 
 def retrain(
@@ -84,9 +104,7 @@ def retrain(
                     error=exc.message,
                     hint=exc.hint,
                 )
-            with open_context(
-                spec=loaded, sandbox=sandbox, registry=registry, project=project, location=location
-            ) as ctx:
+            with _context(loaded, sandbox, registry, project, location) as ctx:
                 return release.retrain(
                     loaded,
                     service=service_for(ctx, observer),
@@ -118,9 +136,7 @@ def current_run(
 ) -> RunRecord:
     """The run of the job that tuned the spec's current data and settings."""
     loaded = spec_of(spec, sandbox=sandbox)
-    with open_context(
-        spec=loaded, sandbox=sandbox, registry=registry, project=project, location=location
-    ) as ctx:
+    with _context(loaded, sandbox, registry, project, location) as ctx:
         return release.current_run(service_for(ctx), loaded)
 
 
@@ -137,9 +153,7 @@ def evaluate_run(
 ) -> EvaluationResult:
     """Evaluate a run of the spec (default: its current run) and store the result with it."""
     loaded = spec_of(spec, sandbox=sandbox)
-    with open_context(
-        spec=loaded, sandbox=sandbox, registry=registry, project=project, location=location
-    ) as ctx:
+    with _context(loaded, sandbox, registry, project, location) as ctx:
         service = service_for(ctx, observer)
         record = service.runs.get(run_id) if run_id else release.current_run(service, loaded)
         return release.evaluate_run(evaluator_for(ctx, observer), loaded, record, against=against)
