@@ -41,6 +41,15 @@ writing to such a store; on an empty store it writes the marker first, so a stor
 version never needs the full read. (A version before this one writing into a version-2 store
 adds records without pointers, which ``by_job`` and ``list(name)`` do not see.)
 
+Cloud Storage also allows only about one write per second to one object, and one submit saves
+its record several times within milliseconds. So :meth:`RunStore.save` does not write a record
+whose content, ``updated_at`` aside, is what this instance last wrote or read for the run, and
+idempotent writes (records, pointers: no precondition) are retried on a
+:class:`~vertex_tuner.errors.TransientBackendError` under the one retry policy
+(:func:`vertex_tuner.retry.retrying`). Writes with a precondition (leases, aliases, the marker)
+keep their compare-and-swap loops and are retried too; a lease write whose answer was lost is
+recognised by reading the lease back and finding its own owner id in it.
+
 A damaged record met while listing is left out and described in :attr:`RunStore.skipped`, so one
 bad file does not stop ``runs`` for every spec; asked for by id (``get``) it is still an error.
 """
@@ -58,13 +67,19 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, unquote
 
 import orjson
 
-from vertex_tuner.errors import NotFoundError, PreconditionFailed, VertexTunerError
+from vertex_tuner.errors import (
+    NotFoundError,
+    PreconditionFailed,
+    TransientBackendError,
+    VertexTunerError,
+)
 from vertex_tuner.records import RunRecord
+from vertex_tuner.retry import RetryOptions, retrying
 
 if TYPE_CHECKING:
     from vertex_tuner.backends.interface import Storage
@@ -75,6 +90,8 @@ LAYOUT_VERSION = 2
 #: Records read at once when listing. The Google clients' HTTP session keeps 10 connections per
 #: host (requests' default pool); more threads than that would open and discard connections.
 READ_WORKERS = 10
+
+T = TypeVar("T")
 
 
 class BlobStore(ABC):
@@ -250,10 +267,14 @@ class RunStore:
         *,
         clock: Callable[[], float] = time.time,
         workers: int = READ_WORKERS,
+        retry: RetryOptions | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.blobs = blobs
         self.clock = clock
         self.workers = max(1, workers)
+        self.retry = retry or RetryOptions()
+        self.sleep = sleep
         self.skipped: list[str] = []
         # Whether layout.json is known to be there: checked once per instance, never again.
         self._indexed = False
@@ -264,27 +285,44 @@ class RunStore:
         # Run id -> the pointers of the version of its record this instance read or wrote,
         # which (pointers being written first) are in the store when the layout is version 2.
         self._stored: dict[str, dict[str, bytes]] = {}
+        # Run id -> the content (``updated_at`` aside) of the record this instance last wrote or
+        # read, so a save that changes nothing else makes no write.
+        self._contents: dict[str, bytes] = {}
 
     @property
     def location(self) -> str:
         return self.blobs.location
 
+    def _retried(self, func: Callable[[], T]) -> T:
+        """``func`` under the one retry policy: transient failures are tried again."""
+        return retrying(self.retry, sleep=self.sleep)(func)
+
+    def _put(self, key: str, data: bytes) -> int:
+        """An idempotent write (no precondition): safe to repeat, so retried."""
+        return self._retried(lambda: self.blobs.write(key, data, if_generation_match=None))
+
     # --- records -------------------------------------------------------------------------
 
     def save(self, record: RunRecord) -> None:
         """Write a record and its pointers (last writer wins: one process owns a run while it
-        runs). Pointers already in the store with the same content are not written again."""
+        runs). Pointers already in the store with the same content are not written again, nor
+        is a record whose content, ``updated_at`` aside, is what this instance last wrote or
+        read for the run (the stored one keeps its older ``updated_at``)."""
         indexed = self._ensure_indexed()
         pointers = _pointers(record)
+        content = _content(record)
+        if indexed and self._contents.get(record.run_id) == content:
+            return
         stored = self._stored.get(record.run_id, {}) if indexed else {}
         for key, data in pointers.items():
             if self._known.get(key) == data or stored.get(key) == data:
                 continue
-            self.blobs.write(key, data, if_generation_match=None)
+            self._put(key, data)
             self._known[key] = data
         body = orjson.dumps(record.to_json(), option=orjson.OPT_INDENT_2)
-        self.blobs.write(_run_key(record.run_id), body, if_generation_match=None)
+        self._put(_run_key(record.run_id), body)
         self._stored[record.run_id] = pointers
+        self._contents[record.run_id] = content
 
     def get(self, run_id: str) -> RunRecord:
         found = self.blobs.read(_run_key(run_id))
@@ -328,6 +366,7 @@ class RunStore:
 
     def _remember(self, record: RunRecord) -> RunRecord:
         self._stored[record.run_id] = _pointers(record)
+        self._contents[record.run_id] = _content(record)
         return record
 
     def by_job(self, job_name: str) -> RunRecord | None:
@@ -381,7 +420,8 @@ class RunStore:
     def _write_marker(self) -> None:
         body = orjson.dumps({"version": LAYOUT_VERSION})
         with contextlib.suppress(PreconditionFailed):  # another process wrote it first
-            self.blobs.write(LAYOUT_KEY, body, if_generation_match=0)
+            # A retry after a lost answer meets our own marker: the same 412, the same outcome.
+            self._retried(lambda: self.blobs.write(LAYOUT_KEY, body, if_generation_match=0))
         self._indexed = True
 
     def _ensure_indexed(self) -> bool:
@@ -417,8 +457,8 @@ class RunStore:
                     wanted.setdefault(key, data)
 
         def create(item: tuple[str, bytes]) -> None:
-            with contextlib.suppress(PreconditionFailed):
-                self.blobs.write(item[0], item[1], if_generation_match=0)
+            with contextlib.suppress(PreconditionFailed):  # there already, maybe from a retry
+                self._retried(lambda: self.blobs.write(item[0], item[1], if_generation_match=0))
 
         try:
             if wanted:
@@ -448,15 +488,13 @@ class RunStore:
         deadline = self.clock() + wait
         while True:
             body = orjson.dumps({"owner": owner, "expires_at": self.clock() + ttl})
-            current = self.blobs.read(key)
+            current = self._retried(lambda: self.blobs.read(key))
             try:
                 if current is None:
-                    return Lease(key, owner, self.blobs.write(key, body, if_generation_match=0))
+                    return Lease(key, owner, self._write_lease(key, body, owner, 0))
                 held = orjson.loads(current[0])
                 if float(held.get("expires_at", 0)) < self.clock():
-                    return Lease(
-                        key, owner, self.blobs.write(key, body, if_generation_match=current[1])
-                    )
+                    return Lease(key, owner, self._write_lease(key, body, owner, current[1]))
             except PreconditionFailed:
                 pass  # someone else got there first; look again
             if self.clock() >= deadline:
@@ -467,9 +505,52 @@ class RunStore:
                 )
             sleep(0.5)
 
+    def _write_lease(self, key: str, body: bytes, owner: str, generation: int) -> int:
+        """Write a lease; one found holding ``owner`` after a lost answer is ours."""
+        return self._write_cas(key, body, generation, lambda data: _lease_owner(data) == owner)
+
+    def _write_cas(
+        self, key: str, body: bytes, generation: int, is_ours: Callable[[bytes], bool]
+    ) -> int:
+        """Write with a generation precondition, retrying transient failures with care.
+
+        A write can happen while its answer is lost (a 503 or a timeout after the server acted);
+        the retry then fails its precondition on our own object. So after a transient failure
+        the object is read back, and one that ``is_ours`` is taken as written, at its
+        generation. Raises :class:`PreconditionFailed` when another process changed it.
+        """
+        uncertain = False
+
+        def ours() -> int | None:
+            found = self.blobs.read(key)  # a transient failure here is retried with the write
+            return found[1] if found is not None and is_ours(found[0]) else None
+
+        def attempt() -> int:
+            nonlocal uncertain
+            try:
+                return self.blobs.write(key, body, if_generation_match=generation)
+            except TransientBackendError:
+                uncertain = True
+                written = ours()
+                if written is not None:
+                    return written
+                raise  # not written (or not visible yet): try the write again
+            except PreconditionFailed:
+                written = ours() if uncertain else None
+                if written is not None:
+                    return written
+                raise
+
+        return self._retried(attempt)
+
     def release_lease(self, lease: Lease) -> None:
-        with contextlib.suppress(PreconditionFailed):
-            self.blobs.delete(lease.key, if_generation_match=lease.generation)
+        """Delete the lease if it is still ours. A retried delete whose first answer was lost
+        finds nothing, which is fine; if Cloud Storage stays unavailable the lease is left to
+        expire after its ttl rather than failing a submit that has done its work."""
+        with contextlib.suppress(PreconditionFailed, TransientBackendError):
+            self._retried(
+                lambda: self.blobs.delete(lease.key, if_generation_match=lease.generation)
+            )
 
     # --- aliases -------------------------------------------------------------------------
 
@@ -529,11 +610,12 @@ class RunStore:
         """Point ``name@alias`` at ``run_id`` (None: back to the previous one), keeping history.
 
         Read-modify-write with a generation precondition, retried on a lost race, so two
-        promoters can never lose each other's update.
+        promoters can never lose each other's update; a write whose answer was lost is not
+        applied twice (see :meth:`_write_cas`).
         """
         key = f"aliases/{name}.json"
         for _ in range(max_attempts):
-            found = self.blobs.read(key)
+            found = self._retried(lambda: self.blobs.read(key))
             doc: dict[str, Any] = self._alias_doc(key, found[0]) if found else {"aliases": {}}
             generation = found[1] if found else 0
             entry = doc["aliases"].get(alias)
@@ -557,12 +639,10 @@ class RunStore:
                 }
             )
             doc["aliases"][alias] = {"run_id": target, "set_at": now, "history": history}
+            body = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
             try:
-                self.blobs.write(
-                    key,
-                    orjson.dumps(doc, option=orjson.OPT_INDENT_2),
-                    if_generation_match=generation,
-                )
+                # After a lost answer, finding these very bytes means our update is in.
+                self._write_cas(key, body, generation, _equal_to(body))
             except PreconditionFailed:
                 continue
             return AliasEntry(alias, target, now, tuple(history))
@@ -612,6 +692,25 @@ def _pointers(record: RunRecord) -> dict[str, bytes]:
         {"run_id": record.run_id, "job_name": record.job_name}
     )
     return out
+
+
+def _content(record: RunRecord) -> bytes:
+    """A record's content apart from ``updated_at``, to tell whether a save changes anything."""
+    doc = record.to_json()
+    doc.pop("updated_at", None)
+    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+
+
+def _equal_to(data: bytes) -> Callable[[bytes], bool]:
+    return lambda found: found == data
+
+
+def _lease_owner(data: bytes) -> str | None:
+    try:
+        owner = orjson.loads(data).get("owner")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return owner if isinstance(owner, str) else None
 
 
 def _pointed_run(data: bytes, where: str) -> str:

@@ -1,14 +1,16 @@
 """Cloud Storage through google-cloud-storage, with generation preconditions and checksums.
 
 Uploads are content-addressed by the caller and sent with ``if_generation_match=0``: an object
-that already has the name already has the bytes, so a 412 means "skip, 0 bytes sent". The library
-verifies the upload's CRC32C (``checksum="crc32c"``); large files go through its resumable upload
-in ``chunk_size`` pieces, and its own retry runs only on calls made safe by a precondition.
-Errors are translated into vertex-tuner's at this boundary.
+that already has the name should already have the bytes, so it is skipped (0 bytes sent), but
+only once its size and CRC32C match the local file: a truncated or foreign object at the name
+would otherwise be trained on. The library verifies the upload's CRC32C (``checksum="crc32c"``);
+large files go through its resumable upload in ``chunk_size`` pieces, and its own retry runs only
+on calls made safe by a precondition. Errors are translated into vertex-tuner's at this boundary.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from vertex_tuner.backends.interface import ObjectInfo, ProgressCallback, Storag
 from vertex_tuner.errors import (
     BackendError,
     ConfigurationError,
+    DatasetError,
     NotFoundError,
     PreconditionFailed,
     TransientBackendError,
@@ -29,6 +32,18 @@ LOGIN_HINT = (
 )
 
 
+def crc32c_of(path: Path) -> str:
+    """The base64 CRC32C of a file, as Cloud Storage reports an object's ``crc32c``."""
+    import google_crc32c
+
+    # google-crc32c ships py.typed without annotations; Any keeps mypy strict elsewhere.
+    checksum: Any = google_crc32c.Checksum()  # type: ignore[no-untyped-call]
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1024 * 1024), b""):
+            checksum.update(chunk)
+    return base64.b64encode(checksum.digest()).decode("ascii")
+
+
 def split_uri(uri: str) -> tuple[str, str]:
     if not uri.startswith("gs://"):
         raise BackendError(f"{uri!r} is not a gs:// URI")
@@ -38,9 +53,41 @@ def split_uri(uri: str) -> tuple[str, str]:
     return bucket, name
 
 
+def _data_corruption_types() -> tuple[type[Exception], ...]:
+    """google-cloud-storage's DataCorruption, and google-resumable-media's where installed.
+
+    Since google-cloud-storage 3 the library raises its own class; it derives from the
+    resumable-media one only when that package is installed, so both are checked.
+    """
+    found: list[type[Exception]] = []
+    try:
+        from google.cloud.storage.exceptions import DataCorruption
+    except ImportError:  # pragma: no cover - google-cloud-storage < 3
+        pass
+    else:
+        found.append(DataCorruption)
+    try:
+        from google.resumable_media.common import DataCorruption as MediaDataCorruption
+    except ImportError:  # pragma: no cover - not installed
+        pass
+    else:
+        found.append(MediaDataCorruption)
+    return tuple(found)
+
+
 def translate(exc: Exception, *, what: str) -> Exception:
     from google.api_core import exceptions as gexc
 
+    if isinstance(exc, _data_corruption_types()):
+        # The library deletes an object finalized with bad bytes, so sending again is safe.
+        return TransientBackendError(
+            f"{what}: the data was corrupted in transit (CRC32C mismatch: {exc}); "
+            "it will be retried"
+        )
+    if isinstance(exc, gexc.RetryError):
+        # The library's own retry ran out of time on a retryable failure.
+        cause = exc.cause if exc.cause is not None else exc.message
+        return TransientBackendError(f"{what}: Cloud Storage unavailable: {cause}")
     if isinstance(exc, gexc.PreconditionFailed):
         return PreconditionFailed(f"{what}: the object changed (generation precondition)")
     if isinstance(exc, gexc.NotFound):
@@ -180,9 +227,7 @@ class GcsStorage(Storage):
             # Looking first sends nothing for it; the precondition still guards the race.
             existing = self.stat(uri)
             if existing is not None:
-                return UploadResult(
-                    uri, existing.generation, existing.size, 0, True, existing.crc32c
-                )
+                return self._existing(path, size, existing)
         blob = self._blob(uri)
         if size > self.resumable_threshold:
             blob.chunk_size = self.chunk_size
@@ -204,9 +249,29 @@ class GcsStorage(Storage):
             if isinstance(error, PreconditionFailed) and if_generation_match == 0:
                 info = self.stat(uri)
                 if info is not None:
-                    return UploadResult(uri, info.generation, info.size, 0, True, info.crc32c)
+                    return self._existing(path, size, info)
             raise error from exc
         return UploadResult(uri, int(blob.generation or 0), size, size, False, blob.crc32c)
+
+    def _existing(self, path: Path, size: int, info: ObjectInfo) -> UploadResult:
+        """Skip an upload whose object is there, once it holds the same bytes as ``path``.
+
+        Raises :class:`DatasetError` when the size or CRC32C differs (a truncated upload by
+        another tool, or other bytes under the name): training on it would be wrong.
+        """
+        differs = []
+        if info.size != size:
+            differs.append(f"size {info.size} bytes, the local file has {size}")
+        else:
+            local = crc32c_of(path)
+            if info.crc32c is not None and info.crc32c != local:
+                differs.append(f"CRC32C {info.crc32c}, the local file has {local}")
+        if differs:
+            raise DatasetError(
+                f"{info.uri} already exists but does not hold {path}: " + "; ".join(differs),
+                hint=f"delete the object (gcloud storage rm {info.uri}), then submit again",
+            )
+        return UploadResult(info.uri, info.generation, info.size, 0, True, info.crc32c)
 
     def read(self, uri: str) -> tuple[bytes, int]:
         blob = self._blob(uri)
