@@ -40,3 +40,44 @@ def test_generation_preconditions_in_cloud_storage() -> None:
     with pytest.raises(PreconditionFailed):
         backends.storage.write(uri, b"2", if_generation_match=0)
     backends.storage.delete(uri, if_generation_match=generation)
+
+
+def test_rendered_request_body_is_what_vertex_parses() -> None:
+    """The dry run's ``request_body``, POSTed as is, is parsed by Vertex without a schema error.
+
+    The training file does not exist, so Vertex refuses the job (or fails it at once, and it is
+    cancelled here): nothing is tuned and nothing is billed. A body Vertex could not parse would
+    come back as ``Invalid JSON payload … Unknown name``.
+    """
+    from google.genai import errors
+
+    from vertex_tuner.backends.genai import GenaiTuner, http_options, request_body
+    from vertex_tuner.backends.interface import TuningRequest
+    from vertex_tuner.wiring.backends import cloud_backends
+
+    tuner = cloud_backends(None, "us-central1").tuner
+    assert isinstance(tuner, GenaiTuner)
+    missing = f"gs://{os.environ['VERTEX_TUNER_BUCKET']}/vertex-tuner/tests/{uuid.uuid4().hex}"
+    body = request_body(
+        TuningRequest(
+            method="supervised",
+            base_model="gemini-2.5-flash",
+            training_uri=f"{missing}.jsonl",
+            display_name="vertex-tuner-body-check",
+            description="vertex-tuner cloud test: the training file does not exist",
+            labels={"vt-test": "request-body"},
+            epochs=1,
+            adapter_size=1,
+            export_last_checkpoint_only=True,
+        )
+    )
+    api = tuner.client._api_client
+    try:
+        response = api.request("post", "tuningJobs", body, http_options(timeout=60_000))
+    except errors.APIError as exc:
+        assert exc.code == 400, exc
+        assert "Invalid JSON payload" not in str(exc.message), exc.message
+        assert "Unknown name" not in str(exc.message), exc.message
+        return
+    name = orjson.loads(response.body)["name"]
+    tuner.cancel(name)

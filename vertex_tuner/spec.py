@@ -217,11 +217,23 @@ def _known_metrics() -> frozenset[str] | None:
 
 
 class JobSpec(_Model):
-    """A job spec, as written in ``jobs/*.yaml``."""
+    """A job spec, as written in ``jobs/*.yaml``.
+
+    ``base_checkpoint`` (top level, next to ``base_model`` because it qualifies it) is for
+    continuous tuning: the checkpoint id of the tuned model in ``base_model`` to start from
+    (sent as ``preTunedModel.checkpointId`` through google-genai's
+    ``CreateTuningJobConfig.pre_tuned_model_checkpoint_id``). Leave it unset to start from the
+    tuned model's default checkpoint. It is allowed only when ``base_model`` is a tuned model
+    (``projects/…/models/ID[@V]``) or an alias (``name@alias``).
+    """
 
     name: str
     description: str = ""
     base_model: str = models.DEFAULT_BASE_MODEL
+    base_checkpoint: str | None = Field(
+        default=None,
+        description="Continuous tuning: the checkpoint id of the tuned base model to start from",
+    )
     method: Method = "supervised"
     dataset: DatasetSpec
     hyperparameters: Hyperparameters = Hyperparameters()
@@ -304,6 +316,8 @@ class JobSpec(_Model):
             "hyperparameters": self.hyperparameters.model_dump(mode="json"),
             "teacher_model": self.distillation.teacher_model if self.distillation else None,
             "kms_key_name": self.gcp.kms_key_name,
+            # Only when set, so fingerprints of specs without it do not change.
+            **({"base_checkpoint": self.base_checkpoint} if self.base_checkpoint else {}),
         }
 
     def digest(self) -> str:
@@ -561,6 +575,16 @@ def _check_method_settings(
             f"{spec.method!r})",
             "remove hyperparameters.beta or set method: preference",
         )
+    if spec.method == "distillation" and spec.budget.max_cost_usd is not None:
+        # The dataset is prompts only: the teacher writes the answers during the job, so the
+        # tokens the job bills are unknown before it runs and the local estimate would be $0.
+        raise error(
+            ("budget", "max_cost_usd"),
+            "budget.max_cost_usd cannot be estimated for distillation: the teacher model writes "
+            "the training answers during the job, so their tokens (and the cost) are unknown "
+            "beforehand",
+            "remove budget.max_cost_usd; cap spending with a Cloud Billing budget instead",
+        )
     if (
         spec.method == "distillation"
         and spec.hyperparameters.export_last_checkpoint_only is not None
@@ -575,6 +599,33 @@ def _check_method_settings(
         )
 
 
+_KMS_LOCATION_RE = re.compile(r"(?:^|/)locations/([^/]+)/")
+
+
+def _check_kms_region(
+    spec: JobSpec, error: Callable[[tuple[str, ...], str, str | None], SpecError]
+) -> None:
+    """A CMEK key must be in the job's region; Vertex otherwise refuses the job with a 400."""
+    key = spec.gcp.kms_key_name
+    if not key:
+        return
+    match = _KMS_LOCATION_RE.search(key)
+    if match is None:
+        raise error(
+            ("gcp", "kms_key_name"),
+            f"{key!r} is not a Cloud KMS key name",
+            "write it as projects/P/locations/REGION/keyRings/RING/cryptoKeys/KEY",
+        )
+    region = match.group(1)
+    if region != spec.gcp.location:
+        raise error(
+            ("gcp", "kms_key_name"),
+            f"the key is in {region}, but the job runs in {spec.gcp.location}: Vertex needs the "
+            "CMEK key in the job's region",
+            f"use a key under locations/{spec.gcp.location}/, or set gcp.location: {region}",
+        )
+
+
 def _check_model_rules(
     spec: JobSpec, file: str, lines: Mapping[tuple[str | int, ...], int]
 ) -> None:
@@ -586,6 +637,14 @@ def _check_model_rules(
         )
 
     _check_method_settings(spec, error)
+    _check_kms_region(spec, error)
+    if spec.base_checkpoint is not None and not spec.is_continuous:
+        raise error(
+            ("base_checkpoint",),
+            "base_checkpoint is only for continuous tuning: base_model must be a tuned model "
+            f"or an alias, not the Gemini base {spec.base_model!r}",
+            "remove base_checkpoint, or set base_model to projects/…/models/ID@V or name@alias",
+        )
     if spec.is_continuous:
         # A tuned model or an alias: its limits are its base model's, checked at submit time.
         return

@@ -6,7 +6,12 @@ translates the SDK's errors into ours here, so nothing above it sees a Google ex
 - 429, 408, 5xx and transport failures → :class:`TransientBackendError` (with ``Retry-After``);
 - for a create, a failure after the request may have reached Vertex (5xx, a read timeout, a
   reset) → :class:`AmbiguousCreateError`: the service looks the job up before creating again;
-- 401/403 → :class:`ConfigurationError` saying how to log in; 404 → :class:`NotFoundError`.
+- 401 → :class:`ConfigurationError` saying how to log in; 403 → :class:`ConfigurationError` with
+  a hint for its reason (:func:`permission_hint`: the API is disabled, no quota project, no
+  ``iam.serviceAccounts.actAs`` on the job's service account, or a missing role);
+  404 → :class:`NotFoundError`.
+
+:func:`request_body` renders, offline, the REST body ``tunings.tune`` would POST for a request.
 
 The SDK's own retries stay off (its default), so nothing is retried twice and a create is never
 retried blindly.
@@ -14,6 +19,7 @@ retried blindly.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -57,6 +63,83 @@ LOGIN_HINT = (
 )
 
 
+_PROJECT_IN_MESSAGE = re.compile(r"\bin project ([A-Za-z0-9_-]+)")
+_SERVICE_ACCOUNT_IN_MESSAGE = re.compile(r"service account ([^\s'\"]+@[^\s'\"]+?)[.'\"]?(?:\s|$)")
+
+
+def _error_infos(details: Any) -> list[Mapping[str, Any]]:
+    """The ``google.rpc.ErrorInfo`` entries of a Google error body."""
+    if not isinstance(details, Mapping):
+        return []
+    error = details.get("error", details)
+    items = error.get("details") if isinstance(error, Mapping) else None
+    if not isinstance(items, list):
+        return []
+    return [
+        i
+        for i in items
+        if isinstance(i, Mapping) and str(i.get("@type", "")).endswith("google.rpc.ErrorInfo")
+    ]
+
+
+def permission_hint(message: str, details: Any = None) -> tuple[str, str]:
+    """(what went wrong, what to run) for a 403, from its ErrorInfo reason and its message.
+
+    - ``iam.serviceAccounts.actAs`` denied: the caller may not run the job as
+      ``gcp.service_account``: grant ``roles/iam.serviceAccountUser`` on that account;
+    - a missing quota project (``USER_PROJECT_DENIED``, or a message about a "quota project"):
+      ``gcloud auth application-default set-quota-project``;
+    - ``SERVICE_DISABLED`` ("… has not been used in project … or it is disabled"):
+      ``gcloud services enable``;
+    - anything else: a missing role, or the wrong account.
+    """
+    infos = _error_infos(details)
+    reasons = {str(i.get("reason", "")) for i in infos}
+    metadata: dict[str, Any] = {}
+    for info in infos:
+        if isinstance(info.get("metadata"), Mapping):
+            metadata.update(info["metadata"])
+    lowered = message.lower()
+    if "iam.serviceaccounts.actas" in lowered or metadata.get("permission") == (
+        "iam.serviceAccounts.actAs"
+    ):
+        match = _SERVICE_ACCOUNT_IN_MESSAGE.search(message)
+        account = match.group(1) if match else "SERVICE_ACCOUNT"
+        return (
+            "you may not run jobs as this service account (iam.serviceAccounts.actAs)",
+            f"grant yourself roles/iam.serviceAccountUser on it: `gcloud iam service-accounts "
+            f"add-iam-policy-binding {account} --member=user:YOU@EXAMPLE.COM "
+            "--role=roles/iam.serviceAccountUser`, or remove gcp.service_account",
+        )
+    if "USER_PROJECT_DENIED" in reasons or "quota project" in lowered:
+        return (
+            "no usable quota project for these credentials",
+            "set one: `gcloud auth application-default set-quota-project PROJECT_ID` (you need "
+            "roles/serviceusage.serviceUsageConsumer on it)",
+        )
+    if (
+        "SERVICE_DISABLED" in reasons
+        or "has not been used in project" in lowered
+        or ("api" in lowered and "is disabled" in lowered)
+    ):
+        service = str(metadata.get("service") or "aiplatform.googleapis.com")
+        consumer = str(metadata.get("consumer") or "").removeprefix("projects/")
+        if not consumer:
+            match = _PROJECT_IN_MESSAGE.search(message)
+            consumer = match.group(1) if match else "PROJECT_ID"
+        return (
+            f"the {service} API is not enabled in project {consumer}",
+            f"enable it: `gcloud services enable {service} --project={consumer}`, wait a few "
+            "minutes, then run again",
+        )
+    return (
+        "permission denied",
+        "the account needs roles/aiplatform.user (and storage access to the bucket) in the "
+        "project; check GOOGLE_CLOUD_PROJECT and which account "
+        "`gcloud auth application-default login` used, or add --sandbox",
+    )
+
+
 def _retry_after(response: Any) -> float | None:
     headers = getattr(response, "headers", None)
     if headers is None:
@@ -75,8 +158,11 @@ def translate(exc: Exception, *, what: str, create: bool = False) -> Exception:
     if isinstance(exc, errors.APIError):
         code = int(exc.code or 0)
         message = f"{what}: {code} {exc.status or ''}: {exc.message or exc}".replace("  ", " ")
-        if code in (401, 403):
+        if code == 401:
             return ConfigurationError(message, hint=LOGIN_HINT)
+        if code == 403:
+            what_failed, hint = permission_hint(str(exc.message or exc), exc.details)
+            return ConfigurationError(f"{message} ({what_failed})", hint=hint)
         if code == 404:
             return NotFoundError(message)
         if code in _TRANSIENT_STATUS:
@@ -225,6 +311,26 @@ def data_stats(tds: Any) -> DataStats:
     return DataStats(raw=raw)
 
 
+def reported_epochs(job: Any) -> int | None:
+    """The epoch count a ``google.genai.types.TuningJob`` reports in its method's spec.
+
+    ``supervisedTuningSpec.hyperParameters.epochCount`` (or the preference, distillation or
+    reinforcement spec's): the value sent, or the one Vertex chose when none was.
+    """
+    for spec_field in (
+        "supervised_tuning_spec",
+        "preference_optimization_spec",
+        "distillation_spec",
+        "reinforcement_tuning_spec",
+    ):
+        spec = getattr(job, spec_field, None)
+        hyper = getattr(spec, "hyper_parameters", None) if spec is not None else None
+        count = getattr(hyper, "epoch_count", None) if hyper is not None else None
+        if count:
+            return int(count)
+    return None
+
+
 def to_job(job: Any) -> Job:
     """Our Job from a ``google.genai.types.TuningJob``."""
     tuned = job.tuned_model
@@ -259,6 +365,7 @@ def to_job(job: Any) -> Job:
         update_time=job.update_time.isoformat() if job.update_time else None,
         epochs_completed=getattr(meta, "completed_epoch_count", None) if meta else None,
         steps_completed=getattr(meta, "completed_step_count", None) if meta else None,
+        epochs=reported_epochs(job),
     )
 
 
@@ -294,6 +401,41 @@ def build_config(request: TuningRequest, *, timeout_s: float) -> Any:
     if request.checkpoint_id:
         fields["pre_tuned_model_checkpoint_id"] = request.checkpoint_id
     return types.CreateTuningJobConfig(**{k: v for k, v in fields.items() if v is not None})
+
+
+def request_body(request: TuningRequest) -> dict[str, Any]:
+    """The JSON body ``client.tunings.tune`` would POST for ``request``, built offline.
+
+    It runs google-genai's own converter (``_CreateTuningJobParametersPrivate_to_vertex``) on
+    the same parameters :meth:`GenaiTuner.create` passes, the way ``tunings.tune`` and
+    ``Tunings._tune`` do (a ``projects/…`` base becomes ``preTunedModel`` with the checkpoint
+    id), then merges ``http_options.extra_body`` as the API client does. Nothing is sent.
+    """
+    from google.genai import _common, tunings, types
+
+    config = build_config(request, timeout_s=60.0)
+    pre_tuned = None
+    base: str | None = request.base_model
+    if request.base_model.startswith("projects/"):
+        pre_tuned = types.PreTunedModel(
+            tuned_model_name=request.base_model,
+            checkpoint_id=config.pre_tuned_model_checkpoint_id,
+        )
+        base = None
+    params = types._CreateTuningJobParametersPrivate(
+        base_model=base,
+        pre_tuned_model=pre_tuned,
+        training_dataset=types.TuningDataset(gcs_uri=request.training_uri),
+        config=config,
+    )
+    body: dict[str, Any] = tunings._CreateTuningJobParametersPrivate_to_vertex(params, None, params)
+    for private in ("config", "_url", "_query"):
+        body.pop(private, None)
+    body = _common.encode_unserializable_types(_common.convert_to_dict(body))
+    extra = config.http_options.extra_body if config.http_options else None
+    if extra:
+        _common.recursive_dict_update(body, extra)
+    return body
 
 
 class GenaiTuner(Tuner):

@@ -135,6 +135,8 @@ class Job:
     update_time: str | None = None
     epochs_completed: int | None = None
     steps_completed: int | None = None
+    #: The epoch count of the job's hyperparameters: the one sent, or Vertex's choice.
+    epochs: int | None = None
 
 
 @dataclass(frozen=True)

@@ -124,21 +124,29 @@ def runs_table(records: Sequence[RunRecord]) -> Table:
 
 
 def plan_text(plan: Plan) -> str:
+    from vertex_tuner.tuning.plan import ASSUMED_EPOCHS_NOTE, epochs_assumed
+
     est = plan.estimate
     cost = f"${est.cost_usd:,.2f}" if est.cost_usd is not None else "unknown"
     lines = [
         f"plan: {plan.action} ({plan.reason})",
         f"fingerprint: {plan.fingerprint}",
-        f"estimate: ~{est.billable_tokens:,} billable tokens over {est.epochs} epoch(s), "
+        f"estimate: ~{est.billable_tokens:,} billable tokens over {est.epochs} epoch(s)"
+        f"{' (assumed)' if epochs_assumed(est) else ''}, "
         f"{cost} (estimated locally; prices as of {est.prices_as_of or '-'})",
     ]
+    if epochs_assumed(est):
+        lines.append(f"note: {ASSUMED_EPOCHS_NOTE}")
     if plan.budget_usd is not None:
         verdict = "OVER BUDGET" if plan.over_budget else "within budget"
         lines.append(f"budget: ${plan.budget_usd:,.2f} ({verdict})")
     for path, uri in plan.uploads:
         lines.append(f"upload: {path.name} -> {uri}")
+    doc = plan.to_json()
     lines.append("request:")
-    lines.append(orjson.dumps(plan.to_json()["request"], option=orjson.OPT_INDENT_2).decode())
+    lines.append(orjson.dumps(doc["request"], option=orjson.OPT_INDENT_2).decode())
+    lines.append("request body (what google-genai sends to Vertex):")
+    lines.append(orjson.dumps(doc["request_body"], option=orjson.OPT_INDENT_2).decode())
     return "\n".join(lines)
 
 

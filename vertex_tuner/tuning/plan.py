@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from vertex_tuner import _version
+from vertex_tuner.backends.genai import request_body
 from vertex_tuner.backends.interface import Job, TuningRequest
 from vertex_tuner.events import Planned
 from vertex_tuner.records import Estimate
@@ -65,6 +66,8 @@ class Plan:
             "fingerprint": self.fingerprint,
             "job_name": self.job.name if self.job else None,
             "request": request_json(self.request),
+            # What google-genai would POST to Vertex for this request (rendered offline).
+            "request_body": request_body(self.request),
             "estimate": self.estimate.model_dump(mode="json"),
             "budget_usd": self.budget_usd,
             "over_budget": self.over_budget,
@@ -170,6 +173,7 @@ def build_request(
         adapter_size=hp.adapter_size,
         beta=hp.beta,
         teacher_model=spec.distillation.teacher_model if spec.distillation else None,
+        checkpoint_id=spec.base_checkpoint,
         kms_key_name=spec.gcp.kms_key_name,
         service_account=spec.gcp.service_account,
         output_uri=spec.gcp.output_uri,
@@ -177,17 +181,41 @@ def build_request(
     )
 
 
+#: Epochs the estimate assumes when ``hyperparameters.epochs`` is unset. Vertex then picks its
+#: own ("leave unset to use the recommended value"); no default is documented, per model or at
+#: all (Google's notebook assumes 4, a third-party README 3: both unconfirmed), so the estimate
+#: assumes 1 and says so. The record's billed tokens use the epochs the job reports.
+ASSUMED_EPOCHS = 1
+ASSUMED_EPOCHS_NOTE = (
+    "hyperparameters.epochs is unset: Vertex picks the epoch count and documents no default, "
+    f"so this assumes {ASSUMED_EPOCHS} epoch(s); the cost grows with each epoch Vertex adds"
+)
+DEFAULT_NOTE = "estimated locally: about 4 characters per token"
+
+
 def estimate(spec: JobSpec, prepared: PreparedDataset) -> Estimate:
-    """Tokens and cost as the validator estimated them, for the plan and the record."""
+    """Tokens and cost as the validator estimated them, for the plan and the record.
+
+    When the spec leaves ``hyperparameters.epochs`` unset the count is an assumption
+    (:data:`ASSUMED_EPOCHS`), and the estimate's ``note`` says so.
+    """
     stats = prepared.report.stats
-    epochs = int(stats.get("epochs") or spec.hyperparameters.epochs or 1)
+    set_epochs = spec.hyperparameters.epochs
+    epochs = int(set_epochs or stats.get("epochs") or ASSUMED_EPOCHS)
+    note = DEFAULT_NOTE if set_epochs else f"{DEFAULT_NOTE}; {ASSUMED_EPOCHS_NOTE}"
     return Estimate(
         billable_tokens=int(stats.get("billable_tokens", 0)),
         epochs=epochs,
         cost_usd=stats.get("estimated_cost_usd"),
         price_per_million=stats.get("price_per_million"),
         prices_as_of=stats.get("prices_as_of"),
+        note=note,
     )
+
+
+def epochs_assumed(estimate: Estimate) -> bool:
+    """Whether the estimate's epoch count is an assumption (the spec set none)."""
+    return ASSUMED_EPOCHS_NOTE in estimate.note
 
 
 def request_json(request: TuningRequest) -> dict[str, Any]:

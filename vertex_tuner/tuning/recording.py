@@ -102,7 +102,7 @@ def update_record(record: RunRecord, job: Job, *, now: float) -> RunRecord:
             dropped_example_reasons=list(stats.dropped_example_reasons),
             count_is_lower_bound=stats.count_is_lower_bound,
         )
-        epochs = record.estimate.epochs if record.estimate else 1
+        epochs = billed_epochs(record, job)
         if stats.billable_tokens is not None:
             billed = stats.billable_tokens * epochs
         total = stats.example_count or record.train.examples
@@ -136,6 +136,20 @@ def update_record(record: RunRecord, job: Job, *, now: float) -> RunRecord:
             "error": error,
         }
     )
+
+
+def billed_epochs(record: RunRecord, job: Job) -> int:
+    """The epochs to multiply Vertex's per-epoch billable tokens by.
+
+    What the job reports first (its ``hyperParameters.epochCount``: the count sent, or the one
+    Vertex chose when the spec set none), then the epochs a finished job completed, and only then
+    the estimate's (which may be an assumption).
+    """
+    if job.epochs:
+        return job.epochs
+    if job.state.is_success and job.epochs_completed:
+        return job.epochs_completed
+    return record.estimate.epochs if record.estimate else 1
 
 
 def bare_record(job: Job, now: float) -> RunRecord:
