@@ -81,3 +81,30 @@ def test_rendered_request_body_is_what_vertex_parses() -> None:
         return
     name = orjson.loads(response.body)["name"]
     tuner.cancel(name)
+
+
+def test_a_list_filtered_on_a_random_fingerprint_returns_nothing() -> None:
+    """Settles the assumption that tuningJobs.list honours a labels filter (docs/sandbox.md).
+
+    vertex-tuner checks labels itself after listing, so a lax filter costs only bandwidth; this
+    says whether it is lax.
+    """
+    from vertex_tuner.vocabulary import LABEL_FINGERPRINT
+    from vertex_tuner.wiring.backends import cloud_backends
+
+    backends = cloud_backends(None, os.environ.get("GOOGLE_CLOUD_LOCATION", "us-central1"))
+    jobs = list(backends.tuner.list(labels={LABEL_FINGERPRINT: uuid.uuid4().hex}))
+    assert jobs == []
+
+
+def test_a_tuned_3x_endpoint_is_named_in_its_serving_location() -> None:
+    """Settles the assumption that a tuned 3.x model's endpoint name says locations/us (or eu).
+
+    Needs VERTEX_TUNER_3X_ENDPOINT: the endpoint of a tuned Gemini 3.x model in the project.
+    """
+    from vertex_tuner.models import resource_location
+
+    endpoint = os.environ.get("VERTEX_TUNER_3X_ENDPOINT")
+    if not endpoint:
+        pytest.skip("set VERTEX_TUNER_3X_ENDPOINT to the endpoint of a tuned 3.x model")
+    assert resource_location(endpoint) in ("us", "eu")

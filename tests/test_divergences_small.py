@@ -488,3 +488,43 @@ def test_rendered_body_is_exactly_what_tunings_tune_posts(monkeypatch: pytest.Mo
         with pytest.raises(_Sent):
             GenaiTuner(client, timeout_s=5).create(request_)
         assert sent == [request_body(request_)]
+
+
+# --- 3.x tuned endpoints are served from the multi-region endpoints -------------------------
+
+
+def test_a_tuned_endpoint_is_called_where_its_name_says() -> None:
+    from vertex_tuner.backends.genai import GenaiGenerator
+    from vertex_tuner.models import resource_location
+
+    assert resource_location("projects/p/locations/us/endpoints/7") == "us"
+    assert resource_location("projects/p/locations/us-central1/endpoints/7") == "us-central1"
+    assert resource_location("gemini-2.5-flash") is None
+
+    class Client:
+        def __init__(self, where: str) -> None:
+            self.where = where
+            self.models = self
+
+        def generate_content(self, *, model: str, contents: Any, config: Any) -> Any:
+            calls.append((self.where, model))
+            raise RuntimeError("stop here")  # the routing is what is under test
+
+    calls: list[tuple[str, str]] = []
+    made: list[str] = []
+
+    def client_for(where: str) -> Client:
+        made.append(where)
+        return Client(where)
+
+    generator = GenaiGenerator(Client("us-central1"), location="us-central1", client_for=client_for)
+    for model in (
+        "gemini-2.5-flash",
+        "projects/p/locations/us-central1/endpoints/1",
+        "projects/p/locations/us/endpoints/2",
+        "projects/p/locations/us/endpoints/3",
+    ):
+        with pytest.raises(Exception, match="stop here"):
+            generator.generate(model, [{"role": "user", "parts": [{"text": "hi"}]}])
+    assert [where for where, _ in calls] == ["us-central1", "us-central1", "us", "us"]
+    assert made == ["us"]  # one client per extra location

@@ -269,3 +269,25 @@ def test_the_readme_python_examples_run_in_the_sandbox_as_written(
     # The whole loop again through vertex_tuner.retrain: nothing changed, nothing to do.
     again = vertex_tuner.retrain("jobs/support_tone.yaml", sandbox=True)
     assert (again.outcome, again.run_id) == ("unchanged", outcome.run_id)
+
+
+def test_submit_never_trusts_a_list_filter_vertex_might_ignore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the emulator's list ignoring its filter, each spec still gets its own job."""
+    with Sandbox(faults="list-filter=ignore", job_seconds=1.0) as info:
+        monkeypatch.setenv("VERTEX_TUNER_SANDBOX", orjson.dumps(info.to_json()).decode())
+        first = write_spec(tmp_path / "a", name="e2e-filter-a")
+        second = write_spec(
+            tmp_path / "b", name="e2e-filter-b", lines=[example(i, "Other.") for i in range(120)]
+        )
+        code, a, err = run("submit", str(first), "--sandbox", "--json")
+        assert code == 0, err
+        code, b, err = run("submit", str(second), "--sandbox", "--json")
+        assert code == 0, err
+        assert b["created"] is True and b["job_name"] != a["job_name"]
+        code, again, err = run("submit", str(first), "--sandbox", "--json")
+        assert code == 0, err
+        assert again["plan"] == "reuse" and again["job_name"] == a["job_name"]
+        code, listed, _ = run("list", "e2e-filter-a", "--sandbox", "--json")
+        assert [j["name"] for j in listed["jobs"]] == [a["job_name"]]  # type: ignore[index]

@@ -170,6 +170,19 @@ def is_tuned_model_name(model: str) -> bool:
     return model.startswith("projects/") and "/models/" in model
 
 
+def resource_location(name: str) -> str | None:
+    """The ``locations/X`` of a resource name (``projects/P/locations/X/endpoints/E``), if any.
+
+    A tuned 3.x model is served from the ``us``/``eu`` multi-region endpoints, not from the region
+    it was tuned in, so a call goes to the location its endpoint's name says (an assumption that
+    docs/sandbox.md lists, with the cloud test that would settle it).
+    """
+    parts = name.split("/")
+    if len(parts) >= 4 and parts[0] == "projects" and parts[2] == "locations":
+        return parts[3] or None
+    return None
+
+
 def estimate_cost_usd(billable_tokens: int, model_id: str) -> float | None:
     """Dollars for ``billable_tokens`` (already times epochs); None for an unknown model."""
     info = model_info(model_id)

@@ -156,11 +156,13 @@ def genai_client_for(ref: str, *, http_options: Any = None, **kwargs: Any) -> tu
     from google import genai
 
     from vertex_tuner.backends.genai import http_options as pinned_http_options
+    from vertex_tuner.models import resource_location
 
     client = genai.Client(
         vertexai=True,
         project=resolved.project,
-        location=resolved.location,
+        # Where the endpoint is served (us/eu for 3.x models), not where it was tuned.
+        location=resource_location(resolved.endpoint) or resolved.location,
         # v1beta1 even when GOOGLE_GENAI_API_VERSION says otherwise, like every vertex-tuner client.
         http_options=pinned_http_options(http_options),
     )

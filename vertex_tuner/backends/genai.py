@@ -20,8 +20,9 @@ retried blindly.
 from __future__ import annotations
 
 import re
+import threading
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from vertex_tuner.backends.interface import (
@@ -41,6 +42,7 @@ from vertex_tuner.errors import (
     NotFoundError,
     TransientBackendError,
 )
+from vertex_tuner.models import resource_location
 from vertex_tuner.vocabulary import VERTEX_API_VERSION
 
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -492,9 +494,36 @@ class GenaiTuner(Tuner):
 
 
 class GenaiGenerator(Generator):
-    def __init__(self, client: Any, *, timeout_s: float = 120.0) -> None:
+    """generateContent through google-genai.
+
+    ``client_for(location)`` builds a client for another location: a tuned endpoint whose name
+    says ``locations/us`` (3.x models are served from the multi-region endpoints) is called
+    there, not in the region the client was made for.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        timeout_s: float = 120.0,
+        location: str | None = None,
+        client_for: Callable[[str], Any] | None = None,
+    ) -> None:
         self.client = client
         self.timeout_s = timeout_s
+        self.location = location
+        self.client_for = client_for
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _client(self, model: str) -> Any:
+        where = resource_location(model)
+        if where is None or where == self.location or self.client_for is None:
+            return self.client
+        with self._lock:
+            if where not in self._clients:
+                self._clients[where] = self.client_for(where)
+            return self._clients[where]
 
     def generate(
         self,
@@ -514,7 +543,7 @@ class GenaiGenerator(Generator):
             http_options=http_options(timeout=int(self.timeout_s * 1000)),
         )
         try:
-            response = self.client.models.generate_content(
+            response = self._client(model).models.generate_content(
                 model=model,
                 contents=[types.Content.model_validate(c) for c in contents],
                 config=config,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vertex_tuner.backends.interface import Generator, Storage, Tuner
 from vertex_tuner.errors import ConfigurationError
@@ -57,18 +57,21 @@ def cloud_backends(project: str | None, location: str) -> Backends:
     from vertex_tuner.backends.gcs import GcsStorage
     from vertex_tuner.backends.genai import GenaiGenerator, GenaiTuner, http_options
 
-    client = genai.Client(
-        vertexai=True,
-        project=project,
-        location=location,
-        credentials=credentials,
-        # Pinned: GOOGLE_GENAI_API_VERSION=v1 would otherwise move every call to v1.
-        http_options=http_options(),
-    )
+    def client_for(where: str) -> Any:
+        return genai.Client(
+            vertexai=True,
+            project=project,
+            location=where,
+            credentials=credentials,
+            # Pinned: GOOGLE_GENAI_API_VERSION=v1 would otherwise move every call to v1.
+            http_options=http_options(),
+        )
+
+    client = client_for(location)
     return Backends(
         storage=GcsStorage(storage.Client(project=project, credentials=credentials)),
         tuner=GenaiTuner(client),
-        generator=GenaiGenerator(client),
+        generator=GenaiGenerator(client, location=location, client_for=client_for),
         project=project,
         location=location,
         is_sandbox=False,
