@@ -43,7 +43,9 @@ def tune(info: SandboxInfo, uri: str, **config: object) -> types.TuningJob:
         return client.tunings.tune(
             base_model="gemini-2.5-flash",
             training_dataset=types.TuningDataset(gcs_uri=uri),
-            config=types.CreateTuningJobConfig(epoch_count=2, labels={"suite": "sdk"}, **config),
+            config=types.CreateTuningJobConfig(
+                **{"epoch_count": 2, "labels": {"suite": "sdk"}, **config}  # type: ignore[arg-type]
+            ),
         )
 
 
@@ -280,3 +282,31 @@ def test_a_resumable_upload_is_sent_once(sandbox_info: SandboxInfo, tmp_path: Pa
     assert storage.read("gs://resumable-tests/big.jsonl")[0] == path.read_bytes()
     second = storage.upload_file(path, "gs://resumable-tests/big.jsonl")
     assert (second.bytes_sent, second.skipped, second.generation) == (0, True, first.generation)
+
+
+def test_checkpoints_appear_while_tuning_each_on_its_own_endpoint() -> None:
+    with Sandbox(job_seconds=6.0) as info:
+        created = tune(info, upload(info, "ckpt.jsonl", GOOD * 30), epoch_count=4)
+        assert created.name
+        client = genai_client(info)
+        seen: list[list[str]] = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            job = client.tunings.get(name=created.name)
+            checkpoints = job.tuned_model.checkpoints if job.tuned_model else None
+            if job.state == types.JobState.JOB_STATE_RUNNING and checkpoints:
+                seen.append([c.endpoint or "" for c in checkpoints])
+            if job.state == types.JobState.JOB_STATE_SUCCEEDED:
+                break
+            time.sleep(0.1)
+        assert job.state == types.JobState.JOB_STATE_SUCCEEDED
+        assert seen, "no checkpoint was listed while the job was running"
+        assert job.tuned_model is not None and job.tuned_model.model is not None
+        final = [c.endpoint or "" for c in job.tuned_model.checkpoints or []]
+        assert len(final) == 4 and len(set(final)) == 4
+        assert job.tuned_model.endpoint not in final
+        assert min(len(s) for s in seen) < 4  # some while epochs were still to come
+        assert all(final[: len(s)] == s for s in seen)
+        # A checkpoint's endpoint answers like the tuned one.
+        reply = client.models.generate_content(model=final[0], contents="Where is HH-000001?")
+        assert reply.text

@@ -490,13 +490,48 @@ class VertexEmulator:
             "version": version,
             "examples": outcome.get("examples", []),
         }
+        # Every epoch's checkpoint is deployed to an endpoint of its own, as Vertex does; the
+        # stand-in answers the same from each (it is not a model).
+        checkpoint_endpoints = []
+        for epoch in range(max(int(outcome.get("epochs", 0) or 0), 1)):
+            checkpoint_id = self._new_id()
+            self.endpoints[checkpoint_id] = {**self.endpoints[endpoint_id], "checkpoint": epoch + 1}
+            checkpoint_endpoints.append(checkpoint_id)
         outcome.pop("examples", None)
         prefix = f"projects/{record['project']}/locations/{record['location']}"
         outcome["tunedModel"] = {
             "model": f"{prefix}/models/{model_id}@{version}",
             "endpoint": f"{prefix}/endpoints/{endpoint_id}",
         }
+        outcome["checkpointEndpoints"] = [f"{prefix}/endpoints/{c}" for c in checkpoint_endpoints]
         record["outcome"] = outcome
+
+    def _checkpoints(
+        self, record: dict[str, Any], job: dict[str, Any], state: str, progress: float
+    ) -> list[dict[str, Any]]:
+        """The checkpoints so far: one per completed epoch while TUNING (each with its own
+        endpoint), all of them once the job succeeded; only the last with
+        exportLastCheckpointOnly."""
+        outcome = record.get("outcome") or {}
+        endpoints = list(outcome.get("checkpointEndpoints") or [])
+        if not endpoints or state not in ("JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"):
+            return []
+        epochs = len(endpoints)
+        steps = int(outcome.get("stats", {}).get("tuningStepCount", 0) or 0)
+        done = epochs if state == "JOB_STATE_SUCCEEDED" else int(epochs * progress)
+        spec = job.get(self._spec_key(record), {})
+        if spec.get("exportLastCheckpointOnly"):
+            return [] if done < epochs else [self._checkpoint(epochs, epochs, steps, endpoints)]
+        return [self._checkpoint(e + 1, epochs, steps, endpoints) for e in range(done)]
+
+    @staticmethod
+    def _checkpoint(epoch: int, epochs: int, steps: int, endpoints: list[str]) -> dict[str, Any]:
+        return {
+            "checkpointId": str(epoch),
+            "epoch": str(epoch),
+            "step": str(steps * epoch // max(epochs, 1)),
+            "endpoint": endpoints[epoch - 1],
+        }
 
     def _render(self, job_id: str, version: str = "v1beta1") -> dict[str, Any]:
         """The job as ``version`` of the API shows it (v1 has no tuningJobState, …)."""
@@ -530,21 +565,16 @@ class VertexEmulator:
         if state == "JOB_STATE_FAILED":
             job["error"] = outcome["error"]
             job["endTime"] = _iso(record["created"] + 0.35 * self.job_seconds)
+        checkpoints = self._checkpoints(record, job, state, progress)
         if state == "JOB_STATE_SUCCEEDED":
             tuned = dict(outcome["tunedModel"])
-            spec = job.get(self._spec_key(record), {})
-            if not spec.get("exportLastCheckpointOnly"):
-                tuned["checkpoints"] = [
-                    {
-                        "checkpointId": str(e + 1),
-                        "epoch": str(e + 1),
-                        "step": str(steps * (e + 1) // max(epochs, 1)),
-                        "endpoint": tuned["endpoint"],
-                    }
-                    for e in range(max(epochs, 1))
-                ]
+            if checkpoints:
+                tuned["checkpoints"] = checkpoints
             job["tunedModel"] = tuned
             job["endTime"] = _iso(record["created"] + self.job_seconds)
+        elif checkpoints:
+            # While tuning, the checkpoints of the epochs done so far, each already deployed.
+            job["tunedModel"] = {"checkpoints": checkpoints}
         if state == "JOB_STATE_CANCELLED":
             job["endTime"] = _iso(record["cancel_at"])
             job["error"] = {"code": 1, "message": "CANCELLED"}  # google.rpc.Code 1 is CANCELLED
