@@ -288,7 +288,7 @@ name: support-tone
 base_model: gemini-2.5-flash
 dataset: {train: data.jsonl}
 hyperparameters: {epochs: 2, adapter_size: 4}
-gcp: {project: p, bucket: acme-tuning, prefix: vt}
+gcp: {project: acme-project, bucket: acme-tuning, prefix: vt}
 """
 
 
@@ -408,7 +408,7 @@ dataset:
 hyperparameters:
   epochs: 3
 gcp:
-  project: p
+  project: acme-project
 """
 
 

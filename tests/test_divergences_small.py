@@ -38,7 +38,7 @@ name: support-tone
 base_model: gemini-2.5-flash
 dataset: {train: data.jsonl}
 hyperparameters: {epochs: 2, adapter_size: 4}
-gcp: {project: p, bucket: acme-tuning, prefix: vt}
+gcp: {project: acme-project, bucket: acme-tuning, prefix: vt}
 """
 
 
@@ -179,7 +179,7 @@ distillation: {teacher_model: gemini-2.5-pro}
 dataset:
   train: data/x.jsonl
 gcp:
-  project: p
+  project: acme-project
 budget:
   max_cost_usd: 50
 """
@@ -392,7 +392,7 @@ base_model: gemini-2.5-flash
 dataset:
   train: data/x.jsonl
 gcp:
-  project: p
+  project: acme-project
   location: europe-west4
   kms_key_name: projects/p/locations/us-central1/keyRings/r/cryptoKeys/k
 """

@@ -28,7 +28,7 @@ name: support-tone
 base_model: gemini-2.5-flash
 dataset: {{train: data.jsonl, validation: 0.1}}
 hyperparameters: {{epochs: 2}}
-gcp: {{project: p, bucket: acme-tuning, prefix: vt}}
+gcp: {{project: acme-project, bucket: acme-tuning, prefix: vt}}
 budget: {{max_cost_usd: {budget}}}
 wait: {{timeout: 1h}}
 evaluation:

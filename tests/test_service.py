@@ -29,7 +29,7 @@ name: support-tone
 base_model: gemini-2.5-flash
 dataset: {{train: data.jsonl, validation: 0.2, max_dropped_fraction: {dropped}}}
 hyperparameters: {{epochs: 2, adapter_size: 4}}
-gcp: {{project: p, bucket: acme-tuning, prefix: vt}}
+gcp: {{project: acme-project, bucket: acme-tuning, prefix: vt}}
 budget: {{max_cost_usd: {budget}}}
 evaluation: {{holdout: 0.1}}
 """

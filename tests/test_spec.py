@@ -22,6 +22,9 @@ gcp: {project: "${PROJECT}", bucket: "${BUCKET:-acme-tuning}"}
 """
 
 
+ENV = {"PROJECT": "acme-project"}
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "spec.yaml"
     path.write_text(text)
@@ -35,8 +38,8 @@ def error_of(path: Path, **kwargs: object) -> SpecError:
 
 
 def test_loads_and_expands_variables(tmp_path: Path) -> None:
-    spec = load_spec(write(tmp_path, BASE), environ={"PROJECT": "acme"})
-    assert spec.gcp.project == "acme"
+    spec = load_spec(write(tmp_path, BASE), environ=ENV)
+    assert spec.gcp.project == "acme-project"
     assert spec.gcp.bucket == "acme-tuning"
     assert spec.dataset.validation == 0.1
     assert spec.hyperparameters.epochs == 3
@@ -62,15 +65,13 @@ def test_offline_still_requires_variables_outside_gcp(tmp_path: Path) -> None:
 
 
 def test_unknown_key_is_an_error_at_its_line(tmp_path: Path) -> None:
-    err = error_of(write(tmp_path, BASE + "budgte: {max_cost_usd: 3}\n"), environ={"PROJECT": "p"})
+    err = error_of(write(tmp_path, BASE + "budgte: {max_cost_usd: 3}\n"), environ=ENV)
     assert (err.location.line, err.location.field) == (8, "budgte")
     assert "unknown key" in err.message
 
 
 def test_wrong_type_names_field_and_line(tmp_path: Path) -> None:
-    err = error_of(
-        write(tmp_path, BASE.replace("epochs: 3", "epochs: many")), environ={"PROJECT": "p"}
-    )
+    err = error_of(write(tmp_path, BASE.replace("epochs: 3", "epochs: many")), environ=ENV)
     assert (err.location.line, err.location.field) == (6, "hyperparameters.epochs")
 
 
@@ -78,7 +79,7 @@ def test_adapter_size_16_refused_for_pro(tmp_path: Path) -> None:
     text = BASE.replace("gemini-2.5-flash", "gemini-2.5-pro").replace(
         "adapter_size: 4", "adapter_size: 16"
     )
-    err = error_of(write(tmp_path, text), environ={"PROJECT": "p"})
+    err = error_of(write(tmp_path, text), environ=ENV)
     assert err.location.field == "hyperparameters.adapter_size"
     assert err.hint is not None and "1, 2, 4, 8" in err.hint
 
@@ -87,7 +88,7 @@ def test_cmek_refused_for_3x(tmp_path: Path) -> None:
     text = BASE.replace("gemini-2.5-flash", "gemini-3.1-flash-lite").replace(
         'bucket: "${BUCKET:-acme-tuning}"', "bucket: b-1, kms_key_name: projects/p/k"
     )
-    err = error_of(write(tmp_path, text), environ={"PROJECT": "p"})
+    err = error_of(write(tmp_path, text), environ=ENV)
     assert err.location.field == "gcp.kms_key_name"
 
 
@@ -95,36 +96,30 @@ def test_region_a_model_cannot_tune_in(tmp_path: Path) -> None:
     text = BASE.replace("gemini-2.5-flash", "gemini-3.1-flash-lite").replace(
         'bucket: "${BUCKET:-acme-tuning}"', "bucket: b-1, location: asia-east1"
     )
-    err = error_of(write(tmp_path, text), environ={"PROJECT": "p"})
+    err = error_of(write(tmp_path, text), environ=ENV)
     assert err.location.field == "gcp.location"
     assert "us-central1" in (err.hint or "")
 
 
 def test_unknown_base_model(tmp_path: Path) -> None:
-    err = error_of(
-        write(tmp_path, BASE.replace("gemini-2.5-flash", "gpt-4")), environ={"PROJECT": "p"}
-    )
+    err = error_of(write(tmp_path, BASE.replace("gemini-2.5-flash", "gpt-4")), environ=ENV)
     assert (err.location.line, err.location.field) == (2, "base_model")
 
 
 def test_alias_and_tuned_model_bases_are_accepted(tmp_path: Path) -> None:
-    for base in ("support-tone@production", "projects/p/locations/l/models/12@3"):
-        spec = load_spec(
-            write(tmp_path, BASE.replace("gemini-2.5-flash", base)), environ={"PROJECT": "p"}
-        )
+    for base in ("support-tone@production", "projects/p/locations/us-central1/models/12@3"):
+        spec = load_spec(write(tmp_path, BASE.replace("gemini-2.5-flash", base)), environ=ENV)
         assert spec.is_continuous
 
 
 def test_label_rules(tmp_path: Path) -> None:
-    err = error_of(write(tmp_path, BASE + "labels: {Team: x}\n"), environ={"PROJECT": "p"})
+    err = error_of(write(tmp_path, BASE + "labels: {Team: x}\n"), environ=ENV)
     assert err.location.field == "labels"
     assert err.location.line == 8
 
 
 def test_reserved_label(tmp_path: Path) -> None:
-    err = error_of(
-        write(tmp_path, BASE + "labels: {vertex-tuner-fingerprint: x}\n"), environ={"PROJECT": "p"}
-    )
+    err = error_of(write(tmp_path, BASE + "labels: {vertex-tuner-fingerprint: x}\n"), environ=ENV)
     assert "set by vertex-tuner" in err.message
 
 
@@ -140,19 +135,17 @@ def test_empty_and_missing_files(tmp_path: Path) -> None:
 
 
 def test_duplicate_key(tmp_path: Path) -> None:
-    err = error_of(write(tmp_path, BASE + "name: again\n"), environ={"PROJECT": "p"})
+    err = error_of(write(tmp_path, BASE + "name: again\n"), environ=ENV)
     assert (err.location.line, err.location.field) == (8, "name")
 
 
 def test_distillation_needs_teacher(tmp_path: Path) -> None:
-    err = error_of(write(tmp_path, BASE + "method: distillation\n"), environ={"PROJECT": "p"})
+    err = error_of(write(tmp_path, BASE + "method: distillation\n"), environ=ENV)
     assert "teacher_model" in err.message
 
 
 def test_beta_only_for_preference(tmp_path: Path) -> None:
-    err = error_of(
-        write(tmp_path, BASE.replace("epochs: 3", "epochs: 3, beta: 0.1")), environ={"PROJECT": "p"}
-    )
+    err = error_of(write(tmp_path, BASE.replace("epochs: 3", "epochs: 3, beta: 0.1")), environ=ENV)
     assert "preference" in err.message
 
 

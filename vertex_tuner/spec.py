@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import os
 import re
 import typing
@@ -29,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from vertex_tuner import models
+from vertex_tuner import models, names
 from vertex_tuner.errors import Location, SpecError
 from vertex_tuner.vocabulary import RESERVED_LABELS, DatasetFormat, Method
 
@@ -47,11 +48,11 @@ _DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 def parse_duration(value: str | int | float) -> float:
     """Seconds in ``6h``, ``90m``, ``1h30m``, ``45s``, ``2d`` or a plain number of seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value <= 0:
-            raise ValueError("must be positive")
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError("must be a positive, finite number of seconds")
         return float(value)
     text = str(value).strip().replace(" ", "")
-    match = _DURATION_RE.match(text)
+    match = _DURATION_RE.fullmatch(text)
     if not text or match is None or not any(match.groups()):
         raise ValueError(f"{value!r} is not a duration; write it like 6h, 90m, 1h30m or 45s")
     days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
@@ -108,6 +109,11 @@ class Hyperparameters(_Model):
 class DistillationSpec(_Model):
     teacher_model: str
 
+    @field_validator("teacher_model")
+    @classmethod
+    def _teacher(cls, v: str) -> str:
+        return names.model(v)
+
 
 class GcpSpec(_Model):
     project: str | None = None
@@ -131,11 +137,27 @@ class GcpSpec(_Model):
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
-        return v.strip("/")
+        return names.prefix(v.strip("/"))
+
+    # These reach the API host, URL paths and resource names: only the documented forms.
+    @field_validator("project")
+    @classmethod
+    def _project(cls, v: str | None) -> str | None:
+        return names.project(v) if v else v
+
+    @field_validator("location")
+    @classmethod
+    def _location(cls, v: str) -> str:
+        return names.location(v)
+
+    @field_validator("service_account")
+    @classmethod
+    def _service_account(cls, v: str | None) -> str | None:
+        return names.service_account(v) if v else v
 
 
 class BudgetSpec(_Model):
-    max_cost_usd: Annotated[float, Field(gt=0)] | None = None
+    max_cost_usd: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
 
 class WaitSpec(_Model):
@@ -146,6 +168,14 @@ class WaitSpec(_Model):
     @classmethod
     def _duration(cls, v: Any) -> float:
         return parse_duration(v)
+
+    @field_validator("poll_interval_max")
+    @classmethod
+    def _poll(cls, v: float) -> float:
+        # Vertex's quota for reads is per minute: polling faster than each second only burns it.
+        if v < 1:
+            raise ValueError("must be at least 1s (polling faster only spends the read quota)")
+        return v
 
 
 class EvaluationSpec(_Model):
@@ -250,10 +280,20 @@ class JobSpec(_Model):
     #: The file this spec was read from; set by :func:`load_spec`.
     spec_path: Path = Field(default=Path("spec.yaml"), exclude=True)
 
+    @field_validator("base_model")
+    @classmethod
+    def _base_model(cls, v: str) -> str:
+        return names.model(v)
+
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, v: str | None) -> str | None:
+        return names.registry(v) if v else v
+
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
+        if not _NAME_RE.fullmatch(v):
             raise ValueError(
                 "must start with a lowercase letter and use only lowercase letters, digits "
                 "and '-' (at most 48 characters), e.g. support-tone"
@@ -264,12 +304,12 @@ class JobSpec(_Model):
     @classmethod
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
         for key, value in v.items():
-            if not _LABEL_KEY_RE.match(key):
+            if not _LABEL_KEY_RE.fullmatch(key):
                 raise ValueError(
                     f"label key {key!r} must start with a lowercase letter and use only "
                     "lowercase letters, digits, '_' and '-' (at most 63 characters)"
                 )
-            if not _LABEL_VALUE_RE.match(str(value)):
+            if not _LABEL_VALUE_RE.fullmatch(str(value)):
                 raise ValueError(
                     f"label {key}={value!r}: values use only lowercase letters, digits, "
                     "'_' and '-' (at most 63 characters)"

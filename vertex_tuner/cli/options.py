@@ -9,10 +9,26 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from vertex_tuner import names
+
 if TYPE_CHECKING:
     from vertex_tuner.spec import JobSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _checked(check: Callable[[str], str]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback that holds a flag to the form :mod:`vertex_tuner.names` allows."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None or value == "":
+            return value
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return callback
 
 
 def cloud_options(func: F) -> F:
@@ -31,15 +47,21 @@ def cloud_options(func: F) -> F:
             click.option(
                 "--registry",
                 metavar="PATH|gs://…",
+                callback=_checked(names.registry),
                 help="Run store (default: the spec's registry:, else $VERTEX_TUNER_HOME/runs).",
             ),
             click.option(
                 "--project",
                 envvar="GOOGLE_CLOUD_PROJECT",
                 show_envvar=True,
+                callback=_checked(names.project),
                 help="Google Cloud project (default: the spec's gcp.project).",
             ),
-            click.option("--location", help="Vertex region (default: the spec's gcp.location)."),
+            click.option(
+                "--location",
+                callback=_checked(names.location),
+                help="Vertex region (default: the spec's gcp.location).",
+            ),
         ]
     ):
         func = option(func)
@@ -50,7 +72,12 @@ def store_options(func: F) -> F:
     """The flags of commands that only read or write the run store."""
     for option in reversed(
         [
-            click.option("--registry", metavar="PATH|gs://…", help="Run store."),
+            click.option(
+                "--registry",
+                metavar="PATH|gs://…",
+                callback=_checked(names.registry),
+                help="Run store.",
+            ),
             click.option("--sandbox", is_flag=True, help="Use the sandbox's run store."),
             click.option(
                 "--json", "as_json", is_flag=True, help="Print one JSON document on stdout."
