@@ -369,9 +369,18 @@ class JobSpec(_Model):
 # --- loading ------------------------------------------------------------------------------
 
 
+#: Deeper than this is no spec: refuse it rather than recurse (a 3,000-deep document is an attack).
+MAX_DEPTH = 32
+
+
 def _compose(text: str, file: str) -> yaml.Node | None:
     try:
         return yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise SpecError(
+            f"the YAML is nested too deeply (a spec needs at most {MAX_DEPTH} levels)",
+            location=Location(file),
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -385,6 +394,9 @@ def _compose(text: str, file: str) -> yaml.Node | None:
         raise SpecError(f"invalid YAML: {exc}", location=Location(file)) from None
 
 
+_PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+
+
 def _build(
     node: yaml.Node,
     path: tuple[str | int, ...],
@@ -392,6 +404,20 @@ def _build(
     expand: _Expander,
 ) -> Any:
     lines[path] = node.start_mark.line + 1
+    here = Location(expand.file, node.start_mark.line + 1, _dotted(path) or None)
+    # An alias (*name) makes one node appear twice: refused, so an "alias bomb" (a billion laughs)
+    # cannot make loading a spec take the machine's memory.
+    if id(node) in expand.seen:
+        raise SpecError(
+            "YAML aliases (&anchor / *alias) are not allowed in specs",
+            location=here,
+            hint="write the value out where it is used",
+        )
+    expand.seen.add(id(node))
+    if len(path) > MAX_DEPTH:
+        raise SpecError(f"nested deeper than {MAX_DEPTH} levels", location=here)
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
+        raise SpecError(f"the YAML tag {node.tag!r} is not allowed in specs", location=here)
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -408,7 +434,11 @@ def _build(
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, (*path, i), lines, expand) for i, item in enumerate(node.value)]
-    value = expand.loader.construct_object(node, deep=True)
+    try:
+        value = expand.loader.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:  # an unknown tag (!!python/object, !foo), a bad timestamp
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"invalid YAML value: {problem}", location=here) from None
     if isinstance(value, str):
         return expand(value, path, node.start_mark.line + 1)
     return value
@@ -425,6 +455,8 @@ class _Expander:
         self.lenient_sections = lenient_sections
         #: Field paths whose variables were unset and left empty (lenient sections only).
         self.unresolved: dict[str, str] = {}
+        #: Nodes already built (an alias would build one twice).
+        self.seen: set[int] = set()
 
     def __call__(self, text: str, path: tuple[str | int, ...], line: int) -> str | None:
         if "${" not in text:
