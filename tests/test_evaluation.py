@@ -337,3 +337,36 @@ def test_reports(tmp_path: Path) -> None:
         orjson.loads((tmp_path / "report" / "results.json").read_bytes())
     )
     assert again == result
+
+
+def test_a_target_that_is_down_stops_the_evaluation_instead_of_scoring_empty_answers(
+    tmp_path: Path,
+) -> None:
+    from vertex_tuner.errors import BackendError, NotFoundError
+
+    storage = FakeStorage()
+    storage.write(
+        "gs://b/holdout/h.jsonl",
+        b"\n".join(holdout_line(i) for i in range(4)),
+        if_generation_match=0,
+    )
+    runs = RunStore(LocalBlobStore(tmp_path / "runs"))
+    runs.save(record("r0", "projects/p/locations/l/endpoints/gone"))
+    runs.set_alias("support-tone", "production", "r0")
+    current = record("r1", "projects/p/locations/l/endpoints/new")
+    runs.save(current)
+
+    def respond(model: str, contents: object) -> str:
+        if model.endswith("/gone"):
+            raise NotFoundError("Endpoint gone not found.")
+        return "anything"
+
+    evaluator = Evaluator(
+        generator=FakeGenerator(respond), runs=runs, storage=storage, sleep=lambda s: None
+    )
+    settings = EvaluationSpec(
+        metrics=["exact_match"], promote_if="tuned.exact_match >= production.exact_match"
+    )
+    with pytest.raises(BackendError, match=r"production: 4 of 4 held-out prompts got no answer"):
+        evaluator.evaluate(current, settings)
+    assert runs.get("r1").evaluation is None  # no verdict that could let promote --if-gate ship

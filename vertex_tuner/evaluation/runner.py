@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from vertex_tuner import models
-from vertex_tuner.errors import DatasetError, NotFoundError, VertexTunerError
+from vertex_tuner.errors import BackendError, DatasetError, NotFoundError, VertexTunerError
 from vertex_tuner.evaluation.holdout import HeldOutExample, parse_holdout
 from vertex_tuner.events import (
     GenerationFailed,
@@ -36,6 +36,11 @@ if TYPE_CHECKING:
     from vertex_tuner.evaluation.results import EvaluationResult
     from vertex_tuner.records import RunRecord
     from vertex_tuner.runstore import RunStore
+
+
+#: The share of a target's held-out prompts that may go unanswered (after every retry); beyond it
+#: the evaluation stops instead of scoring the missing answers as empty ones.
+MAX_FAILED_SHARE = 0.05
 
 
 class EvaluationSettings(Protocol):
@@ -187,6 +192,19 @@ class Evaluator:
                 self.observer.notify(GenerationProgress(role, done[role], len(examples)))
         return outputs
 
+    def _check_failures(self, outputs: dict[str, list[str | None]]) -> None:
+        """Stop when a target answered too few prompts: a failed generation scored as an empty
+        answer would let a gate pass against a model that is down (fail closed)."""
+        for role, answers in outputs.items():
+            failed = sum(1 for a in answers if a is None)
+            if answers and failed / len(answers) > MAX_FAILED_SHARE:
+                raise BackendError(
+                    f"{role}: {failed} of {len(answers)} held-out prompts got no answer (more "
+                    f"than {MAX_FAILED_SHARE:.0%}); no verdict was stored",
+                    hint="check that the model's endpoint still exists and has quota, then "
+                    "evaluate again (answers that came back are cached)",
+                )
+
     def _generate(self, target: Target, example: HeldOutExample) -> Generation:
         model = target.model
         settings = {"temperature": 0.0}
@@ -242,6 +260,7 @@ class Evaluator:
         check_metric_options(settings.metrics, options)
         targets = self.targets(record, against)
         outputs = self.generate_all(targets, examples, concurrency=settings.concurrency)
+        self._check_failures(outputs)
         references = [e.reference for e in examples]
         target_results: dict[str, TargetResult] = {}
         per_example: dict[str, list[dict[str, float | None]]] = {}
