@@ -217,16 +217,21 @@ def record(run_id: str, endpoint: str) -> RunRecord:
     )
 
 
-def test_evaluator_runs_targets_caches_and_stores(tmp_path: Path) -> None:
-    from vertex_tuner.evaluation.cache import GenerationCache
-
+def held_out_store(tmp_path: Path) -> tuple[FakeStorage, RunStore]:
+    """Storage holding the four-example held-out set the records point at, and a run store."""
     storage = FakeStorage()
     storage.write(
         "gs://b/holdout/h.jsonl",
         b"\n".join(holdout_line(i) for i in range(4)),
         if_generation_match=0,
     )
-    runs = RunStore(LocalBlobStore(tmp_path / "runs"))
+    return storage, RunStore(LocalBlobStore(tmp_path / "runs"))
+
+
+def test_evaluator_runs_targets_caches_and_stores(tmp_path: Path) -> None:
+    from vertex_tuner.evaluation.cache import GenerationCache
+
+    storage, runs = held_out_store(tmp_path)
     runs.save(record("r0", "projects/p/locations/l/endpoints/prod"))
     runs.set_alias("support-tone", "production", "r0")
     current = record("r1", "projects/p/locations/l/endpoints/new")
@@ -344,13 +349,7 @@ def test_a_target_that_is_down_stops_the_evaluation_instead_of_scoring_empty_ans
 ) -> None:
     from vertex_tuner.errors import BackendError, NotFoundError
 
-    storage = FakeStorage()
-    storage.write(
-        "gs://b/holdout/h.jsonl",
-        b"\n".join(holdout_line(i) for i in range(4)),
-        if_generation_match=0,
-    )
-    runs = RunStore(LocalBlobStore(tmp_path / "runs"))
+    storage, runs = held_out_store(tmp_path)
     runs.save(record("r0", "projects/p/locations/l/endpoints/gone"))
     runs.set_alias("support-tone", "production", "r0")
     current = record("r1", "projects/p/locations/l/endpoints/new")
