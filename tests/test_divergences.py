@@ -15,8 +15,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
+from dataset_support import spec_with_chat_data
 from google.genai import types
 from records_support import run_record
 
@@ -293,20 +293,7 @@ gcp: {project: acme-project, bucket: acme-tuning, prefix: vt}
 
 
 def make_spec(tmp_path: Path, rows: int = 40) -> JobSpec:
-    lines = [
-        orjson.dumps(
-            {
-                "messages": [
-                    {"role": "user", "content": f"Question {i} about order HH-{i:06d}?"},
-                    {"role": "assistant", "content": f"Answer {i}: it ships on Thursday."},
-                ]
-            }
-        )
-        for i in range(rows)
-    ]
-    (tmp_path / "data.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    (tmp_path / "spec.yaml").write_text(SPEC)
-    return load_spec(tmp_path / "spec.yaml", environ={})
+    return load_spec(spec_with_chat_data(tmp_path, SPEC, rows), environ={})
 
 
 class Clock:

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+from dataset_support import spec_with_chat_data
 from google.genai import errors as genai_errors
 from google.genai import types
 from records_support import run_record
@@ -53,26 +54,8 @@ class Clock:
         self.now += seconds
 
 
-def write_spec(tmp_path: Path, text: str, rows: int = 40) -> Path:
-    lines = [
-        orjson.dumps(
-            {
-                "messages": [
-                    {"role": "user", "content": f"Question {i} about order HH-{i:06d}?"},
-                    {"role": "assistant", "content": f"Answer {i}: it ships on Thursday."},
-                ]
-            }
-        )
-        for i in range(rows)
-    ]
-    (tmp_path / "data.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    path = tmp_path / "spec.yaml"
-    path.write_text(text)
-    return path
-
-
 def make_spec(tmp_path: Path, text: str = SPEC) -> JobSpec:
-    return load_spec(write_spec(tmp_path, text), environ={})
+    return load_spec(spec_with_chat_data(tmp_path, text), environ={})
 
 
 def service_for(tmp_path: Path) -> TuningService:
