@@ -81,28 +81,15 @@ def retrain(
     try:
         loaded = spec_of(spec, sandbox=sandbox)
     except VertexTunerError as exc:
-        return RetrainOutcome(
-            str(spec),
-            "failed",
-            "the spec is invalid",
-            exc.exit_code,
-            error=exc.message,
-            hint=exc.hint,
-        )
+        return RetrainOutcome.from_error(str(spec), "failed", "the spec is invalid", exc)
     try:
         with tempfile.TemporaryDirectory(prefix="vertex-tuner-") as workdir:
             # The data is checked before a backend starts: a bad line fails in seconds.
             try:
                 prepared = require_valid(loaded, prepare(loaded, Path(workdir)))
             except VertexTunerError as exc:
-                return RetrainOutcome(
-                    str(loaded.spec_path),
-                    "failed",
-                    "submit failed",
-                    exc.exit_code,
-                    spec_name=loaded.name,
-                    error=exc.message,
-                    hint=exc.hint,
+                return RetrainOutcome.from_error(
+                    str(loaded.spec_path), "failed", "submit failed", exc, spec_name=loaded.name
                 )
             with _context(loaded, sandbox, registry, project, location) as ctx:
                 return release.retrain(
@@ -115,14 +102,12 @@ def retrain(
                     prepared=prepared,
                 )
     except VertexTunerError as exc:  # the backends could not be reached at all
-        return RetrainOutcome(
+        return RetrainOutcome.from_error(
             str(loaded.spec_path),
             "failed",
             "could not reach Vertex or Cloud Storage",
-            exc.exit_code,
+            exc,
             spec_name=loaded.name,
-            error=exc.message,
-            hint=exc.hint,
         )
 
 

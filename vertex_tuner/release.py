@@ -221,6 +221,15 @@ class RetrainOutcome:
     hint: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_error(
+        cls, spec_path: str, kind: Outcome, message: str, exc: VertexTunerError, **more: Any
+    ) -> RetrainOutcome:
+        """An outcome that ended on ``exc``: its exit code, its words and its hint."""
+        return cls(
+            spec_path, kind, message, exc.exit_code, error=exc.message, hint=exc.hint, **more
+        )
+
     @property
     def ok(self) -> bool:
         """Whether the outcome leaves a scheduled workflow green."""
@@ -278,7 +287,7 @@ def retrain(
         return RetrainOutcome(str(spec.spec_path), kind, message, exit_code, **state, **more)
 
     def failure(kind: Outcome, what: str, exc: VertexTunerError) -> RetrainOutcome:
-        return outcome(kind, what, exc.exit_code, error=exc.message, hint=exc.hint)
+        return RetrainOutcome.from_error(str(spec.spec_path), kind, what, exc, **state)
 
     try:
         observer.notify(Step(spec.name, "submit"))
