@@ -173,6 +173,45 @@ def test_two_concurrent_submits_make_one_job(use_sandbox: SandboxInfo, tmp_path:
     assert sorted(r.created for r in results) == [False, True]
 
 
+def test_two_submits_racing_across_a_lease_expiry_make_one_job(
+    use_sandbox: SandboxInfo, tmp_path: Path
+) -> None:
+    """The first submit freezes (SIGSTOP) mid-upload, holding the lease; with a 2 s ttl the
+    second takes the lease over and creates the job. Thawed, the first finds its lease gone,
+    creates nothing, and attaches to the second's job."""
+    spec = write_spec(tmp_path / "lease-race", name="e2e-lease-race", rows=400)
+    env = {**os.environ, "VERTEX_TUNER_LEASE_TTL": "2", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "vertex_tuner", "submit", str(spec), "--sandbox", "--json"]
+    first = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO
+    )
+    assert first.stderr is not None
+    said = []
+    for line in first.stderr:
+        said.append(line)
+        if line.startswith(b"upload: "):  # its first file is up: it holds the lease
+            first.send_signal(signal.SIGSTOP)
+            break
+    try:
+        second = subprocess.run(
+            command, env=env, capture_output=True, cwd=REPO, timeout=120, check=False
+        )
+    finally:
+        first.send_signal(signal.SIGCONT)
+    out, err = first.communicate(timeout=120)
+    assert second.returncode == 0, second.stderr.decode()
+    taken = orjson.loads(second.stdout)
+    assert taken["created"] is True and taken["plan"] == "create"
+    assert b"waiting: another submit of this job is running: process" in second.stderr
+    assert first.returncode == 0, (b"".join(said) + err).decode()
+    resumed = orjson.loads(out)
+    assert resumed["created"] is False and resumed["job_name"] == taken["job_name"]
+    assert resumed["run_id"] == taken["run_id"]
+    assert b"taken over" in err
+    code, listed, _ = run("list", "--sandbox", "--json", "--spec", "e2e-lease-race")
+    assert code == 0 and len(listed["jobs"]) == 1  # type: ignore[arg-type]
+
+
 def test_a_killed_submit_reattaches_to_its_job(use_sandbox: SandboxInfo, tmp_path: Path) -> None:
     with Sandbox(job_seconds=6.0) as slow:
         env = {**os.environ, "VERTEX_TUNER_SANDBOX": orjson.dumps(slow.to_json()).decode()}

@@ -58,6 +58,15 @@ SAMPLES: list[tuple[events.Event, str | None]] = [
     ),
     (events.GenerationProgress("base", 5, 5), "generated 5 answers from base (1 failed)"),
     (events.Step("support-tone", "evaluate", "r-1"), "support-tone: evaluate — r-1"),
+    (
+        events.LeaseWaiting("process 7 on [ci] (since 12:00:00Z)", 42.4),
+        "another submit of this job is running: process 7 on [ci] (since 12:00:00Z); if it "
+        "stops renewing its lease, it is taken over in 42s",
+    ),
+    (
+        events.LeaseLostNotice("lease leases/fp.json was taken over"),
+        "lease leases/fp.json was taken over; nothing is created without it",
+    ),
 ]
 
 

@@ -12,7 +12,13 @@ import orjson
 import pytest
 from records_support import run_record
 
-from vertex_tuner.errors import NotFoundError, PreconditionFailed, VertexTunerError
+from vertex_tuner.errors import (
+    LeaseHeld,
+    LeaseLost,
+    NotFoundError,
+    PreconditionFailed,
+    VertexTunerError,
+)
 from vertex_tuner.records import DatasetRef, RunRecord
 from vertex_tuner.runstore import BlobStore, LocalBlobStore, RunStore
 
@@ -97,16 +103,95 @@ def test_lease_excludes_and_expires(tmp_path: Path) -> None:
     def tick(seconds: float) -> None:
         now[0] += seconds
 
-    with pytest.raises(VertexTunerError, match="still running"):
+    with pytest.raises(LeaseHeld, match="still running"):
         store.acquire_lease("fp", ttl=60, wait=10, sleep=tick)
-    now[0] += 120  # the holder died: its lease has expired
-    taken = store.acquire_lease("fp", ttl=60, wait=0, sleep=tick)
+    # The holder died: a waiter that watches the lease unchanged for its ttl takes it over.
+    taken = store.acquire_lease("fp", ttl=60, wait=120, sleep=tick)
     assert taken.owner != lease.owner
     store.release_lease(lease)  # a stale release must not free the new holder's lease
-    with pytest.raises(VertexTunerError):
+    with pytest.raises(LeaseHeld):
         store.acquire_lease("fp", ttl=60, wait=0, sleep=tick)
     store.release_lease(taken)
     store.acquire_lease("fp", wait=0, sleep=tick)
+
+
+def test_a_renewed_lease_is_never_taken_over(tmp_path: Path) -> None:
+    now = [1000.0]
+    holder = RunStore(LocalBlobStore(tmp_path), clock=lambda: now[0])
+    lease = holder.acquire_lease("fp", ttl=60)
+    seen: list[tuple[str, float]] = []
+
+    def renew_while_waiting(seconds: float) -> None:
+        nonlocal lease
+        now[0] += seconds
+        if int(now[0]) % 20 == 0:  # the holder renews every third of its ttl
+            lease = holder.renew_lease(lease)
+
+    waiter = RunStore(LocalBlobStore(tmp_path), clock=lambda: now[0])
+    with pytest.raises(LeaseHeld, match=r"process \d+ on .* holds lease leases/fp.json"):
+        waiter.acquire_lease(
+            "fp",
+            ttl=60,
+            wait=600,
+            sleep=renew_while_waiting,
+            on_wait=lambda who, left: seen.append((who.describe(), left)),
+        )
+    assert now[0] >= 1600  # ten ttls went by, and the live holder kept its lease
+    assert len(seen) == 1 and seen[0][1] == 60  # said once, with how long it would be kept
+    assert holder.renew_lease(lease).renewals == lease.renewals + 1
+
+
+def test_no_clock_of_another_machine_is_compared(tmp_path: Path) -> None:
+    """A holder whose clock is 20 minutes behind (its ``expires_at`` long past by ours) keeps
+    its lease while it renews it; a waiter only ever measures time on its own clock."""
+    behind = [1000.0]
+    ahead = [1000.0 + 1200]
+    holder = RunStore(LocalBlobStore(tmp_path), clock=lambda: behind[0])
+    lease = holder.acquire_lease("fp", ttl=60)
+
+    def both(seconds: float) -> None:
+        nonlocal lease
+        behind[0] += seconds
+        ahead[0] += seconds
+        if int(behind[0]) % 30 == 0:
+            lease = holder.renew_lease(lease)
+
+    waiter = RunStore(LocalBlobStore(tmp_path), clock=lambda: ahead[0])
+    with pytest.raises(LeaseHeld):
+        waiter.acquire_lease("fp", ttl=60, wait=300, sleep=both)
+
+
+def test_a_lease_taken_over_cannot_be_renewed_by_its_old_holder(tmp_path: Path) -> None:
+    now = [1000.0]
+    store = RunStore(LocalBlobStore(tmp_path), clock=lambda: now[0])
+    old = store.acquire_lease("fp", ttl=5)
+
+    def tick(seconds: float) -> None:
+        now[0] += seconds
+
+    new = store.acquire_lease("fp", ttl=5, wait=30, sleep=tick)
+    with pytest.raises(LeaseLost, match="taken over"):
+        store.renew_lease(old)
+    assert store.renew_lease(new).generation != new.generation
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b"[]", b'{"ttl": "soon", "pid": true}', b'{"ttl": 1e308}'],
+    ids=["damaged", "not-an-object", "wrong-types", "huge-ttl"],
+)
+def test_a_lease_file_of_any_shape_is_waited_for_then_taken(tmp_path: Path, body: bytes) -> None:
+    now = [1000.0]
+    store = RunStore(LocalBlobStore(tmp_path), clock=lambda: now[0])
+    (tmp_path / "leases").mkdir()
+    (tmp_path / "leases" / "fp.json").write_bytes(body)
+
+    def tick(seconds: float) -> None:
+        now[0] += seconds
+
+    lease = store.acquire_lease("fp", wait=7200, sleep=tick)
+    assert 1060 <= now[0] <= 1000 + 3600 + 2  # the default ttl, or the longest a lease may ask
+    assert orjson.loads((tmp_path / "leases" / "fp.json").read_bytes())["owner"] == lease.owner
 
 
 def test_alias_promote_rollback_history(tmp_path: Path) -> None:

@@ -241,10 +241,14 @@ def test_an_expired_lease_taken_over_with_a_lost_answer_is_ours(blobs: FlakyBlob
     now = [1000.0]
     first = RunStore(blobs, clock=lambda: now[0], retry=FAST, sleep=lambda _: None)
     first.acquire_lease("fp", ttl=10, wait=0, sleep=lambda _: None)
-    now[0] += 60
     second = RunStore(blobs, clock=lambda: now[0], retry=FAST, sleep=lambda _: None)
-    blobs.fail_next("write", unavailable(), after_effect=True)
-    lease = second.acquire_lease("fp", ttl=10, wait=0, sleep=lambda _: None)
+
+    def tick(seconds: float) -> None:
+        now[0] += seconds
+        if now[0] >= 1009:  # the take-over write is next: its answer is lost
+            blobs.fail_next("write", unavailable(), after_effect=True)
+
+    lease = second.acquire_lease("fp", ttl=10, wait=60, sleep=tick)
     found = blobs.inner.read("leases/fp.json")
     assert found is not None and orjson.loads(found[0])["owner"] == lease.owner
 

@@ -187,3 +187,17 @@ class WaitTimeout(BackendError):
     def __init__(self, message: str, *, job_name: str, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.job_name = job_name
+
+
+class LeaseLost(VertexTunerError):
+    """A submit can no longer prove it holds its create lease (another took it over, or the
+    lease could not be renewed in time); it must not create a job."""
+
+
+class CreateUnconfirmed(BackendError):
+    """A create's answer was lost and the look-up that would tell whether it happened failed:
+    the job may exist. The create is not tried again; a pending run record stands for it."""
+
+
+class LeaseHeld(VertexTunerError):
+    """Another submit of the same job held the create lease for as long as this one waited."""

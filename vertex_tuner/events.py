@@ -80,6 +80,25 @@ class JobFound:
 
 
 @dataclass(frozen=True)
+class LeaseWaiting:
+    """Another submit of the same job holds the create lease; this one waits for it.
+
+    ``holder`` says who (process, host, since when, as the holder wrote it); ``seconds`` is how
+    long the lease would still be kept if its holder stopped renewing it now.
+    """
+
+    holder: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class LeaseLostNotice:
+    """The create lease was taken over (or could not be renewed): nothing is created under it."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class Recorded:
     """The run record was written (the job exists; a killed process can be resumed)."""
 
@@ -150,6 +169,8 @@ Event = (
     | JobCreated
     | CreateAmbiguous
     | JobFound
+    | LeaseWaiting
+    | LeaseLostNotice
     | Recorded
     | StateChanged
     | CancelRequested
@@ -182,6 +203,8 @@ __all__ = [
     "GenerationProgress",
     "JobCreated",
     "JobFound",
+    "LeaseLostNotice",
+    "LeaseWaiting",
     "Observer",
     "Planned",
     "Recorded",

@@ -7,6 +7,7 @@ newer version are kept when an older version rewrites the record.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -101,3 +102,17 @@ class RunRecord(_Record):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def iso(ts: float) -> str:
+    """A UTC timestamp as records, leases and aliases write it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def human_seconds(seconds: float) -> str:
+    """``90`` → ``1.5m``: a duration for messages."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"

@@ -32,7 +32,7 @@ from vertex_tuner.errors import (
     WaitTimeout,
 )
 from vertex_tuner.events import Observer, SilentObserver, Step
-from vertex_tuner.tuning.recording import human_seconds
+from vertex_tuner.records import human_seconds
 
 if TYPE_CHECKING:
     from vertex_tuner.dataset import PreparedDataset
@@ -71,12 +71,15 @@ def current_run(service: TuningService, spec: JobSpec) -> RunRecord:
     with tempfile.TemporaryDirectory(prefix="vertex-tuner-") as tmp:
         prepared = service.prepare(spec, Path(tmp))
         plan = service.plan(spec, prepared)
-    if plan.job is None:
-        raise NotFoundError(
-            f"no job has tuned the current data and settings of {spec.name}",
-            hint=f"submit it first: vertex-tuner submit {spec.spec_path}",
-        )
-    return service.refresh(service.record_of(plan.job.name))
+        if plan.job is None:
+            raise NotFoundError(
+                f"no job has tuned the current data and settings of {spec.name}",
+                hint=f"submit it first: vertex-tuner submit {spec.spec_path}",
+            )
+        # The job may have no record here yet (its submit's create answer was lost, or it ran
+        # from another store): record it with the spec's details, once, as submit would.
+        record = service.record_for(spec, prepared, plan, plan.job)
+    return service.refresh(record)
 
 
 # --- evaluating and judging ---------------------------------------------------------------------
@@ -152,7 +155,7 @@ def promote(
     With ``if_gate``, only a run whose stored evaluation gate passed.
     """
     if run_id is None:
-        ok = [r for r in runs.list(name) if JobState(r.state).is_success and r.endpoint]
+        ok = [r for r in runs.list(name) if JobState.parse(r.state).is_success and r.endpoint]
         if not ok:
             raise NotFoundError(
                 f"{name} has no successful run to promote",
@@ -303,7 +306,7 @@ def retrain(
         assert record is not None
         state.update(plan=submitted.plan, record=record, bytes_uploaded=submitted.bytes_uploaded)
 
-        if not JobState(record.state).is_terminal:
+        if not JobState.parse(record.state).is_terminal:
             observer.notify(Step(spec.name, "wait", record.job_name or ""))
             timeout = wait_timeout if wait_timeout is not None else spec.wait.timeout
             try:

@@ -57,8 +57,11 @@ bad file does not stop ``runs`` for every spec; asked for by id (``get``) it is 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import math
 import os
+import socket
 import tempfile
 import time
 import uuid
@@ -73,12 +76,14 @@ from urllib.parse import quote, unquote
 import orjson
 
 from vertex_tuner.errors import (
+    LeaseHeld,
+    LeaseLost,
     NotFoundError,
     PreconditionFailed,
     TransientBackendError,
     VertexTunerError,
 )
-from vertex_tuner.records import RunRecord
+from vertex_tuner.records import RunRecord, human_seconds, iso
 from vertex_tuner.retry import RetryOptions, retrying
 
 if TYPE_CHECKING:
@@ -239,11 +244,77 @@ class StorageBlobStore(BlobStore):
             yield info.uri[start:]
 
 
+#: How long a lease lasts without renewal when nothing else is said. The holder renews it
+#: about every third of that; a holder that died blocks the next submit for about this long.
+DEFAULT_LEASE_TTL = 60.0
+#: The range a holder's declared ttl is clamped to when read back.
+LEASE_TTL_RANGE = (1.0, 3600.0)
+#: How often a waiter looks at a held lease.
+LEASE_POLL_SECONDS = 1.0
+
+
 @dataclass(frozen=True)
 class Lease:
+    """A lease this process holds, as of its last write."""
+
     key: str
     owner: str
     generation: int
+    ttl: float = DEFAULT_LEASE_TTL
+    renewals: int = 0
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    """Who holds a lease, as its holder wrote it: for messages, never compared with our clock."""
+
+    owner: str | None
+    host: str | None
+    pid: int | None
+    acquired_at: str | None
+    renewed_at: str | None
+    ttl: float
+    generation: int
+
+    @classmethod
+    def read(cls, data: bytes, generation: int) -> LeaseHolder:
+        """A lease file; a damaged or older one reads as an unknown holder with the default
+        ttl (it is then taken over like any other once it has not changed for that long)."""
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            doc = None
+        if not isinstance(doc, dict):
+            doc = {}
+
+        def text(key: str) -> str | None:
+            value = doc.get(key)
+            return value if isinstance(value, str) else None
+
+        ttl = doc.get("ttl")
+        if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not math.isfinite(ttl):
+            ttl = DEFAULT_LEASE_TTL
+        low, high = LEASE_TTL_RANGE
+        pid = doc.get("pid")
+        return cls(
+            owner=text("owner"),
+            host=text("host"),
+            pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+            acquired_at=text("acquired_at"),
+            renewed_at=text("renewed_at"),
+            ttl=min(max(float(ttl), low), high),
+            generation=generation,
+        )
+
+    def describe(self) -> str:
+        """``process 4242 on runner-7 (since 12:00:01Z, last renewed 12:03:01Z)``."""
+        who = f"process {self.pid}" if self.pid is not None else "a process"
+        if self.host:
+            who += f" on {self.host}"
+        times = [f"since {self.acquired_at}"] if self.acquired_at else []
+        if self.renewed_at and self.renewed_at != self.acquired_at:
+            times.append(f"last renewed {self.renewed_at}")
+        return f"{who} ({', '.join(times)})" if times else who
 
 
 @dataclass(frozen=True)
@@ -474,36 +545,68 @@ class RunStore:
         self,
         name: str,
         *,
-        ttl: float = 120.0,
+        ttl: float = DEFAULT_LEASE_TTL,
         wait: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
+        on_wait: Callable[[LeaseHolder, float], None] | None = None,
     ) -> Lease:
         """Hold ``leases/<name>`` so that one submit at a time creates a job for a fingerprint.
 
-        A lease whose holder died expires after ``ttl`` seconds and is taken over with a
-        generation precondition, so two waiters cannot both take it.
+        The holder renews its lease (:meth:`renew_lease`), each renewal a new generation. A
+        lease is taken over only when this process has watched it stay at one generation for
+        the holder's ``ttl``, timed by this process's own clock: no clock of another machine
+        is ever compared with ours, so a runner whose clock is ahead cannot take a live lease.
+        The take-over is a write with a generation precondition, so two waiters cannot both
+        take it. ``on_wait(holder, seconds)`` is called when the lease is found held (again
+        when its holder changes), with the holder's own description and how long, unrenewed,
+        it would still be kept. Waits at most ``wait`` seconds, then raises.
         """
         key = f"leases/{name}.json"
         owner = uuid.uuid4().hex
-        deadline = self.clock() + wait
+        start = self.clock()
+        seen: tuple[int, float] | None = None  # (generation, when we first saw it)
+        told: str | None = None
         while True:
-            body = orjson.dumps({"owner": owner, "expires_at": self.clock() + ttl})
+            body = _lease_body(owner, ttl, 0, self.clock())
             current = self._retried(lambda: self.blobs.read(key))
             try:
                 if current is None:
-                    return Lease(key, owner, self._write_lease(key, body, owner, 0))
-                held = orjson.loads(current[0])
-                if float(held.get("expires_at", 0)) < self.clock():
-                    return Lease(key, owner, self._write_lease(key, body, owner, current[1]))
+                    return Lease(key, owner, self._write_lease(key, body, owner, 0), ttl)
+                now = self.clock()
+                if seen is None or seen[0] != current[1]:
+                    seen = (current[1], now)
+                holder = LeaseHolder.read(current[0], current[1])
+                if now - seen[1] >= holder.ttl:
+                    return Lease(key, owner, self._write_lease(key, body, owner, current[1]), ttl)
             except PreconditionFailed:
-                pass  # someone else got there first; look again
-            if self.clock() >= deadline:
-                raise VertexTunerError(
-                    f"another submit of the same job is still running (lease {key} in "
-                    f"{self.location})",
-                    hint="wait for it to finish, or run `vertex-tuner status` on the spec",
+                seen = None  # someone else got there first; look again
+                continue
+            if on_wait is not None and holder.owner != told:
+                told = holder.owner
+                on_wait(holder, holder.ttl - (now - seen[1]))
+            if now - start >= wait:
+                raise LeaseHeld(
+                    f"another submit of the same job is still running: {holder.describe()} "
+                    f"holds lease {key} in {self.location} (waited {human_seconds(wait)})",
+                    hint="wait for it to finish, then submit again; a holder that died loses "
+                    f"the lease {human_seconds(holder.ttl)} after its last renewal",
                 )
-            sleep(0.5)
+            sleep(min(LEASE_POLL_SECONDS, max(0.0, holder.ttl - (now - seen[1]))) or 0.01)
+
+    def renew_lease(self, lease: Lease) -> Lease:
+        """Write the lease again, at the generation we last wrote: proof that it is still ours.
+
+        :class:`LeaseLost` when someone else took it over; a transient failure (after the
+        retries) is raised as it is, and the caller decides how long it can go unrenewed.
+        """
+        body = _lease_body(lease.owner, lease.ttl, lease.renewals + 1, self.clock())
+        try:
+            generation = self._write_cas(lease.key, body, lease.generation, _equal_to(body))
+        except PreconditionFailed:
+            raise LeaseLost(
+                f"lease {lease.key} in {self.location} was taken over by another submit"
+            ) from None
+        return dataclasses.replace(lease, generation=generation, renewals=lease.renewals + 1)
 
     def _write_lease(self, key: str, body: bytes, owner: str, generation: int) -> int:
         """Write a lease; one found holding ``owner`` after a lost answer is ours."""
@@ -620,7 +723,7 @@ class RunStore:
             generation = found[1] if found else 0
             entry = doc["aliases"].get(alias)
             history: list[dict[str, Any]] = list(entry.get("history", [])) if entry else []
-            now = _iso(self.clock())
+            now = iso(self.clock())
             if run_id is None:
                 target = _previous_target(history, entry)
                 if target is None:
@@ -705,6 +808,24 @@ def _equal_to(data: bytes) -> Callable[[bytes], bool]:
     return lambda found: found == data
 
 
+def _lease_body(owner: str, ttl: float, renewals: int, now: float) -> bytes:
+    """A lease as its holder writes it. ``expires_at`` (the holder's clock plus ``ttl``) is
+    kept for older versions, which compare it with their own clock; this one never reads it."""
+    stamp = iso(now)
+    doc: dict[str, Any] = {
+        "owner": owner,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "ttl": ttl,
+        "renewals": renewals,
+        "renewed_at": stamp,
+        "expires_at": now + ttl,
+    }
+    if renewals == 0:
+        doc["acquired_at"] = stamp
+    return orjson.dumps(doc)
+
+
 def _lease_owner(data: bytes) -> str | None:
     try:
         owner = orjson.loads(data).get("owner")
@@ -748,7 +869,3 @@ def _parse_record(data: bytes, where: str) -> RunRecord:
         raise VertexTunerError(
             f"run record {where} is damaged: {exc}", hint="restore it from a backup or delete it"
         ) from None
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -8,6 +8,7 @@ the package that exits the process; see :mod:`vertex_tuner.cli._common` for the 
 from __future__ import annotations
 
 import importlib
+import signal
 from typing import Any
 
 import click
@@ -59,6 +60,20 @@ def cli() -> None:
     """
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM (a CI runner cancelling the step, ``kill``) and SIGHUP (a closed terminal) end
+    the command the way Ctrl-C does: the create lease is released, a created job is left
+    running and the message says how to resume, exit code 130."""
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _interrupt)
+
+
 def main() -> None:
     """Console-script entry point."""
+    install_signal_handlers()
     cli(prog_name="vertex-tuner")

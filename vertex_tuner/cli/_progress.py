@@ -33,6 +33,8 @@ from vertex_tuner.events import (
     GenerationProgress,
     JobCreated,
     JobFound,
+    LeaseLostNotice,
+    LeaseWaiting,
     Planned,
     Recorded,
     Retried,
@@ -126,6 +128,13 @@ class ConsoleObserver:
                     f"[yellow]create may or may not have happened ({escape(error)}); "
                     "looking it up[/]"
                 )
+            case LeaseWaiting(holder=holder, seconds=seconds):
+                self._say(
+                    f"[yellow]waiting: another submit of this job is running: {escape(holder)}; "
+                    f"if it stops renewing its lease, it is taken over in {seconds:.0f}s[/]"
+                )
+            case LeaseLostNotice(message=message):
+                self._say(f"[yellow]{escape(message)}; nothing is created without it[/]")
             case Retried(call=call, error=error, attempt=attempt):
                 self._say(
                     f"[yellow]retrying {escape(call)} (attempt {attempt + 1}): {escape(error)}[/]"

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from vertex_tuner.backends.interface import Job
 from vertex_tuner.errors import WaitTimeout
 from vertex_tuner.events import Observer, StateChanged
-from vertex_tuner.records import RunRecord
-from vertex_tuner.tuning.recording import human_seconds, update_record
+from vertex_tuner.records import RunRecord, human_seconds
+from vertex_tuner.tuning.recording import update_record
 
 
 @dataclass(frozen=True)

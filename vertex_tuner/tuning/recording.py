@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING
 from vertex_tuner import _version
 from vertex_tuner.backends.interface import Job, JobState
 from vertex_tuner.errors import JobFailed
-from vertex_tuner.records import DatasetRef, DataStatsRecord, ErrorRecord, RunRecord
+from vertex_tuner.records import (
+    DatasetRef,
+    DataStatsRecord,
+    ErrorRecord,
+    RunRecord,
+    iso,
+)
 from vertex_tuner.vocabulary import LABEL_FINGERPRINT, LABEL_SPEC
 
 if TYPE_CHECKING:
@@ -26,6 +32,11 @@ if TYPE_CHECKING:
 
 #: The share of dropped or truncated examples that fails a run when the spec says nothing.
 DEFAULT_MAX_DROPPED_FRACTION = 0.01
+
+
+#: The state of a pending record: a create whose answer was lost and whose job could not be
+#: looked up. The next submit of the spec finds the job (or creates it) under the same run id.
+UNCONFIRMED = "CREATE_UNCONFIRMED"
 
 
 def new_record(
@@ -38,8 +49,36 @@ def new_record(
     sandbox: bool,
     project: str | None,
     location: str | None,
+    run_id: str | None = None,
 ) -> RunRecord:
-    """The first record of a run: the spec, the data as uploaded, the request and the job."""
+    """The first record of a run: the spec, the data as uploaded, the request and the job.
+
+    ``run_id`` keeps the id of an earlier record of the same job (a bare or pending one)."""
+    record = pending_record(
+        spec,
+        prepared,
+        plan,
+        now=now,
+        sandbox=sandbox,
+        project=project,
+        location=location,
+        run_id=run_id,
+    )
+    return update_record(record, job, now=now)
+
+
+def pending_record(
+    spec: JobSpec,
+    prepared: PreparedDataset,
+    plan: Plan,
+    *,
+    now: float,
+    sandbox: bool,
+    project: str | None,
+    location: str | None,
+    run_id: str | None = None,
+) -> RunRecord:
+    """A run's record before its job is known (state :data:`UNCONFIRMED`, no job name)."""
     stamp = iso(now)
     uris = dict(plan.uploads)
 
@@ -57,8 +96,8 @@ def new_record(
     train = ref(prepared.train)
     assert train is not None
     run_stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
-    record = RunRecord(
-        run_id=f"{spec.name}-{run_stamp}-{plan.fingerprint[:8]}",
+    return RunRecord(
+        run_id=run_id or f"{spec.name}-{run_stamp}-{plan.fingerprint[:8]}",
         spec_name=spec.name,
         spec_path=str(spec.spec_path),
         spec_digest=spec.digest(),
@@ -68,7 +107,7 @@ def new_record(
         sandbox=sandbox,
         project=project,
         location=location,
-        job_name=job.name,
+        state=UNCONFIRMED,
         created_at=stamp,
         updated_at=stamp,
         method=spec.method,
@@ -83,7 +122,6 @@ def new_record(
         holdout=ref(prepared.holdout),
         estimate=plan.estimate,
     )
-    return update_record(record, job, now=now)
 
 
 def update_record(record: RunRecord, job: Job, *, now: float) -> RunRecord:
@@ -113,6 +151,7 @@ def update_record(record: RunRecord, job: Job, *, now: float) -> RunRecord:
     )
     return record.model_copy(
         update={
+            "job_name": job.name,
             "state": job.state.value,
             "sub_state": job.sub_state,
             "updated_at": iso(now),
@@ -175,7 +214,7 @@ def bare_record(job: Job, now: float) -> RunRecord:
 def check_outcome(record: RunRecord, max_dropped_fraction: float | None) -> None:
     """JobFailed unless the job succeeded and Vertex dropped no more than the limit."""
     limit = DEFAULT_MAX_DROPPED_FRACTION if max_dropped_fraction is None else max_dropped_fraction
-    state = JobState(record.state)
+    state = JobState.parse(record.state)
     if not state.is_success:
         detail = f": {record.error.message}" if record.error else ""
         raise JobFailed(
@@ -216,16 +255,3 @@ def git_commit(folder: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def iso(ts: float) -> str:
-    """A UTC timestamp as records and aliases write it."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
-def human_seconds(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:g}h"
-    if seconds >= 60:
-        return f"{seconds / 60:g}m"
-    return f"{seconds:g}s"

@@ -17,6 +17,7 @@ all call it:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +29,10 @@ from vertex_tuner.backends.interface import Job, JobState
 from vertex_tuner.errors import (
     AmbiguousCreateError,
     BudgetExceeded,
+    CreateUnconfirmed,
     JobFailed,
+    LeaseHeld,
+    LeaseLost,
     NotFoundError,
     TransientBackendError,
 )
@@ -38,6 +42,8 @@ from vertex_tuner.events import (
     DatasetPrepared,
     JobCreated,
     JobFound,
+    LeaseLostNotice,
+    LeaseWaiting,
     Observer,
     Recorded,
     Retried,
@@ -48,14 +54,18 @@ from vertex_tuner.events import (
 )
 from vertex_tuner.records import RunRecord
 from vertex_tuner.retry import RetryOptions, is_retryable, retrying
+from vertex_tuner.runstore import DEFAULT_LEASE_TTL
 from vertex_tuner.tuning import plan as planning
 from vertex_tuner.tuning.follow import WaitOptions, follow
+from vertex_tuner.tuning.lease import HeldLease
 from vertex_tuner.tuning.plan import Plan, PlanAction, SubmitResult
 from vertex_tuner.tuning.preparation import prepare, require_valid
 from vertex_tuner.tuning.recording import (
+    UNCONFIRMED,
     bare_record,
     check_outcome,
     new_record,
+    pending_record,
     update_record,
 )
 from vertex_tuner.vocabulary import FINGERPRINT_LABEL_LENGTH, LABEL_FINGERPRINT, LABEL_SPEC
@@ -68,8 +78,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: How long a submit holds the create lease, and waits for another submit's.
-LEASE_SECONDS = 900.0
+#: How long a submit waits for another submit's create lease (renewed while that one works).
+LEASE_WAIT_SECONDS = 900.0
+#: How many times a submit that lost its lease waits for it again before giving up.
+LEASE_ROUNDS = 3
 
 
 class TuningService:
@@ -89,6 +101,8 @@ class TuningService:
         sleep: Callable[[float], None] = time.sleep,
         observer: Observer | None = None,
         workdir: Path | None = None,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.storage = storage
         self.tuner = tuner
@@ -102,6 +116,10 @@ class TuningService:
         self.sleep = sleep
         self.observer: Observer = observer or SilentObserver()
         self.workdir = workdir
+        #: How long the create lease lasts unrenewed (a dead submit blocks the next this long).
+        self.lease_ttl = lease_ttl
+        #: Times how long the lease went unrenewed (monotonic, so clock steps cannot fool it).
+        self.monotonic = monotonic
 
     # --- public API ----------------------------------------------------------------------
 
@@ -166,13 +184,7 @@ class TuningService:
                 return SubmitResult(plan, None)
             if plan.action == "blocked":
                 assert plan.job is not None
-                raise JobFailed(
-                    f"{plan.reason}; not creating another job for the same data and spec",
-                    job_name=plan.job.name,
-                    state=plan.job.state.value,
-                    hint="fix the cause (see `vertex-tuner status "
-                    f"{plan.job.name}`), then submit with --retry-failed",
-                )
+                raise _blocked(plan.job, plan.reason)
             created = False
             sent = 0
             if plan.action == "create":
@@ -188,16 +200,16 @@ class TuningService:
                 )
             else:
                 assert plan.job is not None
-                record = self._record_for(spec, prepared, plan, plan.job)
+                record = self.record_for(spec, prepared, plan, plan.job)
             self.observer.notify(Recorded(record))
-        if wait and not JobState(record.state).is_terminal:
+        if wait and not JobState.parse(record.state).is_terminal:
             record = self.wait(
                 record,
                 timeout=timeout if timeout is not None else spec.wait.timeout,
                 poll_max=spec.wait.poll_interval_max,
                 max_dropped_fraction=spec.dataset.max_dropped_fraction,
             )
-        elif JobState(record.state).is_terminal:
+        elif JobState.parse(record.state).is_terminal:
             check_outcome(record, spec.dataset.max_dropped_fraction)
         return SubmitResult(plan, record, bytes_uploaded=sent, created=created)
 
@@ -210,8 +222,10 @@ class TuningService:
         max_dropped_fraction: float | None = None,
     ) -> RunRecord:
         """Follow a job until it ends, updating its record; raise on failure or timeout."""
+        record = self.record_of(record_or_job)
+        _job_of(record)
         record = follow(
-            self.record_of(record_or_job),
+            record,
             WaitOptions(timeout=timeout, poll_max=poll_max),
             get_job=self.get_job,
             save=self.runs.save,
@@ -252,8 +266,7 @@ class TuningService:
     def cancel(self, ref: RunRecord | str, *, wait: bool = False, timeout: float = 600.0) -> Job:
         """Ask Vertex to cancel; with ``wait``, poll until the job has ended."""
         record = self.record_of(ref)
-        assert record.job_name is not None
-        name = record.job_name
+        name = _job_of(record)
         job = self.get_job(name)
         if not job.state.is_terminal:
             self._retrying(lambda: self.tuner.cancel(name), "cancel")
@@ -301,8 +314,7 @@ class TuningService:
 
     def refresh(self, record: RunRecord) -> RunRecord:
         """Read the record's job again; save the update when the record is in the store."""
-        assert record.job_name is not None
-        updated = update_record(record, self.get_job(record.job_name), now=self.clock())
+        updated = update_record(record, self.get_job(_job_of(record)), now=self.clock())
         self._save_if_known(updated)
         return updated
 
@@ -311,11 +323,21 @@ class TuningService:
             self.runs.get(record.run_id)
             self.runs.save(record)
 
-    def _record_for(
+    def record_for(
         self, spec: JobSpec, prepared: PreparedDataset, plan: Plan, job: Job
     ) -> RunRecord:
-        existing = self.runs.by_fingerprint(plan.fingerprint)
-        if existing is not None and existing.job_name == job.name:
+        """The run record of ``job``, made for this spec's data, saved.
+
+        One job has one record: a record that already names the job is updated, a bare one
+        (written by ``status JOB`` for a job it did not know) gets the spec's details under
+        its run id, and so does the pending record of a create whose answer was lost.
+        """
+        existing = self.runs.by_job(job.name)
+        if existing is None:
+            candidate = self.runs.by_fingerprint(plan.fingerprint)
+            if candidate is not None and candidate.job_name == job.name:
+                existing = candidate
+        if existing is not None and existing.spec_digest:
             record = update_record(existing, job, now=self.clock())
         else:
             record = new_record(
@@ -327,9 +349,19 @@ class TuningService:
                 sandbox=self.sandbox,
                 project=self.project,
                 location=self.location,
+                run_id=existing.run_id
+                if existing is not None
+                else self._reusable_run_id(plan.fingerprint, job.name),
             )
         self.runs.save(record)
         return record
+
+    def _reusable_run_id(self, fingerprint: str, job_name: str | None) -> str | None:
+        """The run id of this fingerprint's pending record, when its create is unconfirmed."""
+        pending = self.runs.by_fingerprint(fingerprint)
+        if pending is not None and pending.job_name is None and pending.state == UNCONFIRMED:
+            return pending.run_id
+        return None
 
     # --- steps ---------------------------------------------------------------------------
 
@@ -342,23 +374,119 @@ class TuningService:
         force: bool,
         retry_failed: bool,
     ) -> tuple[Plan, RunRecord, int, bool]:
-        lease = self.runs.acquire_lease(
-            plan.fingerprint, ttl=LEASE_SECONDS, wait=LEASE_SECONDS, sleep=self.sleep
+        """Upload and create under the fingerprint's lease (see :mod:`.lease`).
+
+        A submit that loses its lease creates nothing: it waits for the lease again and looks
+        once more, finding the job the new holder created (``--force`` stops instead: it would
+        create a second job on purpose).
+        """
+        for _ in range(LEASE_ROUNDS):
+            try:
+                lease = self.runs.acquire_lease(
+                    plan.fingerprint,
+                    ttl=self.lease_ttl,
+                    wait=LEASE_WAIT_SECONDS,
+                    sleep=self.sleep,
+                    on_wait=lambda holder, left: self.observer.notify(
+                        LeaseWaiting(holder.describe(), left)
+                    ),
+                )
+            except LeaseHeld as held_elsewhere:
+                raise LeaseHeld(
+                    held_elsewhere.message,
+                    hint=f"see what it is doing: vertex-tuner status {spec.spec_path}; then "
+                    f"submit again ({held_elsewhere.hint})",
+                ) from None
+            try:
+                with HeldLease(self.runs, lease, clock=self.monotonic) as held:
+                    return self._create_held(
+                        spec, prepared, plan, held, force=force, retry_failed=retry_failed
+                    )
+            except LeaseLost as lost:
+                self.observer.notify(LeaseLostNotice(lost.message))
+                if force:
+                    raise LeaseLost(
+                        f"{lost.message}; --force does not create a job without the lease",
+                        hint=f"run `vertex-tuner status {spec.spec_path}` to see what the "
+                        "other submit created",
+                    ) from None
+        raise LeaseLost(
+            f"lost the lease for {plan.fingerprint[:12]} {LEASE_ROUNDS} times; no job created",
+            hint=f"run `vertex-tuner status {spec.spec_path}`, then submit again",
         )
+
+    def _create_held(
+        self,
+        spec: JobSpec,
+        prepared: PreparedDataset,
+        plan: Plan,
+        held: HeldLease,
+        *,
+        force: bool,
+        retry_failed: bool,
+    ) -> tuple[Plan, RunRecord, int, bool]:
+        if not force:
+            # Someone may have created the job while we waited for the lease.
+            found = self._existing(
+                spec, prepared, plan, self.find_jobs(plan.fingerprint), retry_failed=retry_failed
+            )
+            if found is not None:
+                return found
+        sent = self._upload(plan)
+        # The upload may have taken long: prove the lease is still ours, then look again.
+        held.confirm()
+        known = self.find_jobs(plan.fingerprint)
+        if not force:
+            found = self._existing(spec, prepared, plan, known, retry_failed=retry_failed)
+            if found is not None:
+                return found[0], found[1], sent, False
         try:
-            if not force:
-                # Someone may have created the job while we waited for the lease.
-                replanned = self.plan(spec, prepared, retry_failed=retry_failed)
-                if replanned.action in ("attach", "reuse"):
-                    assert replanned.job is not None
-                    self.observer.notify(replanned.event())
-                    record = self._record_for(spec, prepared, replanned, replanned.job)
-                    return replanned, record, 0, False
-            sent = self._upload(plan)
-            job = self._create(plan)
-            return plan, self._record_for(spec, prepared, plan, job), sent, True
-        finally:
-            self.runs.release_lease(lease)
+            job = self._create(plan, held, known={j.name for j in known})
+        except CreateUnconfirmed as exc:
+            record = self._pending_record(spec, prepared, plan)
+            raise CreateUnconfirmed(
+                f"{exc.message}; recorded as run {record.run_id} "
+                f"({record.state}), so nothing will create a second job for it",
+                hint=f"submit again once Vertex answers: vertex-tuner submit {spec.spec_path} "
+                "(it looks for the job first and records it under the same run)",
+            ) from None
+        return plan, self.record_for(spec, prepared, plan, job), sent, True
+
+    def _existing(
+        self,
+        spec: JobSpec,
+        prepared: PreparedDataset,
+        plan: Plan,
+        jobs: list[Job],
+        *,
+        retry_failed: bool,
+    ) -> tuple[Plan, RunRecord, int, bool] | None:
+        """The job another submit made for this fingerprint, recorded; None to go on creating."""
+        action, reason, job = planning.decide(jobs, force=False, retry_failed=retry_failed)
+        if action == "create":
+            return None
+        assert job is not None
+        if action == "blocked":
+            raise _blocked(job, reason)
+        replanned = dataclasses.replace(plan, action=action, reason=reason, job=job)
+        self.observer.notify(replanned.event())
+        return replanned, self.record_for(spec, prepared, replanned, job), 0, False
+
+    def _pending_record(self, spec: JobSpec, prepared: PreparedDataset, plan: Plan) -> RunRecord:
+        """A record for a create whose answer was lost and whose job could not be looked up."""
+        record = pending_record(
+            spec,
+            prepared,
+            plan,
+            now=self.clock(),
+            sandbox=self.sandbox,
+            project=self.project,
+            location=self.location,
+            run_id=self._reusable_run_id(plan.fingerprint, None),
+        )
+        self.runs.save(record)
+        self.observer.notify(Recorded(record))
+        return record
 
     def _upload(self, plan: Plan) -> int:
         sent = 0
@@ -379,22 +507,36 @@ class TuningService:
             self.observer.notify(UploadDone(result))
         return sent
 
-    def _create(self, plan: Plan) -> Job:
+    def _create(self, plan: Plan, held: HeldLease, *, known: set[str]) -> Job:
         """Create the job once. After an ambiguous failure, look before creating again.
 
         The one retry policy paces the attempts; only the look-up decides whether another
         create is safe, so an ambiguous failure is retried only when the job is not found.
+        The look-up accepts only a job that was not there before this create (``known``), so
+        ``--force`` and ``--retry-failed`` never take an older job for the new one. Each
+        attempt is made under a freshly confirmed lease. When the look-up itself fails, the
+        create is not tried again: :class:`CreateUnconfirmed`.
         """
         attempts = 0
 
         def once() -> Job:
             nonlocal attempts
             attempts += 1
+            if attempts > 1:
+                held.confirm()
             try:
                 job = self.tuner.create(plan.request)
             except AmbiguousCreateError as exc:
                 self.observer.notify(CreateAmbiguous(str(exc), attempts))
-                found = self.find_jobs(plan.fingerprint)
+                try:
+                    found = [j for j in self.find_jobs(plan.fingerprint) if j.name not in known]
+                except TransientBackendError as lookup:
+                    raise CreateUnconfirmed(
+                        f"Vertex did not answer the create ({exc.message}) and looking the job "
+                        f"up failed too ({lookup.message}): a job labelled "
+                        f"{LABEL_FINGERPRINT}={plan.fingerprint[:FINGERPRINT_LABEL_LENGTH]} "
+                        "may exist"
+                    ) from None
                 if found:
                     self.observer.notify(JobFound(found[0]))
                     return found[0]
@@ -432,6 +574,27 @@ class TuningService:
             return
         with tempfile.TemporaryDirectory(prefix="vertex-tuner-") as tmp:
             yield Path(tmp)
+
+
+def _job_of(record: RunRecord) -> str:
+    """The record's job; NotFoundError for a pending record, whose create was never confirmed."""
+    if record.job_name is None:
+        where = record.spec_path or "SPEC"
+        raise NotFoundError(
+            f"run {record.run_id} has no job yet ({record.state}): its create was never confirmed",
+            hint=f"submit it again to find or create its job: vertex-tuner submit {where}",
+        )
+    return record.job_name
+
+
+def _blocked(job: Job, reason: str) -> JobFailed:
+    return JobFailed(
+        f"{reason}; not creating another job for the same data and spec",
+        job_name=job.name,
+        state=job.state.value,
+        hint=f"fix the cause (see `vertex-tuner status {job.name}`), then submit with "
+        "--retry-failed",
+    )
 
 
 def _has_labels(job: Job, wanted: dict[str, str]) -> bool:

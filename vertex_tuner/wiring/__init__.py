@@ -10,13 +10,21 @@ for where the run store is and how it is reached.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vertex_tuner.runstore import LocalBlobStore, RunStore, StorageBlobStore
+from vertex_tuner.errors import ConfigurationError
+from vertex_tuner.runstore import (
+    DEFAULT_LEASE_TTL,
+    LEASE_TTL_RANGE,
+    LocalBlobStore,
+    RunStore,
+    StorageBlobStore,
+)
 from vertex_tuner.wiring.backends import Backends, cloud_backends, sandbox_backends
 
 if TYPE_CHECKING:
@@ -106,8 +114,6 @@ def service_run_store(registry: str | None, *, sandbox: bool = False) -> RunStor
     if not location.startswith("gs://"):
         return run_store(location, None)
     if sandbox:
-        from vertex_tuner.errors import ConfigurationError
-
         raise ConfigurationError(
             f"the sandbox's run store {location} lives in the Cloud Storage emulator",
             hint="resolve it from a command that runs with --sandbox, or use a local registry",
@@ -160,6 +166,27 @@ def open_service(
         yield service_for(ctx, observer)
 
 
+def lease_ttl() -> float:
+    """How long a submit's create lease lasts unrenewed: ``VERTEX_TUNER_LEASE_TTL`` seconds
+    (1 to 3600), else 60. A shorter one frees a dead submit's lease sooner; the holder renews
+    it every third of that, so it must outlast a Cloud Storage write comfortably."""
+    configured = os.environ.get("VERTEX_TUNER_LEASE_TTL")
+    if not configured:
+        return DEFAULT_LEASE_TTL
+    low, high = LEASE_TTL_RANGE
+    try:
+        value = float(configured)
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:  # also refuses nan and inf
+        raise ConfigurationError(
+            f"VERTEX_TUNER_LEASE_TTL={configured!r} is not a number of seconds from "
+            f"{low:g} to {high:g}",
+            hint="unset it for the default of 60, e.g. `unset VERTEX_TUNER_LEASE_TTL`",
+        )
+    return value
+
+
 def service_for(ctx: Context, observer: Observer | None = None) -> TuningService:
     from vertex_tuner.tuning import TuningService
 
@@ -172,6 +199,7 @@ def service_for(ctx: Context, observer: Observer | None = None) -> TuningService
         location=b.location,
         sandbox=b.is_sandbox,
         observer=observer,
+        lease_ttl=lease_ttl(),
     )
 
 
