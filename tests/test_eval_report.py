@@ -354,7 +354,16 @@ def test_write_report(tmp_path: Path) -> None:
 
 def test_json_shape() -> None:
     doc = make_result().to_json()
-    assert list(doc) == ["spec", "run", "created_at", "metrics", "targets", "gate", "examples"]
+    assert list(doc) == [
+        "spec",
+        "run",
+        "created_at",
+        "metrics",
+        "targets",
+        "gate",
+        "binding",
+        "examples",
+    ]
     assert doc["targets"]["tuned"] == {
         "model": "projects/p/locations/l/endpoints/7",
         "metrics": {"exact_match": 0.5, "rouge_l": 0.6, "output_length": 10.5},

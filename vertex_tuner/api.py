@@ -153,10 +153,14 @@ def promote(
     registry: str | None = None,
     sandbox: bool = False,
     actor: str = "",
+    gate: str | None = None,
 ) -> Promotion:
-    """Point ``name@alias`` at a run (see release.promote)."""
+    """Point ``name@alias`` at a run (see release.promote; ``gate``: the spec's gate, which
+    the verdict ``if_gate`` relies on must have judged)."""
     with open_run_store(registry, sandbox=sandbox) as runs:
-        return release.promote(runs, name, run_id, alias=alias, if_gate=if_gate, actor=actor)
+        return release.promote(
+            runs, name, run_id, alias=alias, if_gate=if_gate, actor=actor, gate=gate
+        )
 
 
 def rollback(

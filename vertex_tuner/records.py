@@ -98,7 +98,12 @@ class RunRecord(_Record):
     dropped_fraction: float | None = None
 
     error: ErrorRecord | None = None
+    #: The latest evaluation, everything but its per-example outputs.
     evaluation: dict[str, Any] | None = None
+    #: Every evaluation of the run, oldest first, as short entries that name what each judged
+    #: (see :mod:`vertex_tuner.evaluation.verdicts`); the full ones are kept apart, never
+    #: overwritten.
+    evaluations: list[dict[str, Any]] = Field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -31,6 +31,7 @@ from vertex_tuner.errors import (
     VertexTunerError,
     WaitTimeout,
 )
+from vertex_tuner.evaluation import verdicts
 from vertex_tuner.events import Observer, SilentObserver, Step
 from vertex_tuner.records import human_seconds
 
@@ -111,6 +112,14 @@ def evaluate_run(
     return evaluator.evaluate(record, spec.evaluation, against=list(against), json_schema=schema)
 
 
+def spec_gate(spec: JobSpec) -> str | None:
+    """The spec's gate in the normalised form verdicts record, or None without one."""
+    from vertex_tuner.evaluation.gate import parse_gate
+
+    text = spec.evaluation.promote_if if spec.evaluation else None
+    return str(parse_gate(text)) if text else None
+
+
 def check_gate(result: EvaluationResult) -> None:
     """GateFailed when the evaluation's gate did not hold."""
     if result.verdict is not None and not result.verdict.passed:
@@ -131,6 +140,10 @@ class Promotion:
     alias: str
     record: RunRecord
     entry: AliasEntry
+    #: The stored verdict ``--if-gate`` relied on.
+    verdict: str | None = None
+    #: Said when a run is promoted without ``--if-gate`` although its latest verdict failed.
+    warning: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -138,6 +151,8 @@ class Promotion:
             "alias": self.alias,
             "run_id": self.record.run_id,
             "endpoint": self.record.endpoint,
+            "verdict": self.verdict,
+            "warning": self.warning,
         }
 
 
@@ -149,10 +164,14 @@ def promote(
     alias: str = PRODUCTION,
     if_gate: bool = False,
     actor: str = "",
+    gate: str | None = None,
 ) -> Promotion:
     """Point ``name@alias`` at a run (default: the newest successful one with an endpoint).
 
-    With ``if_gate``, only a run whose stored evaluation gate passed.
+    With ``if_gate``, only when the run's latest verdict that compared it against base on its
+    held-out set (with ``gate``, normalised, when given: the spec's current gate) passed; see
+    :mod:`vertex_tuner.evaluation.verdicts`. Without it, a run whose latest verdict failed is
+    promoted with a warning.
     """
     if run_id is None:
         ok = [r for r in runs.list(name) if JobState.parse(r.state).is_success and r.endpoint]
@@ -168,21 +187,65 @@ def promote(
             raise NotFoundError(f"run {run_id} belongs to {record.spec_name}, not {name}")
     if not record.endpoint:
         raise NotFoundError(f"run {record.run_id} has no endpoint (state {record.state})")
-    if if_gate:
-        gate = (record.evaluation or {}).get("gate")
-        if gate is None:
-            raise GateFailed(
-                f"run {record.run_id} has no evaluation gate result",
-                hint=f"evaluate it first: vertex-tuner evaluate {record.run_id}",
-            )
-        if not gate.get("passed"):
-            raise GateFailed(
-                f"run {record.run_id} did not pass its gate ({gate.get('explanation', '')})"
-            )
-    entry = runs.set_alias(
-        name, alias, record.run_id, actor=actor, reason="--if-gate" if if_gate else ""
+    choice = verdicts.choose(
+        _history(record),
+        tuned=record.endpoint,
+        holdout_sha256=record.holdout.sha256 if record.holdout else None,
+        gate=gate,
     )
-    return Promotion(name, alias, record, entry)
+    warning = None
+    if if_gate:
+        chosen = choice.verdict
+        if chosen is None:
+            why = "; ".join(choice.passed_over) or "it was never evaluated"
+            raise GateFailed(
+                f"run {record.run_id} has no verdict that compared it against base on its "
+                f"held-out set{' with the gate ' + repr(gate) if gate else ''} ({why})",
+                hint=f"evaluate it: vertex-tuner evaluate {record.spec_path or record.run_id}",
+            )
+        if not chosen.get("passed"):
+            raise GateFailed(
+                f"run {record.run_id} did not pass its gate: {choice.describe()} of "
+                f"{chosen.get('created_at')} failed; later evaluations cannot undo it unless "
+                "they compare against base again and pass"
+            )
+    else:
+        latest = _history(record)[-1:] if _history(record) else []
+        if latest and latest[0].get("passed") is False:
+            warning = (
+                f"run {record.run_id}'s latest verdict ({latest[0].get('id')}) failed its gate; "
+                "promoting it anyway, as asked"
+            )
+    reason = f"--if-gate: {choice.describe()}" if if_gate else ""
+    entry = runs.set_alias(name, alias, record.run_id, actor=actor, reason=reason)
+    return Promotion(
+        name,
+        alias,
+        record,
+        entry,
+        verdict=choice.verdict.get("id") if if_gate and choice.verdict else None,
+        warning=warning,
+    )
+
+
+def _history(record: RunRecord) -> list[dict[str, Any]]:
+    """The run's verdict entries, oldest first; a record from before the history was kept has
+    its one stored evaluation, taken for what it says."""
+    if record.evaluations:
+        return list(record.evaluations)
+    if record.evaluation and record.evaluation.get("gate") is not None:
+        legacy = record.evaluation
+        binding = legacy.get("binding") or {}
+        return [
+            {
+                **verdicts.entry(legacy, str(legacy.get("id") or "legacy")),
+                "gate": binding.get("gate") or "(unrecorded)",
+                "tuned": binding.get("tuned"),
+                "holdout_sha256": binding.get("holdout_sha256")
+                or (record.holdout.sha256 if record.holdout else None),
+            }
+        ]
+    return []
 
 
 def rollback(runs: RunStore, name: str, *, alias: str = PRODUCTION, actor: str = "") -> Promotion:
@@ -351,7 +414,12 @@ def retrain(
             check_gate(result)
             observer.notify(Step(spec.name, "promote", record.run_id))
             promotion = promote(
-                service.runs, spec.name, record.run_id, alias=PRODUCTION, if_gate=True
+                service.runs,
+                spec.name,
+                record.run_id,
+                alias=PRODUCTION,
+                if_gate=True,
+                gate=spec_gate(spec),
             )
         except GateFailed as exc:
             return failure(

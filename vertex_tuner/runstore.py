@@ -17,6 +17,7 @@ Layout under the root (version 2)::
     jobs/<job resource name>.json     {"run_id"} of the run of a tuning job, e.g.
                                       jobs/projects/p/locations/l/tuningJobs/123.json
     specs/<spec_name>/<run_id>.json   {"run_id", "created_at"}: one spec's runs, one per run
+    evaluations/<run_id>/<id>.json    every evaluation of a run, each written once, never replaced
     leases/<fp>.json                  a short lease held while one submit creates the job
     aliases/<name>.json               {"aliases": {alias: {"run_id": …, "history": […]}}}
 
@@ -539,6 +540,28 @@ class RunStore:
         except (VertexTunerError, OSError):
             self._migration_failed = True
 
+    # --- verdicts ------------------------------------------------------------------------
+
+    def add_evaluation(self, run_id: str, doc: dict[str, Any]) -> str:
+        """Keep one evaluation of a run, never overwritten: a new object each time, written
+        only if absent. Returns its id (``<created_at>-<random>``), which sorts by time."""
+        stamp = str(doc.get("created_at") or iso(self.clock())).replace(":", "")
+        verdict_id = f"{stamp}-{uuid.uuid4().hex[:8]}"
+        key = _evaluation_key(run_id, verdict_id)
+        body = orjson.dumps({**doc, "id": verdict_id}, option=orjson.OPT_INDENT_2)
+        self._write_cas(key, body, 0, _equal_to(body))
+        return verdict_id
+
+    def evaluation(self, run_id: str, verdict_id: str) -> dict[str, Any]:
+        """One stored evaluation of a run, by id."""
+        found = self._retried(lambda: self.blobs.read(_evaluation_key(run_id, verdict_id)))
+        if found is None:
+            raise NotFoundError(f"run {run_id} has no evaluation {verdict_id} in {self.location}")
+        doc = orjson.loads(found[0])
+        if not isinstance(doc, dict):
+            raise VertexTunerError(f"evaluation {verdict_id} of run {run_id} is damaged")
+        return doc
+
     # --- leases --------------------------------------------------------------------------
 
     def acquire_lease(
@@ -758,6 +781,10 @@ _FINGERPRINTS = "fingerprints/"
 def _key_part(text: str) -> str:
     """One key segment: percent-encoded, dots too, so it is never ``.``, ``..`` or has a ``/``."""
     return quote(text, safe="").replace(".", "%2E")
+
+
+def _evaluation_key(run_id: str, verdict_id: str) -> str:
+    return f"evaluations/{_key_part(run_id)}/{_key_part(verdict_id)}.json"
 
 
 def _run_key(run_id: str) -> str:

@@ -231,7 +231,12 @@ def submit(
             release.check_gate(evaluation)
             if promote_alias:
                 promotion = release.promote(
-                    ctx.runs, spec.name, result_record.run_id, alias=promote_alias, if_gate=True
+                    ctx.runs,
+                    spec.name,
+                    result_record.run_id,
+                    alias=promote_alias,
+                    if_gate=True,
+                    gate=release.spec_gate(spec),
                 )
                 stderr_console().print(
                     f"promoted {spec.name}@{promote_alias} -> {promotion.record.run_id}",

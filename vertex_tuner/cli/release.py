@@ -200,13 +200,17 @@ def aliases(name: str, registry: str | None, sandbox: bool, as_json: bool) -> No
 
 
 def _print_alias(promotion: Promotion, as_json: bool) -> None:
+    if promotion.warning:
+        stderr_console().print(f"warning: {promotion.warning}", markup=False, style="yellow")
     if as_json:
         echo_json(promotion.to_json())
-    else:
-        click.echo(
-            f"{promotion.name}@{promotion.alias} -> {promotion.record.run_id} "
-            f"({promotion.record.endpoint})"
-        )
+        return
+    click.echo(
+        f"{promotion.name}@{promotion.alias} -> {promotion.record.run_id} "
+        f"({promotion.record.endpoint})"
+    )
+    if promotion.verdict:
+        click.echo(f"on the passing verdict {promotion.verdict}")
 
 
 @click.command()

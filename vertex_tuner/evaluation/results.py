@@ -7,6 +7,8 @@ report's ``results.json``)::
       "spec": "support-tone", "run": "r-...", "created_at": "2026-01-01T00:00:00Z",
       "metrics": ["exact_match", "rouge_l"],
       "targets": {"tuned": {"model": "...", "metrics": {"rouge_l": 0.61}, "errors": 0}, ...},
+      "binding": {"run": "r-...", "tuned": "projects/.../endpoints/...",
+                  "holdout_sha256": "...", "examples": 31, "gate": "...", "metrics": [...]},
       "gate": {"passed": true, "explanation": "...",
                "clauses": [{"text": "...", "passed": true, "left": 0.61, "right": 0.45,
                             "note": ""}]} | null,
@@ -68,6 +70,9 @@ class EvaluationResult:
     examples: list[ExampleResult] = field(default_factory=list)
     #: None when the spec has no gate (evaluation.promote_if).
     verdict: GateVerdict | None = None
+    #: What the verdict judged: the run, the tuned endpoint, the held-out set's SHA-256, the
+    #: gate's normalised text, the metrics and their options (see :mod:`.verdicts`).
+    binding: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-ready data with the stable keys shown in the module docstring."""
@@ -81,6 +86,7 @@ class EvaluationResult:
                 for role, t in self.targets.items()
             },
             "gate": self.verdict.to_json() if self.verdict else None,
+            "binding": dict(self.binding),
             "examples": [
                 {
                     "index": e.index,
@@ -127,6 +133,7 @@ class EvaluationResult:
                     for e in doc.get("examples", [])
                 ],
                 verdict=None if gate is None else GateVerdict.from_json(gate),
+                binding=dict(doc.get("binding") or {}),
             )
         except KeyError as exc:
             raise ValueError(f"not an evaluation result: {exc.args[0]!r} is missing") from None

@@ -9,6 +9,7 @@ under the one retry policy (429 and 5xx, honouring ``Retry-After``).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -94,20 +95,26 @@ class Evaluator:
 
     # --- inputs ---------------------------------------------------------------------------
 
-    def load_holdout(self, record: RunRecord, local: Path | None = None) -> list[HeldOutExample]:
-        """The run's held-out examples, from a local file or the uploaded copy."""
+    def load_holdout(
+        self, record: RunRecord, local: Path | None = None
+    ) -> tuple[list[HeldOutExample], str]:
+        """The run's held-out examples, from a local file or the uploaded copy, and the SHA-256
+        of the bytes they were read from (what a verdict is bound to)."""
         if local is not None:
-            return parse_holdout(local.read_bytes().splitlines(), source=str(local))
-        ref = record.holdout
-        if ref is None or ref.uri is None:
-            raise DatasetError(
-                f"run {record.run_id} has no held-out set",
-                hint="set evaluation.holdout in the spec (e.g. 0.1) and submit again",
-            )
-        if self.storage is None:
-            raise VertexTunerError("reading a held-out set from Cloud Storage needs storage")
-        data, _ = self.storage.read(ref.uri)
-        return parse_holdout(data.splitlines(), source=ref.uri)
+            data = local.read_bytes()
+            source = str(local)
+        else:
+            ref = record.holdout
+            if ref is None or ref.uri is None:
+                raise DatasetError(
+                    f"run {record.run_id} has no held-out set",
+                    hint="set evaluation.holdout in the spec (e.g. 0.1) and submit again",
+                )
+            if self.storage is None:
+                raise VertexTunerError("reading a held-out set from Cloud Storage needs storage")
+            data, _ = self.storage.read(ref.uri)
+            source = ref.uri
+        return parse_holdout(data.splitlines(), source=source), hashlib.sha256(data).hexdigest()
 
     def targets(self, record: RunRecord, against: Sequence[str]) -> list[Target]:
         """The tuned endpoint plus the requested comparison targets that exist."""
@@ -250,7 +257,7 @@ class Evaluator:
             TargetResult,
         )
 
-        examples = self.load_holdout(record, holdout_file)
+        examples, holdout_sha256 = self.load_holdout(record, holdout_file)
         if settings.max_examples is not None:
             examples = examples[: settings.max_examples]
         if not examples:
@@ -276,9 +283,32 @@ class Evaluator:
             )
             per_example[target.role] = list(scored.per_example)
         verdict = None
-        if settings.promote_if:
+        gate = parse_gate(settings.promote_if) if settings.promote_if else None
+        if gate is not None:
             values = {role: tr.metrics for role, tr in target_results.items()}
-            verdict = parse_gate(settings.promote_if).evaluate(values)
+            verdict = gate.evaluate(values)
+        binding = {
+            "run": record.run_id,
+            "tuned": record.endpoint,
+            "holdout_sha256": holdout_sha256,
+            "holdout": str(holdout_file)
+            if holdout_file
+            else (record.holdout.uri if record.holdout else None),
+            "examples": len(examples),
+            "gate": str(gate) if gate is not None else None,
+            "against": list(against),
+            "metrics": list(settings.metrics),
+            "metric_options": {
+                "label_field": settings.label_field,
+                "json_schema_sha256": None
+                if json_schema is None
+                else hashlib.sha256(
+                    orjson.dumps(json_schema, option=orjson.OPT_SORT_KEYS)
+                ).hexdigest(),
+            },
+            "max_examples": settings.max_examples,
+            "generation": {"temperature": 0.0},
+        }
         result = EvaluationResult(
             spec=record.spec_name,
             run=record.run_id,
@@ -296,9 +326,28 @@ class Evaluator:
                 for e in examples
             ],
             verdict=verdict,
+            binding=binding,
         )
-        self.runs.save(record.model_copy(update={"evaluation": _summary(result)}))
+        self._keep(record, result)
         return result
+
+    def _keep(self, record: RunRecord, result: EvaluationResult) -> None:
+        """Store the verdict as a new object and list it in the run record, whose latest
+        ``evaluation`` it becomes. Nothing earlier is replaced."""
+        from vertex_tuner.evaluation import verdicts
+
+        summary = _summary(result)
+        verdict_id = self.runs.add_evaluation(record.run_id, summary)
+        try:
+            current = self.runs.get(record.run_id)  # the stored one: others may have appended
+        except NotFoundError:
+            current = record
+        history = [*current.evaluations, verdicts.entry(summary, verdict_id)]
+        self.runs.save(
+            current.model_copy(
+                update={"evaluation": {**summary, "id": verdict_id}, "evaluations": history}
+            )
+        )
 
 
 def _summary(result: EvaluationResult) -> dict[str, Any]:
