@@ -26,8 +26,17 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from packaging.markers import Marker, default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from vertex_tuner.sandbox import Sandbox, SandboxInfo
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
 
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOWS = REPO / ".github" / "workflows"
@@ -181,8 +190,188 @@ def test_both_retrain_jobs_use_the_action() -> None:
 
 def test_the_action_installs_itself_at_its_own_ref() -> None:
     install = step_named(load_action()["runs"], "Install vertex-tuner")
-    assert install["env"] == {"ACTION_PATH": "${{ github.action_path }}"}
+    assert install["env"] == {
+        "ACTION_PATH": "${{ github.action_path }}",
+        "LOCKED": "${{ inputs.locked }}",
+    }
     assert '"$ACTION_PATH"' in install["run"]
+
+
+# --- the hash-pinned locks the action installs from -------------------------------------------
+
+REQUIREMENTS = REPO / "requirements"
+PYPROJECT: dict[str, Any] = tomllib.loads((REPO / "pyproject.toml").read_text())
+PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)(?:\s*;\s*(.+?))?")
+HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Pin:
+    name: str
+    version: Version
+    marker: Marker | None
+
+
+def read_lock(name: str) -> list[Pin]:
+    """A lock's requirements: `name==version ; marker` and its hashes, one per entry."""
+    text = (REQUIREMENTS / name).read_text()
+    pins = []
+    # An entry is a line and its backslash continuations; comments (`# via`) stand alone.
+    for entry in re.sub(r"\\\n", " ", text).splitlines():
+        if not entry.strip() or entry.lstrip().startswith("#"):
+            continue
+        requirement, *options = re.split(r"\s+(?=--)", entry.strip())
+        match = PIN.fullmatch(requirement)
+        assert match, f"{name}: not a pin to one version: {entry[:80]}"
+        assert options and all(HASH.fullmatch(o) for o in options), f"{name}: {requirement}"
+        package, version, marker = match.groups()
+        pins.append(
+            Pin(
+                canonicalize_name(package),
+                Version(version),
+                Marker(marker) if marker else None,
+            )
+        )
+    assert pins, name
+    return pins
+
+
+def environments() -> list[dict[str, str]]:
+    """The platforms a runner (or a developer) may be, on each Python the locks cover."""
+    platforms = [
+        ("linux", "Linux", "x86_64"),
+        ("linux", "Linux", "aarch64"),
+        ("darwin", "Darwin", "arm64"),
+        ("darwin", "Darwin", "x86_64"),
+        ("win32", "Windows", "AMD64"),
+    ]
+    pythons = ["3.11.9", "3.12.10", "3.13.5", "3.14.0"]
+    default = load_action()["inputs"]["python-version"]["default"]
+    assert any(p.startswith(f"{default}.") for p in pythons), default
+    envs = []
+    for sys_platform, system, machine in platforms:
+        for python in pythons:
+            env = dict(default_environment())
+            env.update(
+                sys_platform=sys_platform,
+                platform_system=system,
+                platform_machine=machine,
+                os_name="nt" if sys_platform == "win32" else "posix",
+                python_full_version=python,
+                python_version=".".join(python.split(".")[:2]),
+                implementation_name="cpython",
+                platform_python_implementation="CPython",
+            )
+            envs.append(env)
+    return envs
+
+
+def applies(marker: Marker | None, env: dict[str, str]) -> bool:
+    return marker is None or marker.evaluate(env)
+
+
+def test_every_entry_of_the_locks_is_one_version_with_its_hashes() -> None:
+    for name in ("retrain.lock", "retrain-build.lock"):
+        pins = read_lock(name)
+        # One entry per package, or one per Python where a package's releases part ways.
+        for env in environments():
+            chosen = [p.name for p in pins if applies(p.marker, env)]
+            assert len(chosen) == len(set(chosen)), (name, env["python_full_version"])
+        assert "vertex-tuner" not in {p.name for p in pins}
+
+
+@pytest.mark.parametrize(
+    ("lock", "requirements"),
+    [
+        ("retrain.lock", PYPROJECT["project"]["dependencies"]),
+        (
+            "retrain-build.lock",
+            [
+                *PYPROJECT["build-system"]["requires"],
+                *(
+                    line
+                    for line in (REQUIREMENTS / "retrain-build.in").read_text().splitlines()
+                    if line.strip() and not line.startswith("#")
+                ),
+            ],
+        ),
+    ],
+)
+def test_the_locks_pin_what_pyproject_asks_for(lock: str, requirements: list[str]) -> None:
+    """Not stale: every requirement is pinned, at a version it allows, wherever its marker holds."""
+    pins = read_lock(lock)
+    for line in requirements:
+        requirement = Requirement(line)
+        name = canonicalize_name(requirement.name)
+        assert not requirement.extras, line
+        mine = [p for p in pins if p.name == name]
+        assert mine, f"{lock} has no pin for {requirement.name}: run scripts/lock-retrain"
+        for pin in mine:
+            assert requirement.specifier.contains(pin.version, prereleases=True), (
+                f"{lock} pins {name}=={pin.version}, which {line!r} excludes: "
+                "run scripts/lock-retrain"
+            )
+        for env in environments():
+            wanted = applies(requirement.marker, env)
+            chosen = [p for p in mine if applies(p.marker, env)]
+            assert len(chosen) == wanted, (lock, line, env["sys_platform"], env["platform_machine"])
+
+
+def test_a_package_in_both_locks_is_pinned_at_one_version() -> None:
+    build = {
+        (p.name, p.marker and str(p.marker)): p.version for p in read_lock("retrain-build.lock")
+    }
+    for pin in read_lock("retrain.lock"):
+        assert build.get((pin.name, pin.marker and str(pin.marker)), pin.version) == pin.version
+
+
+def test_the_lock_is_the_runtime_dependencies_only() -> None:
+    pinned = {p.name for p in read_lock("retrain.lock")}
+    optional = PYPROJECT["project"]["optional-dependencies"]
+    # Retraining needs no extra: `registry` (google-cloud-aiplatform) is for --mirror-vertex.
+    for extra in ("registry", "dev", "bench"):
+        for line in optional[extra]:
+            assert canonicalize_name(Requirement(line).name) not in pinned, (extra, line)
+
+
+def test_the_locks_say_how_to_regenerate_them() -> None:
+    script = REPO / "scripts" / "lock-retrain"
+    assert os.access(script, os.X_OK)
+    for name in ("retrain.lock", "retrain-build.lock"):
+        header = (REQUIREMENTS / name).read_text().split("\n\n", 1)[0]
+        assert "#    scripts/lock-retrain\n" in header, name
+        assert f"requirements/{name}" in script.read_text()
+    if shutil.which("shellcheck") or (Path(sys.executable).parent / "shellcheck").exists():
+        found = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
+        result = subprocess.run([found, str(script)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout
+
+
+def test_the_action_installs_from_the_locks_with_hashes_and_no_dependencies() -> None:
+    action = load_action()
+    assert action["inputs"]["locked"]["default"] == "true"
+    script = step_named(action["runs"], "Install vertex-tuner")["run"]
+    locked = script.split("true)", 1)[1].split(";;", 1)[0]
+    commands = [
+        " ".join(c.split())
+        for c in re.sub(r"\\\n", " ", locked).splitlines()
+        if c.strip() and not c.strip().startswith("#")
+    ]
+    assert len(commands) == 4, commands
+    *installs, check = commands
+    for command, lock in zip(installs, ["retrain-build.lock", "retrain.lock"], strict=False):
+        assert command.startswith("python -m pip install ")
+        assert {"--require-hashes", "--no-deps"} <= set(command.split()), command
+        assert command.endswith(f'-r "$ACTION_PATH/requirements/{lock}"'), command
+        assert (REQUIREMENTS / lock).is_file()
+    # The back-ends come as wheels; what is built from source is built with them, not with
+    # whatever an isolated build environment would fetch.
+    assert "--only-binary :all:" in installs[0]
+    assert "--no-build-isolation" in installs[1]
+    itself = installs[2].split()
+    assert itself[:4] == ["python", "-m", "pip", "install"] and itself[-1] == '"$ACTION_PATH"'
+    assert {"--no-deps", "--no-build-isolation", "--no-index"} <= set(itself)
+    assert check == "python -m pip check"
 
 
 def test_the_sandbox_job_runs_as_written() -> None:
@@ -212,7 +401,11 @@ def test_every_spec_path_named_exists() -> None:
 def test_ci_checks_everything_on_every_python() -> None:
     doc = load("ci.yml")
     assert doc["on"]["pull_request"] is None and doc["on"]["push"] == {"branches": ["main"]}
-    assert doc["jobs"]["test"]["strategy"]["matrix"]["python"] == ["3.10", "3.11", "3.12", "3.13"]
+    matrix = doc["jobs"]["test"]["strategy"]["matrix"]["python"]
+    assert matrix == ["3.11", "3.12", "3.13"]
+    # The oldest Python tested is the oldest the package admits (google-genai needs 3.11).
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert f'requires-python = ">={matrix[0]}"' in pyproject
     commands = [str(s.get("run", "")) for _, s in all_steps(doc)]
     for needed in (
         "ruff format --check .",
@@ -393,6 +586,44 @@ def test_the_specs_job_picks_every_spec_or_the_one_asked_for(tmp_path: Path) -> 
     step = runner.run(pick["run"], {"ONLY": "jobs/nothing.yaml"})
     assert step.returncode == 1
     assert step.stdout == "::error::no spec at jobs/nothing.yaml\n"
+
+
+def test_the_install_step_runs_the_locked_commands_unless_told_not_to(tmp_path: Path) -> None:
+    """The action's install step as written, with a `python` that records what it was asked."""
+    runner = Runner.create(tmp_path)
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "python").write_text('#!/bin/sh\necho "python $*" >>"$CALLS"\n')
+    (stub / "python").chmod(0o755)
+    install = step_named(load_action()["runs"], "Install vertex-tuner")
+    calls = tmp_path / "calls"
+
+    def run(locked: str) -> tuple[Step, list[str]]:
+        calls.write_text("")
+        env = {
+            "ACTION_PATH": str(REPO),
+            "LOCKED": locked,
+            "CALLS": str(calls),
+            "PATH": f"{stub}{os.pathsep}{runner.env['PATH']}",
+        }
+        step = runner.run(install["run"], env)
+        return step, calls.read_text().splitlines()
+
+    step, ran = run("true")
+    assert step.returncode == 0, step.stderr
+    q = "python -m pip install --quiet"
+    assert ran == [
+        f"{q} --require-hashes --no-deps --only-binary :all: "
+        f"-r {REPO}/requirements/retrain-build.lock",
+        f"{q} --require-hashes --no-deps --no-build-isolation -r {REPO}/requirements/retrain.lock",
+        f"{q} --no-deps --no-build-isolation --no-index {REPO}",
+        "python -m pip check",
+    ]
+    step, ran = run("false")
+    assert step.returncode == 0 and ran == [f"{q} {REPO}"]
+    step, ran = run("yes")
+    assert step.returncode == 1 and ran == []
+    assert step.stdout == '::error::the input locked is "true" or "false"\n'
 
 
 def run_action(runner: Runner, inputs: dict[str, str], **kwargs: Any) -> Step:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 ProgressCallback = Callable[[int, int], None]
 
 
-class JobState(str, enum.Enum):
+class JobState(str, enum.Enum):  # noqa: UP042 (str() of a member stays what it was)
     """A tuning job's state, as Vertex names it without the ``JOB_STATE_`` prefix."""
 
     UNSPECIFIED = "UNSPECIFIED"
