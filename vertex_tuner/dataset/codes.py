@@ -17,6 +17,16 @@ Kind = Literal["error", "truncation", "warning"]
 CODES: dict[str, tuple[Kind, str]] = {
     # The line or the file cannot be read as examples.
     "bad-json": ("error", "the line is not valid JSON"),
+    "json-too-deep": (
+        "error",
+        "objects and arrays nested more than 254 levels deep in the example (orjson writes no "
+        "deeper)",
+    ),
+    "line-too-long": (
+        "error",
+        "a line over 64 MiB (no example comes near it): skipped unread; in a CSV file, the rest "
+        "of the file too",
+    ),
     "not-utf8": ("error", "the line (or CSV row) is not valid UTF-8"),
     "not-an-object": ("error", "the line is JSON but not an object"),
     "unknown-format": (

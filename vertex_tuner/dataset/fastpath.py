@@ -11,6 +11,11 @@ what :mod:`vertex_tuner.dataset.keys` and :func:`vertex_tuner.dataset.tokens.mea
 converted example (the tests hold them to that). Tokens are counted as
 :func:`vertex_tuner.dataset.tokens.text_tokens` does: ``ceil(len / 4)``, written out inline
 because this is the validator's hot loop.
+
+A Gemini line is written back as it is, so a field the check does not read (another key of the
+line, of a turn, of the system instruction) could nest deeper than orjson writes
+(:mod:`vertex_tuner.dataset.nesting`); such fields are walked, and a line too deep is left to the
+full path. Chat and text-pair lines keep only their texts: their other fields never matter.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from vertex_tuner.dataset.nesting import MAX_DEPTH, nests_deeper
 from vertex_tuner.dataset.tokens import CHARS_PER_TOKEN, PADDING_PER_RECORD
 
 FastResult = tuple[list[Any], list[str], int, int, int]
@@ -25,6 +31,18 @@ FastCheck = Callable[[dict[str, Any], int], "FastResult | None"]
 
 _ROUND = CHARS_PER_TOKEN - 1
 _MESSAGE_ROLES = {"user": "user", "assistant": "model", "model": "model"}
+#: The keys :func:`gemini` reads, of the line, of a turn and of the system instruction.
+_LINE_KEYS = frozenset(("contents", "systemInstruction", "system_instruction", "tools"))
+_TURN_KEYS = frozenset(("role", "parts"))
+_SYSTEM_KEYS = _TURN_KEYS
+
+
+def _deep_beside(obj: dict[str, Any], known: frozenset[str], level: int) -> bool:
+    """Whether a field of ``obj`` (a dict ``level`` deep in the line) other than ``known`` nests
+    past :data:`MAX_DEPTH`. Only called when ``obj`` has more keys than the check read."""
+    return any(
+        key not in known and nests_deeper(value, MAX_DEPTH - level) for key, value in obj.items()
+    )
 
 
 def messages(obj: dict[str, Any], limit: int) -> FastResult | None:
@@ -143,6 +161,8 @@ def _single_text(content: Any, role: str) -> str | None:
     """The text of ``{"role": role, "parts": [{"text": non-blank}]}``, else None."""
     if type(content) is not dict or content.get("role") != role:
         return None
+    if len(content) != 2 and _deep_beside(content, _TURN_KEYS, 3):
+        return None
     return _only_text(content.get("parts"))
 
 
@@ -170,6 +190,8 @@ def _gemini_exchange(system_value: Any, u: Any, m: Any, limit: int) -> FastResul
         return _one_exchange(None, prompt, answer, limit)
     if type(system_value) is not dict:
         return None
+    if len(system_value) != 1 and _deep_beside(system_value, _SYSTEM_KEYS, 2):
+        return None
     system = _only_text(system_value.get("parts"))
     if system is None:
         return None
@@ -192,6 +214,9 @@ def gemini(obj: dict[str, Any], limit: int) -> FastResult | None:
     system_value = obj.get("systemInstruction")
     if system_value is None:
         system_value = obj.get("system_instruction")
+    # Nearly every line holds contents and at most a system instruction: one comparison.
+    if len(obj) > 1 + (system_value is not None) and _deep_beside(obj, _LINE_KEYS, 1):
+        return None
     if len(contents) == 2:
         quick = _gemini_exchange(system_value, contents[0], contents[1], limit)
         if quick is not None:
@@ -202,6 +227,8 @@ def gemini(obj: dict[str, Any], limit: int) -> FastResult | None:
         key = [0]
     else:
         if type(system_value) is not dict:
+            return None
+        if len(system_value) != 1 and _deep_beside(system_value, _SYSTEM_KEYS, 2):
             return None
         found = _text_parts(system_value.get("parts"))
         if found is None:
@@ -217,6 +244,8 @@ def gemini(obj: dict[str, Any], limit: int) -> FastResult | None:
             return None
         role = content.get("role")
         if role == previous or (role != "user" and role != "model"):
+            return None
+        if len(content) != 2 and _deep_beside(content, _TURN_KEYS, 3):
             return None
         previous = role
         found = _text_parts(content.get("parts"))

@@ -6,6 +6,10 @@ chunk, so the caller's loop stays tight) with the 1-based number of the block's 
 the caller decides what is wrong with each. A line keeps a trailing ``\\r``: JSON parsers take it
 as whitespace. CSV/TSV goes through the standard ``csv`` module (quoted fields may span lines);
 each row carries the line it starts on.
+
+A line over :data:`MAX_LINE_BYTES` is never held whole: once it passes the limit the rest of it
+is read and dropped a chunk at a time, and a :class:`LongLine` stands in its place. So memory
+is bounded by the limit, whatever the file holds (a gigabyte with no newline, say).
 """
 
 from __future__ import annotations
@@ -13,11 +17,52 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 #: Bytes read at a time: large enough that splitting costs little per line, small enough that a
 #: block and its lines stay in the processor's cache (measured: 4 MB chunks are 20% slower).
 CHUNK = 128 * 1024
 BOM = b"\xef\xbb\xbf"
+
+
+#: The longest line read. An example at any model's token limit (131,072 tokens, about half a
+#: megabyte of text) is far shorter, so a longer line is a file without newlines or a paste
+#: error; it is skipped, never held. At least :data:`CHUNK`: a line inside one chunk is never
+#: over it, so only lines that span chunks are measured.
+MAX_LINE_BYTES = 64 * 1024 * 1024
+
+
+class LongLine(bytes):
+    """Stands in for a line over the limit: empty, so no parser takes it for JSON, with the
+    line's ``size`` in bytes and the ``limit`` it broke."""
+
+    size: int
+    limit: int
+
+    def __new__(cls, size: int, limit: int) -> LongLine:
+        line = super().__new__(cls)
+        line.size = size
+        line.limit = limit
+        return line
+
+
+def _chunks(f: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
+    """The bytes from ``start`` to ``end`` (the end of the file if None), :data:`CHUNK` at a
+    time, without the UTF-8 BOM that may open the file."""
+    f.seek(start)
+    remaining = None if end is None else end - start
+    if start == 0:
+        if f.read(len(BOM)) == BOM:
+            remaining = None if remaining is None else remaining - len(BOM)
+        else:
+            f.seek(0)
+    while remaining is None or remaining > 0:
+        chunk = f.read(CHUNK if remaining is None else min(CHUNK, remaining))
+        if not chunk:
+            return
+        if remaining is not None:
+            remaining -= len(chunk)
+        yield chunk
 
 
 def iter_blocks(
@@ -27,42 +72,46 @@ def iter_blocks(
 
     ``start``/``end`` read a byte range that begins at a line start (``split_ranges`` finds
     them); ``first_line`` is the number of the range's first line. Blank lines are included, so
-    numbers stay right.
+    numbers stay right; a line over :data:`MAX_LINE_BYTES` is a :class:`LongLine`.
     """
+    limit = MAX_LINE_BYTES
     number = first_line
-    # Pieces of a line longer than a chunk: joined once when its end arrives, never re-copied.
+    # Pieces of a line longer than a chunk, ``held`` bytes in all: joined once when its end
+    # arrives, never re-copied, and dropped as soon as they pass the limit.
     tail: list[bytes] = []
+    held = 0
+    # The length so far of a line over the limit, while the rest of it is read and dropped.
+    skipped: int | None = None
     with path.open("rb") as f:
-        f.seek(start)
-        remaining = None if end is None else end - start
-        if start == 0:
-            if f.read(len(BOM)) == BOM:
-                remaining = None if remaining is None else remaining - len(BOM)
-            else:
-                f.seek(0)
-        while remaining is None or remaining > 0:
-            chunk = f.read(CHUNK if remaining is None else min(CHUNK, remaining))
-            if not chunk:
-                break
-            if remaining is not None:
-                remaining -= len(chunk)
-            cut = chunk.rfind(b"\n")
-            if cut < 0:
-                tail.append(chunk)
+        for chunk in _chunks(f, start, end):
+            if skipped is not None:
+                newline = chunk.find(b"\n")
+                if newline < 0:
+                    skipped += len(chunk)
+                    continue
+                yield number, [LongLine(skipped + newline, limit)]
+                number += 1
+                skipped = None
+                chunk = chunk[newline + 1 :]
+            lines = chunk.split(b"\n")
+            rest = lines.pop()
+            if not lines:  # no newline: the line goes on
+                held += len(rest)
+                if held > limit:
+                    skipped, tail, held = held, [], 0
+                elif rest:
+                    tail.append(rest)
                 continue
             if tail:
-                tail.append(chunk[:cut])
-                block = b"".join(tail)
-                tail = []
-            else:
-                block = chunk[:cut]
-            rest = chunk[cut + 1 :]
-            if rest:
-                tail.append(rest)
-            lines = block.split(b"\n")
+                size = held + len(lines[0])
+                tail.append(lines[0])
+                lines[0] = LongLine(size, limit) if size > limit else b"".join(tail)
+            tail, held = ([rest], len(rest)) if rest else ([], 0)
             yield number, lines
             number += len(lines)
-    if tail:
+    if skipped is not None:
+        yield number, [LongLine(skipped, limit)]
+    elif tail:
         yield number, [b"".join(tail)]
 
 
@@ -72,7 +121,30 @@ def iter_lines(
     """(1-based line number, line without ``\\r\\n``) for every line, blank ones included."""
     for number, lines in iter_blocks(path, start=start, end=end, first_line=first_line):
         for offset, line in enumerate(lines):
-            yield number + offset, line.removesuffix(b"\r")
+            yield number + offset, line if isinstance(line, LongLine) else line.removesuffix(b"\r")
+
+
+def iter_line_starts(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, line without ``\\n``) for every line, as :func:`iter_blocks` reads them."""
+    with path.open("rb") as f:
+        offset = len(BOM) if f.read(len(BOM)) == BOM else 0
+    for _, lines in iter_blocks(path):
+        for line in lines:
+            yield offset, line
+            offset += (line.size if isinstance(line, LongLine) else len(line)) + 1
+
+
+def _rest_of_line(f: BinaryIO) -> int:
+    """Read past the next newline (or to the end), a chunk at a time, holding none of it: the
+    bytes before the newline. ``readline`` would hold a huge line whole."""
+    skipped = 0
+    while chunk := f.read(CHUNK):
+        newline = chunk.find(b"\n")
+        if newline >= 0:
+            f.seek(newline + 1 - len(chunk), 1)
+            return skipped + newline
+        skipped += len(chunk)
+    return skipped
 
 
 def split_ranges(path: Path, weights: list[float]) -> list[tuple[int, int]]:
@@ -91,7 +163,7 @@ def split_ranges(path: Path, weights: list[float]) -> list[tuple[int, int]]:
             if cut > 0:
                 # Step back one byte: a cut that lands just after a newline stays where it is.
                 f.seek(cut - 1)
-                f.readline()
+                _rest_of_line(f)
                 cut = f.tell()
             bounds.append(min(max(cut, bounds[-1]), size))
     bounds.append(size)
@@ -99,20 +171,36 @@ def split_ranges(path: Path, weights: list[float]) -> list[tuple[int, int]]:
     return [r for r in ranges if r[1] > r[0] or r[0] == 0]
 
 
+class _LineTooLong(Exception):
+    """Raised from inside the ``csv`` reader's input: a physical line over the limit."""
+
+    def __init__(self, line: int, size: int, limit: int) -> None:
+        super().__init__(line)
+        self.line = line
+        self.long = LongLine(size, limit)
+
+
 def iter_csv_rows(
     path: Path, *, delimiter: str
-) -> Iterator[tuple[int, dict[str, str] | None, str | None]]:
+) -> Iterator[tuple[int, dict[str, str] | None, str | LongLine | None]]:
     """(line, row, error) for every data row of a CSV/TSV file with a header row.
 
     ``line`` is the physical line the row starts on (quoted fields may span lines). A row with
     bytes that are not UTF-8, or with more or fewer fields than the header, comes with an error
-    and the reading goes on; broken quoting stops it (nothing after it can be trusted).
+    and the reading goes on; broken quoting stops it (nothing after it can be trusted), and so
+    does a line over :data:`MAX_LINE_BYTES`, whose error is a :class:`LongLine` (it may be
+    inside a quoted field, so the rows after it cannot be told apart).
     """
     bad_lines: list[int] = []
+    limit = MAX_LINE_BYTES
 
     def decoded() -> Iterator[str]:
         with path.open("rb") as f:
-            for number, raw in enumerate(f, 1):
+            number = 0
+            while raw := f.readline(limit + 1):
+                number += 1
+                if len(raw) > limit and not raw.endswith(b"\n"):
+                    raise _LineTooLong(number, len(raw) + _rest_of_line(f), limit)
                 if number == 1:
                     raw = raw.removeprefix(BOM)
                 try:
@@ -143,3 +231,5 @@ def iter_csv_rows(
             start = end + 1
     except csv.Error as exc:
         yield start, None, f"CSV error in the row that starts here: {exc}; the rest was not read"
+    except _LineTooLong as exc:
+        yield exc.line, None, exc.long

@@ -35,7 +35,8 @@ from vertex_tuner import models
 from vertex_tuner.dataset import fastpath, formats, keys, tokens
 from vertex_tuner.dataset.findings import Finding, FindingList
 from vertex_tuner.dataset.gemini import is_media
-from vertex_tuner.dataset.reader import iter_blocks, iter_csv_rows
+from vertex_tuner.dataset.nesting import TOO_DEEP_MESSAGE, nests_deeper
+from vertex_tuner.dataset.reader import LongLine, iter_blocks, iter_csv_rows, iter_line_starts
 from vertex_tuner.dataset.rules import TRUNCATION_CODES, check_example
 
 SIDES = ("train", "validation", "holdout")
@@ -286,18 +287,36 @@ class Scanner:
         return "train"
 
     def bad_line(self, line: int, raw: bytes, exc: orjson.JSONDecodeError) -> None:
-        """A line orjson could not parse: blank (fine), not UTF-8, or not JSON."""
+        """A line orjson could not parse: too long to read, blank (fine), not UTF-8, nested
+        deeper than orjson parses, or not JSON."""
+        if isinstance(raw, LongLine):
+            self.too_long(line, raw, "it was skipped")
+            return
         if not raw.strip():
             return
         message = str(exc)
         if "not valid UTF-8" in message:
             self.finding("not-utf8", "the line is not valid UTF-8; save the file as UTF-8", line)
             return
+        # orjson says "depth limit exceeded" (older releases: "recursion limit").
+        if "depth limit" in message or "recursion limit" in message:
+            self.finding("json-too-deep", TOO_DEEP_MESSAGE, line)
+            return
         # orjson says where as "line 1 column 7 (char 6)": within this line, so only the column.
         where = _POSITION.search(message)
         if where:
             message = f"{message[: where.start()]} at column {where.group(1)}"
         self.finding("bad-json", f"not valid JSON: {message[:160]}", line)
+
+    def too_long(self, line: int, raw: LongLine, then: str) -> None:
+        """A line the reader skipped for its length (``then`` says what was read after it)."""
+        self.finding(
+            "line-too-long",
+            f"the line is {raw.size:,} bytes, over the {raw.limit / 1024**2:g} MiB a line may "
+            f"hold (an example at a model's token limit is well under 1 MB); {then}: check the "
+            "file holds one example per line",
+            line,
+        )
 
     def line(self, line: int, obj: Any) -> None:
         """A parsed JSONL line the fast path did not accept."""
@@ -326,6 +345,11 @@ class Scanner:
             example = formats.convert(obj, self.fmt)
         except formats.ConversionError as exc:
             self.finding(exc.code, exc.message, line, exc.field)
+            return
+        # The converted example is what gets written (as its keys and in the converted file):
+        # a chat line's other fields are dropped, so only what is kept has to be shallow enough.
+        if nests_deeper(example):
+            self.finding("json-too-deep", TOO_DEEP_MESSAGE, line)
             return
         self.example(line, example, source=obj)
 
@@ -422,6 +446,9 @@ def _scan_csv(job: PartJob, scanner: Scanner) -> None:
     scanner.fmt = scanner.part.fmt = "csv"
     mapping: dict[str, str | None] | None = None
     for line, row, error in iter_csv_rows(job.path, delimiter=delimiter):
+        if isinstance(error, LongLine):
+            scanner.too_long(line, error, "the rest of the file was not read")
+            continue
         if error is not None or row is None:
             scanner.finding("bad-csv", error or "unreadable row", line)
             continue
@@ -527,16 +554,13 @@ def _scan(job: PartJob, *, keep_open: bool) -> Part:
 def detect_first(path: Path) -> tuple[str, int] | None:
     """(format, byte offset) of the first line whose format is known: a single pass settles the
     file's format there, so every part of a parallel one must."""
-    with path.open("rb") as f:
-        offset = 0
-        for raw in f:
-            try:
-                kind = formats.detect(orjson.loads(raw))
-            except orjson.JSONDecodeError:
-                kind = None
-            if kind is not None:
-                return kind, offset
-            offset += len(raw)
+    for offset, raw in iter_line_starts(path):
+        try:
+            kind = formats.detect(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            kind = None
+        if kind is not None:
+            return kind, offset
     return None
 
 
