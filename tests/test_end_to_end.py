@@ -19,6 +19,7 @@ from sandbox_support import REPO, example, write_spec
 
 import vertex_tuner
 from vertex_tuner.cli import cli
+from vertex_tuner.errors import GateFailed
 from vertex_tuner.retry import RetryOptions
 from vertex_tuner.sandbox import Sandbox, SandboxInfo
 from vertex_tuner.spec import load_spec
@@ -302,12 +303,30 @@ def test_the_readme_python_examples_run_in_the_sandbox_as_written(
     assert outcome.outcome == "promoted", outcome.message
     assert scope["run"].run_id == outcome.run_id
     assert scope["result"].verdict.passed
+    evaluated = scope["result"]
     exec(compile(service, "README.md (service)", "exec"), scope)
     assert scope["result"].plan.action == "reuse"
     assert scope["record"].state == "SUCCEEDED"
     # The whole loop again through vertex_tuner.retrain: nothing changed, nothing to do.
     again = vertex_tuner.retrain("jobs/support_tone.yaml", sandbox=True)
     assert (again.outcome, again.run_id) == ("unchanged", outcome.run_id)
+    # The shipped gate's significant() held on the full held-out set (31 examples) …
+    significant = evaluated.verdict.clauses[0]
+    assert significant.significant and significant.passed and significant.n == 31
+    assert significant.ci_low > 0
+    # … and on 5 of them the same model is not shown better than noise: the gate fails,
+    # says how many examples it would take, and that verdict, the latest, now blocks --if-gate.
+    shipped = load_spec(REPO / "jobs" / "support_tone.yaml", offline=True)
+    assert shipped.evaluation is not None
+    five = shipped.model_copy(
+        update={"evaluation": shipped.evaluation.model_copy(update={"max_examples": 5})}
+    )
+    small = vertex_tuner.evaluate_run(five, outcome.run_id, sandbox=True)
+    assert small.verdict is not None and not small.verdict.passed
+    note = small.verdict.clauses[0].note
+    assert "n = 5" in note and "examples" in note, note
+    with pytest.raises(GateFailed, match="did not pass its gate"):
+        vertex_tuner.promote("support-tone", outcome.run_id, if_gate=True, sandbox=True)
 
 
 def test_submit_never_trusts_a_list_filter_vertex_might_ignore(

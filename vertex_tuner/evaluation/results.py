@@ -12,6 +12,10 @@ report's ``results.json``)::
       "gate": {"passed": true, "explanation": "...",
                "clauses": [{"text": "...", "passed": true, "left": 0.61, "right": 0.45,
                             "note": ""}]} | null,
+      "comparisons": {"tuned-base": {"rouge_l": {"delta": 0.16, "ci_low": 0.09,
+                      "ci_high": 0.23, "p_value": null, "wins": 20, "ties": 8, "losses": 3,
+                      "n": 31, ...}}},
+      "usage": {"tuned": {"prompt": 5120, "output": 900}, ...},
       "examples": [{"index": 0, "prompt": "...", "reference": "...",
                     "outputs": {"tuned": "...", "base": "..."},
                     "scores": {"tuned": {"rouge_l": 1.0}, "base": {"rouge_l": 0.5}}}]
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vertex_tuner.evaluation.gate import GateVerdict
+from vertex_tuner.evaluation.statistics import Comparison
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,9 @@ class ExampleResult:
     outputs: dict[str, str]
     #: Target to per-example metric scores (None: not scored).
     scores: dict[str, dict[str, float | None]]
+    #: The judge's verdicts on this example, by pair (``"tuned-base"``): ``{"winner":
+    #: "tuned" | "base" | "tie", "consistent": bool, "reasons": [str, str]}``.
+    judge: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,11 @@ class EvaluationResult:
     #: What the verdict judged: the run, the tuned endpoint, the held-out set's SHA-256, the
     #: gate's normalised text, the metrics and their options (see :mod:`.verdicts`).
     binding: dict[str, Any] = field(default_factory=dict)
+    #: Paired statistics per pair (``"tuned-base"``) and metric (see :mod:`.statistics`).
+    comparisons: dict[str, dict[str, Comparison]] = field(default_factory=dict)
+    #: Tokens the evaluation itself spent, per target (and ``judge``): ``{"prompt": n,
+    #: "output": n}``; empty when the backend reports none.
+    usage: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-ready data with the stable keys shown in the module docstring."""
@@ -87,6 +100,11 @@ class EvaluationResult:
             },
             "gate": self.verdict.to_json() if self.verdict else None,
             "binding": dict(self.binding),
+            "comparisons": {
+                pair: {metric: c.to_json() for metric, c in by_metric.items()}
+                for pair, by_metric in self.comparisons.items()
+            },
+            "usage": {role: dict(u) for role, u in self.usage.items()},
             "examples": [
                 {
                     "index": e.index,
@@ -94,6 +112,7 @@ class EvaluationResult:
                     "reference": e.reference,
                     "outputs": dict(e.outputs),
                     "scores": {role: dict(s) for role, s in e.scores.items()},
+                    "judge": {pair: dict(j) for pair, j in e.judge.items()},
                 }
                 for e in self.examples
             ],
@@ -129,11 +148,20 @@ class EvaluationResult:
                             }
                             for role, s in e["scores"].items()
                         },
+                        {str(k): dict(v) for k, v in (e.get("judge") or {}).items()},
                     )
                     for e in doc.get("examples", [])
                 ],
                 verdict=None if gate is None else GateVerdict.from_json(gate),
                 binding=dict(doc.get("binding") or {}),
+                comparisons={
+                    str(pair): {str(m): Comparison.from_json(c) for m, c in by_metric.items()}
+                    for pair, by_metric in (doc.get("comparisons") or {}).items()
+                },
+                usage={
+                    str(role): {str(k): int(v) for k, v in u.items()}
+                    for role, u in (doc.get("usage") or {}).items()
+                },
             )
         except KeyError as exc:
             raise ValueError(f"not an evaluation result: {exc.args[0]!r} is missing") from None

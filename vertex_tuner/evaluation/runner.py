@@ -256,6 +256,7 @@ class Evaluator:
             ExampleResult,
             TargetResult,
         )
+        from vertex_tuner.evaluation.statistics import CONFIDENCE, compare_all
 
         examples, holdout_sha256 = self.load_holdout(record, holdout_file)
         if settings.max_examples is not None:
@@ -284,9 +285,17 @@ class Evaluator:
             per_example[target.role] = list(scored.per_example)
         verdict = None
         gate = parse_gate(settings.promote_if) if settings.promote_if else None
+        confidence = float(getattr(settings, "confidence", CONFIDENCE))
+        # Every metric, tuned against each other target, example by example (paired).
+        comparisons = compare_all(
+            [{t.role: per_example[t.role][e.index] for t in targets} for e in examples],
+            settings.metrics,
+            [t.role for t in targets],
+            confidence=confidence,
+        )
         if gate is not None:
             values = {role: tr.metrics for role, tr in target_results.items()}
-            verdict = gate.evaluate(values)
+            verdict = gate.evaluate(values, comparisons, confidence=confidence)
         binding = {
             "run": record.run_id,
             "tuned": record.endpoint,
@@ -307,6 +316,7 @@ class Evaluator:
                 ).hexdigest(),
             },
             "max_examples": settings.max_examples,
+            "confidence": confidence,
             "generation": {"temperature": 0.0},
         }
         result = EvaluationResult(
@@ -327,6 +337,7 @@ class Evaluator:
             ],
             verdict=verdict,
             binding=binding,
+            comparisons=comparisons,
         )
         self._keep(record, result)
         return result
