@@ -213,6 +213,25 @@ def test_two_submits_racing_across_a_lease_expiry_make_one_job(
     assert code == 0 and len(listed["jobs"]) == 1  # type: ignore[arg-type]
 
 
+def test_every_checkpoint_is_evaluated_and_the_best_served(
+    use_sandbox: SandboxInfo, tmp_path: Path
+) -> None:
+    spec = write_spec(tmp_path / "checkpoints", name="e2e-checkpoints")
+    code, submitted, err = run("submit", str(spec), "--sandbox", "--json")
+    assert code == 0, err
+    code, doc, err = run("evaluate", str(spec), "--sandbox", "--checkpoints", "--json")
+    assert code == 0, err
+    ids = [str(c["checkpoint_id"]) for c in submitted["checkpoints"]]  # type: ignore[union-attr]
+    assert list(doc["checkpoints"]) == ids and doc["passed"] == ids  # type: ignore[call-overload]
+    code, promoted, err = run(
+        "promote", "e2e-checkpoints", "--checkpoint", "best", "--sandbox", "--json"
+    )
+    assert code == 0, err
+    assert promoted["checkpoint"] in ids and promoted["verdict"]
+    endpoints = {str(c["checkpoint_id"]): c["endpoint"] for c in submitted["checkpoints"]}  # type: ignore[union-attr]
+    assert promoted["endpoint"] == endpoints[str(promoted["checkpoint"])]
+
+
 def test_a_killed_submit_reattaches_to_its_job(use_sandbox: SandboxInfo, tmp_path: Path) -> None:
     with Sandbox(job_seconds=6.0) as slow:
         env = {**os.environ, "VERTEX_TUNER_SANDBOX": orjson.dumps(slow.to_json()).decode()}

@@ -154,12 +154,20 @@ def promote(
     sandbox: bool = False,
     actor: str = "",
     gate: str | None = None,
+    checkpoint: str | None = None,
 ) -> Promotion:
     """Point ``name@alias`` at a run (see release.promote; ``gate``: the spec's gate, which
-    the verdict ``if_gate`` relies on must have judged)."""
+    the verdict ``if_gate`` relies on must have judged; ``checkpoint``: an id or "best")."""
     with open_run_store(registry, sandbox=sandbox) as runs:
         return release.promote(
-            runs, name, run_id, alias=alias, if_gate=if_gate, actor=actor, gate=gate
+            runs,
+            name,
+            run_id,
+            alias=alias,
+            if_gate=if_gate,
+            actor=actor,
+            gate=gate,
+            checkpoint=checkpoint,
         )
 
 

@@ -35,6 +35,8 @@ class Resolved:
     location: str | None
     sandbox: bool
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: The run's checkpoint the alias serves; None: the run's final model.
+    checkpoint: str | None = None
 
     @property
     def ref(self) -> str:
@@ -59,21 +61,36 @@ def resolve_in(store: RunStore, ref: str) -> Resolved:
             hint=f"promote a run first: vertex-tuner promote {name} RUN --alias {alias}",
         )
     record = store.get(entry.run_id)
-    if not record.endpoint:
-        raise NotFoundError(f"{name}@{alias} points at run {record.run_id}, which has no endpoint")
+    endpoint = record.endpoint
+    if entry.checkpoint is not None:
+        endpoint = next(
+            (
+                c.get("endpoint")
+                for c in record.checkpoints
+                if str(c.get("checkpoint_id")) == entry.checkpoint
+            ),
+            None,
+        )
+    if not endpoint:
+        what = f"checkpoint {entry.checkpoint} of run" if entry.checkpoint else "run"
+        raise NotFoundError(
+            f"{name}@{alias} points at {what} {record.run_id}, which has no endpoint"
+        )
     metrics: dict[str, Any] = {}
-    if record.evaluation:
-        metrics = dict(record.evaluation.get("targets", {}).get("tuned", {}).get("metrics", {}))
+    evaluation = record.evaluation or {}
+    if (evaluation.get("binding") or {}).get("tuned", endpoint) == endpoint:
+        metrics = dict(evaluation.get("targets", {}).get("tuned", {}).get("metrics", {}))
     return Resolved(
         name=name,
         alias=alias,
         run_id=record.run_id,
-        endpoint=record.endpoint,
+        endpoint=endpoint,
         model=record.tuned_model,
         project=record.project,
         location=record.location,
         sandbox=record.sandbox,
         metrics=metrics,
+        checkpoint=entry.checkpoint,
     )
 
 

@@ -13,6 +13,7 @@ examples recorded with the run.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from vertex_tuner.errors import (
     WaitTimeout,
 )
 from vertex_tuner.evaluation import verdicts
+from vertex_tuner.evaluation.runner import checkpoint_endpoint
 from vertex_tuner.events import Observer, SilentObserver, Step
 from vertex_tuner.records import human_seconds
 
@@ -92,10 +94,12 @@ def evaluate_run(
     record: RunRecord,
     *,
     against: tuple[str, ...] | list[str] = ("base", PRODUCTION),
+    checkpoint: str | None = None,
 ) -> EvaluationResult:
     """Evaluate one run as its spec says, on the held-out set uploaded with the run.
 
-    The result is stored with the run record (see :meth:`Evaluator.evaluate`).
+    ``checkpoint``: that checkpoint's endpoint stands for the tuned model. The result is
+    stored with the run record (see :meth:`Evaluator.evaluate`).
     """
     if spec.evaluation is None:
         raise SpecError(
@@ -109,7 +113,33 @@ def evaluate_run(
             schema = orjson.loads(path.read_bytes())
         except (OSError, orjson.JSONDecodeError) as exc:
             raise SpecError(f"evaluation.json_schema: cannot read {path}: {exc}") from None
-    return evaluator.evaluate(record, spec.evaluation, against=list(against), json_schema=schema)
+    return evaluator.evaluate(
+        record,
+        spec.evaluation,
+        against=list(against),
+        json_schema=schema,
+        checkpoint=checkpoint,
+    )
+
+
+def evaluate_checkpoints(
+    evaluator: Evaluator,
+    spec: JobSpec,
+    record: RunRecord,
+    *,
+    against: tuple[str, ...] | list[str] = ("base", PRODUCTION),
+) -> list[tuple[str, EvaluationResult]]:
+    """Evaluate every checkpoint of the run that has an endpoint, on the same held-out set
+    (the comparison targets' answers come from the generation cache after the first)."""
+    ids = [str(c["checkpoint_id"]) for c in record.checkpoints if c.get("endpoint")]
+    if not ids:
+        raise NotFoundError(
+            f"run {record.run_id} has no checkpoint with its own endpoint",
+            hint="Vertex deploys checkpoints when export_last_checkpoint_only is false",
+        )
+    return [
+        (cid, evaluate_run(evaluator, spec, record, against=against, checkpoint=cid)) for cid in ids
+    ]
 
 
 def spec_gate(spec: JobSpec) -> str | None:
@@ -145,12 +175,20 @@ class Promotion:
     #: Said when a run is promoted without ``--if-gate`` although its latest verdict failed.
     warning: str | None = None
 
+    @property
+    def endpoint(self) -> str | None:
+        """What the alias serves now: the checkpoint's endpoint, or the run's."""
+        if self.entry.checkpoint is not None:
+            return checkpoint_endpoint(self.record, self.entry.checkpoint)
+        return self.record.endpoint
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "alias": self.alias,
             "run_id": self.record.run_id,
-            "endpoint": self.record.endpoint,
+            "checkpoint": self.entry.checkpoint,
+            "endpoint": self.endpoint,
             "verdict": self.verdict,
             "warning": self.warning,
         }
@@ -165,6 +203,7 @@ def promote(
     if_gate: bool = False,
     actor: str = "",
     gate: str | None = None,
+    checkpoint: str | None = None,
 ) -> Promotion:
     """Point ``name@alias`` at a run (default: the newest successful one with an endpoint).
 
@@ -172,6 +211,10 @@ def promote(
     held-out set (with ``gate``, normalised, when given: the spec's current gate) passed; see
     :mod:`vertex_tuner.evaluation.verdicts`. Without it, a run whose latest verdict failed is
     promoted with a warning.
+
+    ``checkpoint``: serve one of the run's checkpoints (its id), or ``"best"``: of the
+    checkpoints whose latest qualifying verdict passed, the one with the highest tuned scores
+    on the gate's metrics, in the order the gate names them (implies ``if_gate``).
     """
     if run_id is None:
         ok = [r for r in runs.list(name) if JobState.parse(r.state).is_success and r.endpoint]
@@ -187,12 +230,12 @@ def promote(
             raise NotFoundError(f"run {run_id} belongs to {record.spec_name}, not {name}")
     if not record.endpoint:
         raise NotFoundError(f"run {record.run_id} has no endpoint (state {record.state})")
-    choice = verdicts.choose(
-        _history(record),
-        tuned=record.endpoint,
-        holdout_sha256=record.holdout.sha256 if record.holdout else None,
-        gate=gate,
-    )
+    holdout = record.holdout.sha256 if record.holdout else None
+    if checkpoint == "best":
+        checkpoint = _best_checkpoint(runs, record, gate=gate, holdout_sha256=holdout)
+        if_gate = True
+    endpoint = record.endpoint if checkpoint is None else checkpoint_endpoint(record, checkpoint)
+    choice = verdicts.choose(_history(record), tuned=endpoint, holdout_sha256=holdout, gate=gate)
     warning = None
     if if_gate:
         chosen = choice.verdict
@@ -217,7 +260,9 @@ def promote(
                 "promoting it anyway, as asked"
             )
     reason = f"--if-gate: {choice.describe()}" if if_gate else ""
-    entry = runs.set_alias(name, alias, record.run_id, actor=actor, reason=reason)
+    entry = runs.set_alias(
+        name, alias, record.run_id, actor=actor, reason=reason, checkpoint=checkpoint
+    )
     return Promotion(
         name,
         alias,
@@ -226,6 +271,33 @@ def promote(
         verdict=choice.verdict.get("id") if if_gate and choice.verdict else None,
         warning=warning,
     )
+
+
+def _best_checkpoint(
+    runs: RunStore, record: RunRecord, *, gate: str | None, holdout_sha256: str | None
+) -> str:
+    scored: list[tuple[tuple[float, ...], str]] = []
+    for item in record.checkpoints:
+        cid, endpoint = str(item.get("checkpoint_id")), item.get("endpoint")
+        if not endpoint:
+            continue
+        chosen = verdicts.choose(
+            _history(record), tuned=str(endpoint), holdout_sha256=holdout_sha256, gate=gate
+        ).verdict
+        if chosen is None or not chosen.get("passed"):
+            continue
+        doc = runs.evaluation(record.run_id, str(chosen["id"]))
+        tuned = doc.get("targets", {}).get("tuned", {}).get("metrics", {})
+        order = re.findall(r"\btuned\.([A-Za-z_][A-Za-z0-9_]*)", str(chosen.get("gate") or ""))
+        key = tuple(float(tuned.get(m, float("-inf"))) for m in dict.fromkeys(order))
+        scored.append((key, cid))
+    if not scored:
+        raise GateFailed(
+            f"no checkpoint of run {record.run_id} has a passing verdict",
+            hint=f"evaluate them first: vertex-tuner evaluate {record.spec_path or record.run_id} "
+            "--checkpoints",
+        )
+    return max(scored)[1]
 
 
 def _history(record: RunRecord) -> list[dict[str, Any]]:

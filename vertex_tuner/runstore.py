@@ -324,6 +324,8 @@ class AliasEntry:
     run_id: str
     set_at: str
     history: tuple[dict[str, Any], ...]
+    #: The run's checkpoint the alias serves (its own endpoint); None: the run's final model.
+    checkpoint: str | None = None
 
 
 class RunStore:
@@ -688,7 +690,11 @@ class RunStore:
         doc = self._alias_doc(key, found[0])
         return {
             alias: AliasEntry(
-                alias, entry["run_id"], entry["set_at"], tuple(entry.get("history", ()))
+                alias,
+                entry["run_id"],
+                entry["set_at"],
+                tuple(entry.get("history", ())),
+                entry.get("checkpoint") if isinstance(entry.get("checkpoint"), str) else None,
             )
             for alias, entry in doc["aliases"].items()
         }
@@ -721,7 +727,8 @@ class RunStore:
         entry = self.aliases(name).get(alias)
         if entry is None:
             return None
-        return _previous_target(list(entry.history), {"run_id": entry.run_id})
+        previous = _previous_target(list(entry.history), {"run_id": entry.run_id})
+        return previous[0] if previous else None
 
     def set_alias(
         self,
@@ -732,8 +739,12 @@ class RunStore:
         actor: str = "",
         reason: str = "",
         max_attempts: int = 20,
+        checkpoint: str | None = None,
     ) -> AliasEntry:
         """Point ``name@alias`` at ``run_id`` (None: back to the previous one), keeping history.
+
+        ``checkpoint``: serve that checkpoint of the run instead of its final model; a rollback
+        goes back to the run and checkpoint the alias served before.
 
         Read-modify-write with a generation precondition, retried on a lost race, so two
         promoters can never lose each other's update; a write whose answer was lost is not
@@ -748,30 +759,32 @@ class RunStore:
             history: list[dict[str, Any]] = list(entry.get("history", [])) if entry else []
             now = iso(self.clock())
             if run_id is None:
-                target = _previous_target(history, entry)
-                if target is None:
+                previous = _previous_target(history, entry)
+                if previous is None:
                     raise NotFoundError(f"{name}@{alias} has no earlier run to roll back to")
-                action = "rollback"
+                (target, served), action = previous, "rollback"
             else:
-                target, action = run_id, "promote"
-            history.append(
-                {
-                    "run_id": target,
-                    "at": now,
-                    "action": action,
-                    "previous": entry["run_id"] if entry else None,
-                    "actor": actor,
-                    "reason": reason,
-                }
-            )
-            doc["aliases"][alias] = {"run_id": target, "set_at": now, "history": history}
+                target, served, action = run_id, checkpoint, "promote"
+            event: dict[str, Any] = {
+                "run_id": target,
+                "at": now,
+                "action": action,
+                "previous": entry["run_id"] if entry else None,
+                "actor": actor,
+                "reason": reason,
+            }
+            current: dict[str, Any] = {"run_id": target, "set_at": now, "history": history}
+            if served is not None:
+                event["checkpoint"] = current["checkpoint"] = served
+            history.append(event)
+            doc["aliases"][alias] = current
             body = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
             try:
                 # After a lost answer, finding these very bytes means our update is in.
                 self._write_cas(key, body, generation, _equal_to(body))
             except PreconditionFailed:
                 continue
-            return AliasEntry(alias, target, now, tuple(history))
+            return AliasEntry(alias, target, now, tuple(history), served)
         raise VertexTunerError(f"could not update {name}@{alias}: too many concurrent updates")
 
 
@@ -875,17 +888,23 @@ def _pointed_run(data: bytes, where: str) -> str:
     return run_id
 
 
-def _previous_target(history: list[dict[str, Any]], entry: dict[str, Any] | None) -> str | None:
-    """The run a rollback goes back to: replay the history as a stack of promotions."""
+def _previous_target(
+    history: list[dict[str, Any]], entry: dict[str, Any] | None
+) -> tuple[str, str | None] | None:
+    """The run (and checkpoint) a rollback goes back to: replay the history as a stack of
+    promotions."""
     if not entry:
         return None
-    stack: list[str] = []
+    stack: list[tuple[str, str | None]] = []
     for event in history:
         if event.get("action") == "rollback":
             if stack:
                 stack.pop()
         else:
-            stack.append(str(event["run_id"]))
+            checkpoint = event.get("checkpoint")
+            stack.append(
+                (str(event["run_id"]), checkpoint if isinstance(checkpoint, str) else None)
+            )
     return stack[-2] if len(stack) >= 2 else None
 
 

@@ -184,8 +184,14 @@ class FakeTuner(Tuner):
             )
             updates.update(
                 endpoint=endpoint,
+                # Each checkpoint on its own endpoint, the last one on the model's (as Vertex).
                 checkpoints=tuple(
-                    Checkpoint(str(i + 1), i + 1, (i + 1) * 10, endpoint)
+                    Checkpoint(
+                        str(i + 1),
+                        i + 1,
+                        (i + 1) * 10,
+                        endpoint if i == o.checkpoints - 1 else f"{endpoint}0{i + 1}",
+                    )
                     for i in range(o.checkpoints)
                 ),
                 data_stats=DataStats(

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING
 import click
 import orjson
 
-from vertex_tuner.cli._common import EXIT_INTERRUPTED, echo_json, handle_errors, stderr_console
+from vertex_tuner.cli._common import (
+    EXIT_INTERRUPTED,
+    echo_json,
+    handle_errors,
+    located,
+    stderr_console,
+)
 from vertex_tuner.cli.options import (
     alias_option,
     cloud_options,
@@ -63,6 +69,12 @@ def render_result(result: EvaluationResult, *, as_json: bool, report: str | None
 @click.option(
     "--report", metavar="DIR", help="Write report.md, report.html and results.json to DIR."
 )
+@click.option(
+    "--checkpoints",
+    is_flag=True,
+    help="Evaluate every checkpoint endpoint of the run on the same held-out set (reports in "
+    "DIR/<checkpoint>/); exits 5 unless at least one passes the gate.",
+)
 @handle_errors
 def evaluate(
     ref: str,
@@ -73,6 +85,7 @@ def evaluate(
     location: str | None,
     against: str,
     report: str | None,
+    checkpoints: bool,
 ) -> None:
     """Compare the tuned model with the base and production models on held-out examples.
 
@@ -105,13 +118,59 @@ def evaluate(
                         hint="run evaluate with the spec file instead of the run id",
                     )
                 spec = load(record.spec_path, sandbox)
-            result = release.evaluate_run(
-                evaluator_for(ctx, observer), spec, record, against=targets
-            )
+            if checkpoints:
+                each = release.evaluate_checkpoints(
+                    evaluator_for(ctx, observer), spec, record, against=targets
+                )
+            else:
+                result = release.evaluate_run(
+                    evaluator_for(ctx, observer), spec, record, against=targets
+                )
     finally:
         observer.close()
+    if checkpoints:
+        _render_checkpoints(each, as_json=as_json, report=report)
+        return
     render_result(result, as_json=as_json, report=report)
     release.check_gate(result)
+
+
+def _render_checkpoints(
+    each: list[tuple[str, EvaluationResult]], *, as_json: bool, report: str | None
+) -> None:
+    """One result per checkpoint; GateFailed (exit 5) when none passed its gate."""
+    from vertex_tuner.errors import GateFailed
+    from vertex_tuner.evaluation.report import write_report
+
+    if report:
+        for checkpoint, result in each:
+            write_report(result, Path(report) / checkpoint)
+        stderr_console().print(f"reports: {report}/<checkpoint>/", markup=False)
+    passing = [cid for cid, r in each if r.verdict is None or r.verdict.passed]
+    if as_json:
+        echo_json(
+            {
+                "checkpoints": {cid: r.to_json() for cid, r in each},
+                "passed": passing,
+            }
+        )
+    else:
+        for checkpoint, result in each:
+            stderr_console().print(f"checkpoint {checkpoint}", markup=False, style="bold")
+            render_result(result, as_json=False, report=None)
+    if not passing:
+        raise GateFailed(
+            f"no checkpoint of the run passed its gate ({len(each)} evaluated)",
+            hint="the alias was not moved; see each checkpoint's report",
+        )
+    if not as_json:
+        stderr_console().print(
+            located(
+                f"passed: {', '.join(passing)}; serve the best with: vertex-tuner promote "
+                f"{each[0][1].spec} {each[0][1].run} --checkpoint best"
+            ),
+            markup=False,
+        )
 
 
 @click.command()
@@ -119,6 +178,12 @@ def evaluate(
 @click.argument("run_id", metavar="[RUN]", required=False)
 @alias_option
 @click.option("--if-gate", is_flag=True, help="Only when the run passed its evaluation gate.")
+@click.option(
+    "--checkpoint",
+    metavar="best|ID",
+    help="Serve one of the run's checkpoints: its id, or 'best' (the passing one with the "
+    "highest scores on the gate's metrics; implies --if-gate).",
+)
 @click.option(
     "--mirror-vertex",
     is_flag=True,
@@ -132,6 +197,7 @@ def promote(
     run_id: str | None,
     alias: str,
     if_gate: bool,
+    checkpoint: str | None,
     mirror_vertex: bool,
     registry: str | None,
     sandbox: bool,
@@ -140,13 +206,21 @@ def promote(
     """Point NAME@ALIAS at RUN (default: NAME's newest successful run)."""
     from vertex_tuner import api
 
+    if mirror_vertex and checkpoint:
+        raise click.UsageError("--mirror-vertex sets the run's model version, not a checkpoint")
     if mirror_vertex:
         from vertex_tuner.backends.model_registry import ensure_available
 
         ensure_available(sandbox=sandbox)
     writable_store(registry, sandbox=sandbox)
     promotion = api.promote(
-        name, run_id, alias=alias, if_gate=if_gate, registry=registry, sandbox=sandbox
+        name,
+        run_id,
+        alias=alias,
+        if_gate=if_gate,
+        registry=registry,
+        sandbox=sandbox,
+        checkpoint=checkpoint,
     )
     if mirror_vertex:
         from vertex_tuner.backends.model_registry import mirror_alias
@@ -205,9 +279,10 @@ def _print_alias(promotion: Promotion, as_json: bool) -> None:
     if as_json:
         echo_json(promotion.to_json())
         return
+    served = f" checkpoint {promotion.entry.checkpoint}" if promotion.entry.checkpoint else ""
     click.echo(
-        f"{promotion.name}@{promotion.alias} -> {promotion.record.run_id} "
-        f"({promotion.record.endpoint})"
+        f"{promotion.name}@{promotion.alias} -> {promotion.record.run_id}{served} "
+        f"({promotion.endpoint})"
     )
     if promotion.verdict:
         click.echo(f"on the passing verdict {promotion.verdict}")

@@ -116,14 +116,20 @@ class Evaluator:
             source = ref.uri
         return parse_holdout(data.splitlines(), source=source), hashlib.sha256(data).hexdigest()
 
-    def targets(self, record: RunRecord, against: Sequence[str]) -> list[Target]:
-        """The tuned endpoint plus the requested comparison targets that exist."""
-        if not record.endpoint:
+    def targets(
+        self, record: RunRecord, against: Sequence[str], checkpoint: str | None = None
+    ) -> list[Target]:
+        """The tuned endpoint (or that of one of the run's checkpoints) plus the requested
+        comparison targets that exist."""
+        endpoint = record.endpoint
+        if checkpoint is not None:
+            endpoint = checkpoint_endpoint(record, checkpoint)
+        if not endpoint:
             raise NotFoundError(
                 f"run {record.run_id} has no tuned endpoint (state {record.state})",
                 hint=f"wait for the job first: vertex-tuner wait {record.job_name}",
             )
-        out = [Target("tuned", record.endpoint, record.run_id)]
+        out = [Target("tuned", endpoint, record.run_id)]
         for role in against:
             if role == "base":
                 out.append(Target("base", self._original_base(record)))
@@ -247,8 +253,12 @@ class Evaluator:
         against: Sequence[str] = ("base", "production"),
         holdout_file: Path | None = None,
         json_schema: dict[str, Any] | None = None,
+        checkpoint: str | None = None,
     ) -> EvaluationResult:
-        """Run the held-out set, score it, judge the gate, and store the result with the run."""
+        """Run the held-out set, score it, judge the gate, and store the result with the run.
+
+        ``checkpoint``: evaluate that checkpoint's endpoint as the tuned model instead of the
+        run's final one (the verdict records which)."""
         from vertex_tuner.evaluation.gate import parse_gate
         from vertex_tuner.evaluation.metrics import check_metric_options, compute_metrics
         from vertex_tuner.evaluation.results import (
@@ -266,7 +276,7 @@ class Evaluator:
         # A metric missing an option (or given a bad schema) fails before any prompt is sent.
         options: dict[str, Any] = {"json_schema": json_schema, "label_field": settings.label_field}
         check_metric_options(settings.metrics, options)
-        targets = self.targets(record, against)
+        targets = self.targets(record, against, checkpoint)
         outputs = self.generate_all(targets, examples, concurrency=settings.concurrency)
         self._check_failures(outputs)
         references = [e.reference for e in examples]
@@ -298,7 +308,8 @@ class Evaluator:
             verdict = gate.evaluate(values, comparisons, confidence=confidence)
         binding = {
             "run": record.run_id,
-            "tuned": record.endpoint,
+            "tuned": targets[0].model,
+            "checkpoint": checkpoint,
             "holdout_sha256": holdout_sha256,
             "holdout": str(holdout_file)
             if holdout_file
@@ -359,6 +370,19 @@ class Evaluator:
                 update={"evaluation": {**summary, "id": verdict_id}, "evaluations": history}
             )
         )
+
+
+def checkpoint_endpoint(record: RunRecord, checkpoint: str) -> str:
+    """The endpoint of one of the run's checkpoints; NotFoundError naming the ones there are."""
+    found = {str(c.get("checkpoint_id")): c.get("endpoint") for c in record.checkpoints}
+    endpoint = found.get(checkpoint)
+    if not endpoint:
+        known = ", ".join(k for k, v in found.items() if v) or "none with an endpoint"
+        raise NotFoundError(
+            f"run {record.run_id} has no checkpoint {checkpoint!r} with an endpoint ({known})",
+            hint=f"list them with: vertex-tuner show {record.run_id}",
+        )
+    return str(endpoint)
 
 
 def _summary(result: EvaluationResult) -> dict[str, Any]:

@@ -33,6 +33,7 @@ def entry(doc: Mapping[str, Any], verdict_id: str) -> dict[str, Any]:
         "gate": binding.get("gate"),
         "targets": sorted(doc.get("targets") or ()),
         "tuned": binding.get("tuned"),
+        "checkpoint": binding.get("checkpoint"),
         "holdout_sha256": binding.get("holdout_sha256"),
         "examples": binding.get("examples"),
     }
