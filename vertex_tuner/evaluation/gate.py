@@ -362,6 +362,15 @@ class _Parser:
             self.i += 1
         return tok
 
+    def no_chain(self) -> None:
+        """Refuse ``0 < x < 1``: the next token after a comparison must not compare again."""
+        after = self.peek()
+        if after.value in COMPARISONS:
+            raise self.fail(
+                "chained comparisons are not supported; join two comparisons with 'and'",
+                after.column,
+            )
+
     def fail(self, message: str, column: int) -> GateSyntaxError:
         return GateSyntaxError(message, column, self.text)
 
@@ -487,12 +496,8 @@ class _Parser:
             )
         self.take()
         right = self.value(self.sum_())
+        self.no_chain()
         after = self.peek()
-        if after.value in COMPARISONS:
-            raise self.fail(
-                "chained comparisons are not supported; join two comparisons with 'and'",
-                after.column,
-            )
         if after.value in ("and", "or"):
             raise self.fail(
                 "significant(...) takes one comparison; write significant(...) "
@@ -605,12 +610,7 @@ class _Parser:
         self.value(left)
         self.take()
         right = self.value(self.sum_())
-        after = self.peek()
-        if after.value in COMPARISONS:
-            raise self.fail(
-                "chained comparisons are not supported; join two comparisons with 'and'",
-                after.column,
-            )
+        self.no_chain()
         return Compare(tok.value, left, right, left.column)  # type: ignore[arg-type]
 
     def arithmetic(self, ops: tuple[str, str], operand: Callable[[], Node]) -> Node:
