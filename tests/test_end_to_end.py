@@ -232,6 +232,36 @@ def test_every_checkpoint_is_evaluated_and_the_best_served(
     assert promoted["endpoint"] == endpoints[str(promoted["checkpoint"])]
 
 
+def test_the_judge_compares_both_orders_in_the_sandbox(
+    use_sandbox: SandboxInfo, tmp_path: Path
+) -> None:
+    spec = write_spec(tmp_path / "judge", name="e2e-judge")
+    text = spec.read_text()
+    spec.write_text(
+        text.replace(
+            'metrics: [exact_match, rouge_l], promote_if: "tuned.rouge_l >= base.rouge_l"',
+            "metrics: [rouge_l, judge], judge: {samples: 8}, "
+            'promote_if: "significant(tuned.judge > base.judge)"',
+        )
+    )
+    assert "judge" in spec.read_text()
+    code, _, err = run("submit", str(spec), "--sandbox", "--json")
+    assert code == 0, err
+    code, doc, err = run("evaluate", str(spec), "--sandbox", "--json")
+    judge = doc["binding"]["judge"]  # type: ignore[index]
+    assert judge["model"] == "gemini-2.5-pro" and judge["samples"] == 8
+    pair = judge["pairs"]["tuned-base"]
+    assert pair["judged"] == 8 and pair["self_agreement"] == 1.0
+    comparison = doc["comparisons"]["tuned-base"]["judge"]  # type: ignore[index]
+    assert comparison["n"] == 8
+    assert doc["usage"]["judge"]["prompt"] > 0  # type: ignore[index]
+    judged = [e for e in doc["examples"] if e["judge"]]  # type: ignore[union-attr]
+    assert len(judged) == 8
+    assert all("sandbox stand-in judge" in e["judge"]["tuned-base"]["reasons"][0] for e in judged)
+    # A verdict on 8 examples: the exit code follows the gate it printed.
+    assert code == (0 if doc["gate"]["passed"] else 5), err  # type: ignore[index]
+
+
 def test_a_killed_submit_reattaches_to_its_job(use_sandbox: SandboxInfo, tmp_path: Path) -> None:
     with Sandbox(job_seconds=6.0) as slow:
         env = {**os.environ, "VERTEX_TUNER_SANDBOX": orjson.dumps(slow.to_json()).decode()}

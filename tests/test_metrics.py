@@ -12,6 +12,7 @@ from vertex_tuner.errors import SpecError
 from vertex_tuner.evaluation.metrics import (
     METRICS,
     NOT_JSON,
+    PAIRWISE,
     MetricError,
     MetricOptions,
     check_metric_options,
@@ -20,6 +21,7 @@ from vertex_tuner.evaluation.metrics import (
     label_of,
     macro_f1,
     normalise,
+    pairwise_metrics,
     parse_json_output,
     rouge_tokens,
 )
@@ -41,6 +43,7 @@ def test_registry_names_and_directions() -> None:
         "label_accuracy",
         "macro_f1",
         "output_length",
+        "judge",
     ]
     directions = {name: m.higher_is_better for name, m in METRICS.items()}
     assert directions == {
@@ -51,8 +54,10 @@ def test_registry_names_and_directions() -> None:
         "label_accuracy": True,
         "macro_f1": True,
         "output_length": None,
+        "judge": True,
     }
-    assert [n for n, m in METRICS.items() if m.per_example is None] == ["macro_f1"]
+    assert [n for n, m in METRICS.items() if m.per_example is None] == ["macro_f1", "judge"]
+    assert frozenset({"judge"}) == PAIRWISE
     assert METRICS["output_length"].unit == "words"
 
 
@@ -61,7 +66,7 @@ def test_unknown_metric_names_the_known_ones() -> None:
         compute_metrics(["rouge_l", "rougel"], ["a"], ["a"])
     assert str(info.value) == (
         "unknown metric 'rougel'; did you mean rouge_l? known metrics: exact_match, rouge_l, "
-        "json_valid, json_schema, label_accuracy, macro_f1, output_length"
+        "json_valid, json_schema, label_accuracy, macro_f1, output_length, judge"
     )
     # The spec loader reports it against the field; the CLI shows it without a traceback.
     assert isinstance(info.value, SpecError) and isinstance(info.value, ValueError)
@@ -72,6 +77,19 @@ def test_unknown_metric_names_the_known_ones() -> None:
 def test_corpus_metrics_have_no_per_example_score() -> None:
     with pytest.raises(MetricError, match="macro_f1 is computed over a whole set"):
         METRICS["macro_f1"].score("a", "a")
+
+
+def test_the_pairwise_judge_is_left_to_the_evaluator() -> None:
+    with pytest.raises(MetricError, match="judge compares two models' outputs side by side"):
+        METRICS["judge"].score("a", "a")
+    result = compute_metrics(["exact_match", "judge"], ["a", "b"], ["a", "c"])
+    assert result.per_metric == {"exact_match": 0.5}
+    assert result.per_example == [
+        {"exact_match": 1.0, "judge": None},
+        {"exact_match": 0.0, "judge": None},
+    ]
+    assert pairwise_metrics(["rouge_l", "judge", "exact_match", "judge"]) == ["judge"]
+    assert pairwise_metrics(["rouge_l"]) == []
 
 
 # --- normalisation -------------------------------------------------------------------------------

@@ -167,3 +167,81 @@ def test_bad_durations(text: str) -> None:
 def test_shipped_specs_load_without_google_variables(name: str) -> None:
     spec = load_spec(REPO / "jobs" / name, environ={}, offline=True)
     assert spec.resolve_path(spec.dataset.train).is_file()
+
+
+# --- evaluation.judge --------------------------------------------------------------------------
+
+
+def with_evaluation(section: str) -> str:
+    return BASE + "evaluation:\n" + section
+
+
+def test_the_judge_metric_without_a_judge_section_takes_the_defaults(tmp_path: Path) -> None:
+    from vertex_tuner.evaluation import judge
+
+    text = with_evaluation(
+        "  metrics: [rouge_l, judge]\n  promote_if: significant(tuned.judge > base.judge)\n"
+    )
+    evaluation = load_spec(write(tmp_path, text), environ=ENV).evaluation
+    assert evaluation is not None and evaluation.judge is not None
+    assert evaluation.judge.model == judge.DEFAULT_MODEL == "gemini-2.5-pro"
+    assert evaluation.judge.rubric == judge.DEFAULT_RUBRIC
+    assert evaluation.judge.samples is None
+    # Without the metric there are no judge settings at all.
+    plain = load_spec(write(tmp_path, with_evaluation("  metrics: [rouge_l]\n")), environ=ENV)
+    assert plain.evaluation is not None and plain.evaluation.judge is None
+
+
+def test_judge_settings(tmp_path: Path) -> None:
+    text = with_evaluation(
+        "  metrics: [judge]\n"
+        "  promote_if: tuned.judge >= 0.6 and tuned.judge > base.judge\n"
+        "  judge:\n"
+        "    model: gemini-2.5-flash\n"
+        "    rubric: Prefer the answer that quotes the order number.\n"
+        "    samples: 40\n"
+    )
+    evaluation = load_spec(write(tmp_path, text), environ=ENV).evaluation
+    assert evaluation is not None and evaluation.judge is not None
+    assert evaluation.judge.model == "gemini-2.5-flash"
+    assert evaluation.judge.rubric == "Prefer the answer that quotes the order number."
+    assert evaluation.judge.samples == 40
+
+
+def test_a_judge_section_without_the_judge_metric_is_refused(tmp_path: Path) -> None:
+    text = with_evaluation("  metrics: [rouge_l]\n  judge: {samples: 10}\n")
+    err = error_of(write(tmp_path, text), environ=ENV)
+    assert (err.location.line, err.location.field) == (10, "evaluation.judge")
+    assert "add judge to evaluation.metrics" in err.message
+    assert str(err.location).endswith("spec.yaml:10: evaluation.judge")
+
+
+@pytest.mark.parametrize(
+    ("setting", "field", "message"),
+    [
+        ("model: localhost:8999/steal?", "evaluation.judge.model", "is not a model id"),
+        ("model: gpt-4o", "evaluation.judge.model", "is not a Gemini model id"),
+        ("model: support-tone@production", "evaluation.judge.model", "not a Gemini model id"),
+        (
+            "model: projects/p/locations/us-central1/models/12",
+            "evaluation.judge.model",
+            "not a Gemini model id",
+        ),
+        ("samples: 0", "evaluation.judge.samples", "greater than or equal to 1"),
+        ("rubric: '  '", "evaluation.judge.rubric", "the rubric is empty"),
+        (f"rubric: {'x' * 4001}", "evaluation.judge.rubric", "keep it to 4000"),
+        ("modle: gemini-2.5-pro", "evaluation.judge.modle", "did you mean 'model'?"),
+    ],
+)
+def test_bad_judge_settings(tmp_path: Path, setting: str, field: str, message: str) -> None:
+    text = with_evaluation(f"  metrics: [judge]\n  judge:\n    {setting}\n")
+    err = error_of(write(tmp_path, text), environ=ENV)
+    assert (err.location.line, err.location.field) == (11, field)
+    assert message in err.message
+
+
+def test_the_gate_may_read_the_judge_only_when_it_is_evaluated(tmp_path: Path) -> None:
+    text = with_evaluation("  metrics: [rouge_l]\n  promote_if: tuned.judge > base.judge\n")
+    err = error_of(write(tmp_path, text), environ=ENV)
+    assert err.location.field == "evaluation.promote_if"
+    assert "metric 'judge' is not evaluated; add it to evaluation.metrics" in err.message

@@ -32,6 +32,7 @@ from pydantic import (
 
 from vertex_tuner import models, names
 from vertex_tuner.errors import Location, SpecError
+from vertex_tuner.evaluation import judge as judging
 from vertex_tuner.vocabulary import RESERVED_LABELS, DatasetFormat, Method
 
 if TYPE_CHECKING:
@@ -178,6 +179,49 @@ class WaitSpec(_Model):
         return v
 
 
+class JudgeSpec(_Model):
+    """The ``judge`` metric's settings: which model judges, by what rubric, on how many examples.
+
+    The rubric is the judge's instructions; the outputs it judges never join them (see
+    :mod:`vertex_tuner.evaluation.judge`).
+    """
+
+    model: str = Field(default=judging.DEFAULT_MODEL, description="The judging Gemini model id")
+    rubric: str = Field(
+        default=judging.DEFAULT_RUBRIC,
+        description=f"What a better answer is (at most {judging.MAX_RUBRIC_CHARS} characters)",
+    )
+    samples: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="How many held-out examples the judge sees (default: all)"
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        # It becomes part of the generateContent path: the allowlisted model-id form, and only
+        # a publisher model (a tuned model has no generateContent of its own; an alias would
+        # need resolving against the run store first).
+        names.model(v)
+        if v.startswith("projects/") or "@" in v or not v.startswith("gemini-"):
+            raise ValueError(
+                f"{v!r} is not a Gemini model id; the judge is a Gemini model such as "
+                f"{judging.DEFAULT_MODEL}"
+            )
+        return v
+
+    @field_validator("rubric")
+    @classmethod
+    def _rubric(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("the rubric is empty; say what makes one answer better than another")
+        if len(v) > judging.MAX_RUBRIC_CHARS:
+            raise ValueError(
+                f"the rubric has {len(v)} characters; keep it to {judging.MAX_RUBRIC_CHARS} (it is "
+                "sent twice for every judged example)"
+            )
+        return v
+
+
 class EvaluationSpec(_Model):
     holdout: float | str | None = None
     metrics: list[str] = Field(default_factory=lambda: ["exact_match", "rouge_l"])
@@ -188,6 +232,39 @@ class EvaluationSpec(_Model):
     label_field: str | None = Field(
         default=None, description="For JSON outputs: the field that holds the label"
     )
+    judge: JudgeSpec | None = Field(
+        default=None,
+        description="Settings of the judge metric; its defaults apply when metrics names judge",
+    )
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0, allow_inf_nan=False)] = Field(
+        default=0.95,
+        description="Confidence of the paired bootstrap intervals and of significant(...)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _judge_defaults(cls, data: Any) -> Any:
+        # The judge metric without a judge section: the defaults, so settings.judge is set
+        # whenever the metric is evaluated.
+        if (
+            isinstance(data, dict)
+            and isinstance(data.get("metrics"), list)
+            and "judge" in data["metrics"]
+            and data.get("judge") is None
+        ):
+            return {**data, "judge": {}}
+        return data
+
+    @field_validator("judge")
+    @classmethod
+    def _judge(cls, v: JudgeSpec | None, info: ValidationInfo) -> JudgeSpec | None:
+        metrics = info.data.get("metrics")
+        if v is not None and metrics is not None and "judge" not in metrics:
+            raise ValueError(
+                "evaluation.judge configures the judge metric, which evaluation.metrics does "
+                "not name; add judge to evaluation.metrics (or remove evaluation.judge)"
+            )
+        return v
 
     @field_validator("holdout")
     @classmethod

@@ -397,6 +397,7 @@ class FakeGenerator(Generator):
         system_instruction: str | None = None,
         temperature: float | None = 0.0,
         max_output_tokens: int | None = None,
+        response_schema: Mapping[str, Any] | None = None,
     ) -> Generation:
         fault = self._faults.record("generate", (model, list(contents)))
         if fault is not None:

@@ -533,6 +533,7 @@ class GenaiGenerator(Generator):
         system_instruction: str | None = None,
         temperature: float | None = 0.0,
         max_output_tokens: int | None = None,
+        response_schema: Mapping[str, Any] | None = None,
     ) -> Generation:
         from google.genai import types
 
@@ -540,6 +541,8 @@ class GenaiGenerator(Generator):
             system_instruction=system_instruction,
             temperature=temperature,
             max_output_tokens=max_output_tokens,
+            response_mime_type="application/json" if response_schema is not None else None,
+            response_schema=dict(response_schema) if response_schema is not None else None,
             http_options=http_options(timeout=int(self.timeout_s * 1000)),
         )
         try:

@@ -264,8 +264,10 @@ class Generator(ABC):
         system_instruction: str | None = None,
         temperature: float | None = 0.0,
         max_output_tokens: int | None = None,
+        response_schema: Mapping[str, Any] | None = None,
     ) -> Generation:
         """Generate one reply. ``model`` is a base model id or ``projects/…/endpoints/ID``.
 
         ``contents`` is Gemini ``contents`` JSON (``[{"role": "user", "parts": [{"text": …}]}]``).
+        ``response_schema``: a Vertex ``Schema`` the reply follows; the reply is then JSON.
         """

@@ -35,6 +35,13 @@ tells reports which way a change is a regression; ``None`` means neither way is 
                           recall of the true label but does not add a label of its own.
 ``output_length``         The prediction's length in whitespace-separated words (a sentence in
                           a script without spaces, such as Chinese, counts as one word).
+``judge``                 Pairwise: a Gemini model (``evaluation.judge``) compares two targets'
+                          outputs for each prompt, in both orders; the winner scores 1, the
+                          loser 0, a tie 0.5 each, and a target's value is its mean (its win
+                          rate, ties counting half). It needs both outputs at once, so
+                          :func:`compute_metrics` leaves it out (its per-example scores are
+                          ``None`` there) and the evaluator scores it with
+                          :func:`vertex_tuner.evaluation.judge.judge_pairs`.
 ========================  =====================================================================
 
 The ``json_valid``, ``json_schema``, ``exact_match`` and ``label_field`` parsers accept one
@@ -442,6 +449,9 @@ class MetricDef:
     aggregate: Aggregate = field(default=_mean_of_scores)
     #: The option this metric cannot do without.
     requires: str | None = None
+    #: Compares two targets' outputs side by side (the LLM judge): not computable from one
+    #: (reference, prediction) pair, so :func:`compute_metrics` leaves it to the evaluator.
+    pairwise: bool = False
 
     def score(
         self,
@@ -450,6 +460,11 @@ class MetricDef:
         options: OptionsLike = None,
     ) -> Score:
         """Score one pair; ``None`` when the pair cannot be scored (e.g. no reference label)."""
+        if self.pairwise:
+            raise MetricError(
+                f"{self.name} compares two models' outputs side by side; it has no score for "
+                "one (reference, prediction) pair"
+            )
         if self.per_example is None:
             raise MetricError(f"{self.name} is computed over a whole set, not per example")
         return self.per_example(reference, prediction, MetricOptions.from_mapping(options))
@@ -472,8 +487,24 @@ METRICS: dict[str, MetricDef] = {
         MetricDef("label_accuracy", "label accuracy", True, "share", label_accuracy),
         MetricDef("macro_f1", "label macro-F1", True, "share", None, _corpus(macro_f1)),
         MetricDef("output_length", "mean output length in words", None, "words", word_count),
+        MetricDef(
+            "judge",
+            "pairwise LLM judge: win rate, ties counting half",
+            True,
+            "share",
+            None,
+            pairwise=True,
+        ),
     )
 }
+
+#: The metrics that compare two targets' outputs (scored by the evaluator, not compute_metrics).
+PAIRWISE: frozenset[str] = frozenset(name for name, m in METRICS.items() if m.pairwise)
+
+
+def pairwise_metrics(names: Iterable[str]) -> list[str]:
+    """The pairwise metrics among ``names``, in their order (the evaluator must run these)."""
+    return [name for name in dict.fromkeys(names) if name in PAIRWISE]
 
 
 def known_metric_names() -> list[str]:
@@ -524,7 +555,11 @@ def compute_metrics(
     *,
     options: OptionsLike = None,
 ) -> MetricResults:
-    """Score predictions against references for each named metric."""
+    """Score predictions against references for each named metric.
+
+    A pairwise metric (:data:`PAIRWISE`) is not computed here: each row gets ``None`` for it and
+    :attr:`MetricResults.per_metric` lacks it until the evaluator fills both in.
+    """
     if len(references) != len(predictions):
         raise ValueError(
             f"{len(references)} references but {len(predictions)} predictions; they pair up"
@@ -533,6 +568,11 @@ def compute_metrics(
     per_example: list[dict[str, Score]] = [{} for _ in references]
     per_metric: dict[str, float] = {}
     for metric in resolve_metrics(names):
+        if metric.pairwise:
+            # Scored by the evaluator from two targets' outputs; the rows keep its place.
+            for row in per_example:
+                row[metric.name] = None
+            continue
         scores: list[Score] = []
         if metric.per_example is not None:
             score = metric.per_example

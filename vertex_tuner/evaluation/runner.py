@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,8 @@ from vertex_tuner.retry import RetryOptions, retrying
 if TYPE_CHECKING:
     from vertex_tuner.backends.interface import Generation, Generator, Storage
     from vertex_tuner.evaluation.cache import GenerationCache
-    from vertex_tuner.evaluation.results import EvaluationResult
+    from vertex_tuner.evaluation.judge import JudgeResult, JudgeSettings
+    from vertex_tuner.evaluation.results import EvaluationResult, TargetResult
     from vertex_tuner.records import RunRecord
     from vertex_tuner.runstore import RunStore
 
@@ -60,6 +61,10 @@ class EvaluationSettings(Protocol):
     def max_examples(self) -> int | None: ...
     @property
     def concurrency(self) -> int: ...
+    @property
+    def confidence(self) -> float: ...
+    @property
+    def judge(self) -> JudgeSettings | None: ...
 
 
 @dataclass(frozen=True)
@@ -184,26 +189,35 @@ class Evaluator:
 
     def generate_all(
         self, targets: Sequence[Target], examples: Sequence[HeldOutExample], *, concurrency: int
-    ) -> dict[str, list[str | None]]:
-        """Every example against every target; ``None`` where generation failed for good."""
+    ) -> tuple[dict[str, list[str | None]], dict[str, dict[str, int]]]:
+        """Every example against every target; ``None`` where generation failed for good. Also
+        the tokens each target's answers cost (answers from the cache cost nothing)."""
         jobs = [(t, e) for t in targets for e in examples]
         outputs: dict[str, list[str | None]] = {t.role: [None] * len(examples) for t in targets}
+        usage = {t.role: {"prompt": 0, "output": 0} for t in targets}
         done = dict.fromkeys(outputs, 0)
 
-        def run(pair: tuple[Target, HeldOutExample]) -> tuple[str, int, str | None]:
+        def run(
+            pair: tuple[Target, HeldOutExample],
+        ) -> tuple[str, int, Generation | None, bool]:
             target, example = pair
             try:
-                return target.role, example.index, self._generate(target, example).text
+                generation, cached = self._generate(target, example)
             except VertexTunerError as exc:
                 self.observer.notify(GenerationFailed(target.role, example.index, str(exc)))
-                return target.role, example.index, None
+                return target.role, example.index, None, False
+            return target.role, example.index, generation, cached
 
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            for role, index, text in pool.map(run, jobs):
-                outputs[role][index] = text
+            for role, index, generation, cached in pool.map(run, jobs):
+                if generation is not None:
+                    outputs[role][index] = generation.text
+                    if not cached:
+                        usage[role]["prompt"] += generation.input_tokens or 0
+                        usage[role]["output"] += generation.output_tokens or 0
                 done[role] += 1
                 self.observer.notify(GenerationProgress(role, done[role], len(examples)))
-        return outputs
+        return outputs, usage
 
     def _check_failures(self, outputs: dict[str, list[str | None]]) -> None:
         """Stop when a target answered too few prompts: a failed generation scored as an empty
@@ -218,7 +232,8 @@ class Evaluator:
                     "evaluate again (answers that came back are cached)",
                 )
 
-    def _generate(self, target: Target, example: HeldOutExample) -> Generation:
+    def _generate(self, target: Target, example: HeldOutExample) -> tuple[Generation, bool]:
+        """The target's answer to one example, and whether it came from the cache."""
         model = target.model
         settings = {"temperature": 0.0}
         key = None
@@ -226,7 +241,7 @@ class Evaluator:
             key = self.cache.key(model, example.contents, example.system_instruction, settings)
             hit = self.cache.get(key)
             if hit is not None:
-                return hit
+                return hit, True
 
         def before_sleep(state: Any) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -243,7 +258,68 @@ class Evaluator:
         )
         if self.cache is not None and key is not None:
             self.cache.put(key, generation)
-        return generation
+        return generation, False
+
+    def _judge(
+        self,
+        settings: EvaluationSettings,
+        targets: Sequence[Target],
+        examples: Sequence[HeldOutExample],
+        outputs: dict[str, list[str | None]],
+    ) -> dict[str, JudgeResult]:
+        """The judge's verdicts, tuned against each other target, when ``judge`` is a metric."""
+        if "judge" not in settings.metrics or settings.judge is None:
+            return {}
+        from vertex_tuner.evaluation.judge import judge_pairs
+
+        if len(targets) < 2:
+            raise VertexTunerError(
+                "the judge metric compares the tuned model with another one",
+                hint="evaluate against base and/or production (--against base,production)",
+            )
+        tuned = targets[0].role
+        judged: dict[str, JudgeResult] = {}
+        for other in targets[1:]:
+
+            def progress(done: int, total: int, role: str = other.role) -> None:
+                self.observer.notify(GenerationProgress(f"judge ({tuned} vs {role})", done, total))
+
+            result = judge_pairs(
+                self._judge_call,
+                examples,
+                outputs[tuned],
+                outputs[other.role],
+                settings=settings.judge,
+                roles=(tuned, other.role),
+                concurrency=settings.concurrency,
+                on_progress=progress,
+            )
+            judged[result.pair] = result
+        return judged
+
+    def _judge_call(
+        self,
+        model: str,
+        contents: Sequence[Mapping[str, Any]],
+        system_instruction: str,
+        response_schema: Mapping[str, Any],
+    ) -> tuple[str, dict[str, int | None]]:
+        """One question to the judge model, under the one retry policy."""
+
+        def before_sleep(state: Any) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            self.observer.notify(Retried(f"judge ({model})", str(exc), state.attempt_number))
+
+        answer = retrying(self.retry, sleep=self.sleep, before_sleep=before_sleep)(
+            lambda: self.generator.generate(
+                model,
+                contents,
+                system_instruction=system_instruction,
+                temperature=0.0,
+                response_schema=response_schema,
+            )
+        )
+        return answer.text, {"prompt": answer.input_tokens, "output": answer.output_tokens}
 
     def evaluate(
         self,
@@ -260,13 +336,13 @@ class Evaluator:
         ``checkpoint``: evaluate that checkpoint's endpoint as the tuned model instead of the
         run's final one (the verdict records which)."""
         from vertex_tuner.evaluation.gate import parse_gate
-        from vertex_tuner.evaluation.metrics import check_metric_options, compute_metrics
+        from vertex_tuner.evaluation.metrics import PAIRWISE, check_metric_options, compute_metrics
         from vertex_tuner.evaluation.results import (
             EvaluationResult,
             ExampleResult,
             TargetResult,
         )
-        from vertex_tuner.evaluation.statistics import CONFIDENCE, compare_all
+        from vertex_tuner.evaluation.statistics import compare, compare_all
 
         examples, holdout_sha256 = self.load_holdout(record, holdout_file)
         if settings.max_examples is not None:
@@ -277,7 +353,9 @@ class Evaluator:
         options: dict[str, Any] = {"json_schema": json_schema, "label_field": settings.label_field}
         check_metric_options(settings.metrics, options)
         targets = self.targets(record, against, checkpoint)
-        outputs = self.generate_all(targets, examples, concurrency=settings.concurrency)
+        outputs, outputs_usage = self.generate_all(
+            targets, examples, concurrency=settings.concurrency
+        )
         self._check_failures(outputs)
         references = [e.reference for e in examples]
         target_results: dict[str, TargetResult] = {}
@@ -295,14 +373,22 @@ class Evaluator:
             per_example[target.role] = list(scored.per_example)
         verdict = None
         gate = parse_gate(settings.promote_if) if settings.promote_if else None
-        confidence = float(getattr(settings, "confidence", CONFIDENCE))
-        # Every metric, tuned against each other target, example by example (paired).
+        confidence = settings.confidence
+        judged = self._judge(settings, targets, examples, outputs)
+        _judge_scores(judged, targets, examples, target_results, per_example)
+        # Every metric, tuned against each other target, example by example (paired). The
+        # judge's scores are paired within each judged pair, so its comparisons come from there.
         comparisons = compare_all(
             [{t.role: per_example[t.role][e.index] for t in targets} for e in examples],
-            settings.metrics,
+            [m for m in settings.metrics if m not in PAIRWISE],
             [t.role for t in targets],
             confidence=confidence,
         )
+        for pair, res in judged.items():
+            first, second = res.roles
+            paired = compare(res.scores[first], res.scores[second], confidence=confidence)
+            if paired is not None:
+                comparisons.setdefault(pair, {})["judge"] = paired
         if gate is not None:
             values = {role: tr.metrics for role, tr in target_results.items()}
             verdict = gate.evaluate(values, comparisons, confidence=confidence)
@@ -329,6 +415,15 @@ class Evaluator:
             "max_examples": settings.max_examples,
             "confidence": confidence,
             "generation": {"temperature": 0.0},
+            "judge": None
+            if settings.judge is None or not judged
+            else {
+                "model": settings.judge.model,
+                "rubric_sha256": hashlib.sha256(settings.judge.rubric.encode()).hexdigest(),
+                "samples": settings.judge.samples,
+                "temperature": 0.0,
+                "pairs": {pair: res.summary() for pair, res in judged.items()},
+            },
         }
         result = EvaluationResult(
             spec=record.spec_name,
@@ -343,12 +438,18 @@ class Evaluator:
                     reference=e.reference,
                     outputs={t.role: outputs[t.role][e.index] or "" for t in targets},
                     scores={t.role: per_example[t.role][e.index] for t in targets},
+                    judge={
+                        pair: dict(detail)
+                        for pair, res in judged.items()
+                        if (detail := res.details[e.index]) is not None
+                    },
                 )
                 for e in examples
             ],
             verdict=verdict,
             binding=binding,
             comparisons=comparisons,
+            usage=_usage(outputs_usage, judged),
         )
         self._keep(record, result)
         return result
@@ -370,6 +471,51 @@ class Evaluator:
                 update={"evaluation": {**summary, "id": verdict_id}, "evaluations": history}
             )
         )
+
+
+def _judge_scores(
+    judged: Mapping[str, JudgeResult],
+    targets: Sequence[Target],
+    examples: Sequence[HeldOutExample],
+    target_results: dict[str, TargetResult],
+    per_example: dict[str, list[dict[str, float | None]]],
+) -> None:
+    """Put the judge's scores with the other metrics: each compared target's score against
+    the tuned model, and the tuned model's against the first target it was compared with."""
+    if not judged:
+        return
+    tuned = targets[0].role
+    for res in judged.values():
+        other = res.roles[1]
+        _set_judge(res, other, examples, target_results, per_example)
+    _set_judge(next(iter(judged.values())), tuned, examples, target_results, per_example)
+
+
+def _set_judge(
+    res: JudgeResult,
+    role: str,
+    examples: Sequence[HeldOutExample],
+    target_results: dict[str, TargetResult],
+    per_example: dict[str, list[dict[str, float | None]]],
+) -> None:
+    mean = res.mean(role)
+    if mean is not None:
+        target_results[role].metrics["judge"] = mean
+    for e in examples:
+        per_example[role][e.index]["judge"] = res.scores[role][e.index]
+
+
+def _usage(
+    generated: Mapping[str, Mapping[str, int]], judged: Mapping[str, JudgeResult]
+) -> dict[str, dict[str, int]]:
+    """Tokens the evaluation spent: per target, and the judge's over all its pairs."""
+    usage = {role: dict(u) for role, u in generated.items()}
+    if judged:
+        usage["judge"] = {
+            key: sum(res.usage.get(key, 0) for res in judged.values())
+            for key in ("prompt", "output")
+        }
+    return usage
 
 
 def checkpoint_endpoint(record: RunRecord, checkpoint: str) -> str:

@@ -4,12 +4,14 @@ It is a test double, not a model: jobs move through Vertex's states on a timer, 
 read from the storage emulator and checked with the same rules as ``vertex-tuner validate``
 (:func:`vertex_tuner.dataset.rules.check_example`), and a tuned endpoint answers each prompt with
 the answer of the most similar training example, so evaluation has something to measure. A base
-model answers with a polite, generic, deterministic reply.
+model answers with a polite, generic, deterministic reply, except when it is asked to judge two
+responses (the ``judge`` metric's request): then it answers the judge's JSON from each
+response's word overlap with the reference, a stand-in for a judging model.
 
-Every tuningJobs create is validated against Vertex's published schema for its API version
-(:mod:`vertex_tuner.sandbox.contract`): a body the front end would refuse gets the same 400, and
-the job keeps only the fields the schema knows. Resource ids are random 19-digit numbers, as on
-Vertex, so two sandboxes' resources never collide in one run store.
+Every tuningJobs create and generateContent body is validated against Vertex's published schema
+for its API version (:mod:`vertex_tuner.sandbox.contract`): a body the front end would refuse
+gets the same 400, and a job keeps only the fields the schema knows. Resource ids are random
+19-digit numbers, as on Vertex, so two sandboxes' resources never collide in one run store.
 
 Routes (``v1`` and ``v1beta1``)::
 
@@ -42,7 +44,7 @@ import orjson
 
 from vertex_tuner import models
 from vertex_tuner.dataset import tokens
-from vertex_tuner.dataset.gemini import last_user_text
+from vertex_tuner.dataset.gemini import content_text, last_user_text
 from vertex_tuner.dataset.rules import TRUNCATION_CODES, check_example
 from vertex_tuner.sandbox import contract
 from vertex_tuner.sandbox.contract import ContractError
@@ -67,6 +69,14 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ),
 ]
 _WORD = re.compile(r"[a-z0-9]+")
+#: What marks a judge request (vertex_tuner.evaluation.judge sends it; the emulator imports none
+#: of the evaluator, so the wire format is restated here and a test holds the two together): the
+#: marker opens the system instruction, the user turn's first line carries the sections' tag.
+JUDGE_MARKER = "[vertex-tuner pairwise judge]"
+_JUDGE_TAG = re.compile(r"\A[^\n]*\[tag ([0-9a-f]{16})\]")
+_JUDGE_VERDICTS = ("1", "2", "tie")
+_JUDGE_SECTIONS = ("REFERENCE", "RESPONSE 1", "RESPONSE 2")
+_ROOT = "generate_content_request"
 _FILTER = re.compile(r'labels\.([a-z0-9_-]+)\s*=\s*"?([^"\s]*)"?')
 MAX_REMEMBERED_EXAMPLES = 5000
 _GENERIC_REPLIES = (
@@ -639,8 +649,14 @@ class VertexEmulator:
     # --- generation ------------------------------------------------------------------------
 
     def generate(
-        self, body: dict[str, Any], *, model: str | None = None, endpoint: str | None = None
+        self,
+        body: dict[str, Any],
+        *,
+        model: str | None = None,
+        endpoint: str | None = None,
+        api_version: str = "v1beta1",
     ) -> dict[str, Any]:
+        body = _validate_generate(body, api_version)
         contents = body.get("contents") or []
         if not isinstance(contents, list) or not contents:
             raise ApiError(400, "INVALID_ARGUMENT", "contents must not be empty.")
@@ -656,8 +672,9 @@ class VertexEmulator:
             assert model is not None
             if models.model_info(model) is None and not model.startswith("gemini-"):
                 raise ApiError(404, "NOT_FOUND", f"Publisher model {model} not found.")
+            judged = _judge_answer(body, prompt)
             # Generic on purpose: a base model that has not learned the task's voice or format.
-            text = _GENERIC_REPLIES[zlib.crc32(prompt.encode()) % len(_GENERIC_REPLIES)]
+            text = judged or _GENERIC_REPLIES[zlib.crc32(prompt.encode()) % len(_GENERIC_REPLIES)]
             version = model
         prompt_tokens = sum(tokens.content_tokens(c) for c in contents)
         out_tokens = tokens.text_tokens(text)
@@ -783,8 +800,76 @@ class _Handler(FaultyHandler):
         if name == "cancel":
             return emulator.cancel(p["id"])
         if name == "generate_base":
-            return emulator.generate(body, model=p["model"])
-        return emulator.generate(body, endpoint=p["endpoint"])
+            return emulator.generate(body, model=p["model"], api_version=version)
+        return emulator.generate(body, endpoint=p["endpoint"], api_version=version)
+
+
+def _validate_generate(body: Any, version: str) -> dict[str, Any]:
+    """A generateContent body checked against ``GenerateContentRequest`` (JSON field names).
+
+    The request is the body itself, so paths in messages start at its fields
+    (``generation_config.response_schema``), as the front end writes them.
+    """
+    schema = contract.load(version)
+    try:
+        return schema.validate(body, schema.root("GenerateContentRequest"), path=_ROOT)
+    except ContractError as exc:
+        field = exc.field.removeprefix(_ROOT).removeprefix(".")
+        message = exc.message.replace(f" at '{_ROOT}'", "").replace(f"'{_ROOT}.", "'")
+        raise ContractError(field, message) from None
+
+
+def _judge_answer(body: dict[str, Any], prompt: str) -> str | None:
+    """The stand-in judge's JSON answer, or None when ``body`` is no judge request.
+
+    A judge request has the judge's marker at the start of its system instruction and asks for
+    JSON with a response schema. The verdict is word overlap (Jaccard, as for the tuned
+    endpoints' lookup) of each response with the reference: the higher one wins, equal is a tie.
+    Swapping the responses swaps the verdict, so the stand-in never shows position bias.
+    """
+    config = body.get("generationConfig") or {}
+    system = content_text(body.get("systemInstruction") or {})
+    if not (
+        system.startswith(JUDGE_MARKER)
+        and config.get("responseMimeType") == "application/json"
+        and (config.get("responseSchema") or config.get("responseJsonSchema"))
+    ):
+        return None
+    match = _JUDGE_TAG.match(prompt)
+    sections = None
+    if match is not None:
+        tag = match.group(1)
+        sections = [_judge_section(prompt, name, tag) for name in _JUDGE_SECTIONS]
+    if sections is None or any(s is None for s in sections):
+        answer = {
+            "winner": "tie",
+            "reason": "sandbox stand-in judge (word overlap, not a model): the reference and "
+            "the two responses were not found in the request",
+        }
+        return orjson.dumps(answer).decode()
+    reference, one, two = (_words(s or "") for s in sections)
+    first, second = _overlap(reference, one), _overlap(reference, two)
+    winner = _JUDGE_VERDICTS[0 if first > second else 1 if second > first else 2]
+    answer = {
+        "winner": winner,
+        "reason": f"sandbox stand-in judge (word overlap with the reference, not a model): "
+        f"response 1 {first:.2f}, response 2 {second:.2f}",
+    }
+    return orjson.dumps(answer).decode()
+
+
+def _judge_section(prompt: str, name: str, tag: str) -> str | None:
+    begin, end = f"<<<BEGIN {name} {tag}>>>\n", f"\n<<<END {name} {tag}>>>"
+    start = prompt.find(begin)
+    if start < 0:
+        return None
+    stop = prompt.find(end, start + len(begin))
+    return None if stop < 0 else prompt[start + len(begin) : stop]
+
+
+def _overlap(reference: frozenset[str], response: frozenset[str]) -> float:
+    union = len(reference | response)
+    return len(reference & response) / union if union else 0.0
 
 
 def parse_qs(query: str) -> dict[str, list[str]]:
