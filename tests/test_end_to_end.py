@@ -262,6 +262,36 @@ def test_the_judge_compares_both_orders_in_the_sandbox(
     assert code == (0 if doc["gate"]["passed"] else 5), err  # type: ignore[index]
 
 
+def test_a_model_that_answers_xyz_is_never_promoted_whatever_is_re_run(
+    use_sandbox: SandboxInfo, tmp_path: Path
+) -> None:
+    folder = tmp_path / "xyz"
+    spec = write_spec(folder, name="e2e-xyz", lines=[example(i, "XYZ") for i in range(120)])
+    (folder / "holdout.jsonl").write_bytes(
+        b"\n".join(example(i) for i in range(1000, 1031)) + b"\n"
+    )
+    text = spec.read_text().replace("holdout: 0.1", "holdout: holdout.jsonl")
+    gate = "significant(tuned.rouge_l > base.rouge_l)"
+    spec.write_text(text.replace('"tuned.rouge_l >= base.rouge_l"', f'"{gate}"'))
+    assert gate in spec.read_text()
+    code, _, err = run("retrain", str(spec), "--sandbox", "--json")
+    assert code == 5, err
+    attempts = [
+        ("evaluate", str(spec), "--sandbox", "--against", "production", "--json"),
+        ("evaluate", str(spec), "--sandbox", "--json"),
+        ("promote", "e2e-xyz", "--if-gate", "--sandbox", "--json"),
+        ("promote", "e2e-xyz", "--checkpoint", "best", "--sandbox", "--json"),
+        ("retrain", str(spec), "--sandbox", "--json"),
+    ]
+    for attempt in attempts:
+        code, doc, err = run(*attempt)
+        assert code == 5, (attempt, err)
+        if attempt[0] == "evaluate" and "production" in attempt:
+            assert "no base model" in str(doc["gate"]["explanation"])  # type: ignore[index]
+    code, aliases, _ = run("aliases", "e2e-xyz", "--sandbox", "--json")
+    assert code == 0 and aliases["aliases"] == {}
+
+
 def test_a_killed_submit_reattaches_to_its_job(use_sandbox: SandboxInfo, tmp_path: Path) -> None:
     with Sandbox(job_seconds=6.0) as slow:
         env = {**os.environ, "VERTEX_TUNER_SANDBOX": orjson.dumps(slow.to_json()).decode()}

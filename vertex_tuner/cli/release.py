@@ -7,8 +7,9 @@ Each parses its flags, calls one function of :mod:`vertex_tuner.release` (or
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -18,6 +19,7 @@ from vertex_tuner.cli._common import (
     echo_json,
     handle_errors,
     located,
+    remember_record,
     stderr_console,
 )
 from vertex_tuner.cli.options import (
@@ -43,7 +45,11 @@ def render_result(result: EvaluationResult, *, as_json: bool, report: str | None
         written = write_report(result, Path(report))
         stderr_console().print(f"report: {', '.join(str(p) for p in written)}", markup=False)
     if as_json:
-        echo_json(result.to_json())
+        if result.verdict is not None and not result.verdict.passed:
+            # The failure's one JSON document carries the result (no second document).
+            remember_record(result)
+        else:
+            echo_json(result.to_json())
         return
     from rich.markup import escape
 
@@ -135,6 +141,16 @@ def evaluate(
     release.check_gate(result)
 
 
+@dataclass(frozen=True)
+class _Doc:
+    """A plain document a failure's JSON should carry (what remember_record takes)."""
+
+    doc: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return self.doc
+
+
 def _render_checkpoints(
     each: list[tuple[str, EvaluationResult]], *, as_json: bool, report: str | None
 ) -> None:
@@ -148,12 +164,11 @@ def _render_checkpoints(
         stderr_console().print(f"reports: {report}/<checkpoint>/", markup=False)
     passing = [cid for cid, r in each if r.verdict is None or r.verdict.passed]
     if as_json:
-        echo_json(
-            {
-                "checkpoints": {cid: r.to_json() for cid, r in each},
-                "passed": passing,
-            }
-        )
+        doc = {"checkpoints": {cid: r.to_json() for cid, r in each}, "passed": passing}
+        if passing:
+            echo_json(doc)
+        else:
+            remember_record(_Doc(doc))  # carried by the failure's one JSON document
     else:
         for checkpoint, result in each:
             stderr_console().print(f"checkpoint {checkpoint}", markup=False, style="bold")
