@@ -520,3 +520,38 @@ def test_a_damaged_alias_file_is_named_and_never_overwritten(
     with pytest.raises(VertexTunerError, match=r"will not overwrite"):
         store.set_alias("demo", "production", "r-1")
     assert path.read_bytes() == content
+
+
+class CountingBlobs(LocalBlobStore):
+    """Counts record reads, to show what a listing costs."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.record_reads = 0
+
+    def read(self, key: str) -> tuple[bytes, int] | None:
+        if key.startswith("runs/"):
+            self.record_reads += 1
+        return super().read(key)
+
+
+def test_listing_the_newest_runs_reads_only_those(tmp_path: Path) -> None:
+    blobs = CountingBlobs(tmp_path)
+    store = RunStore(blobs)
+    for day in range(1, 53):  # a year of weekly runs
+        stamp = f"2026{(day - 1) // 4 + 1:02d}{(day - 1) % 4 * 7 + 1:02d}-000000"
+        store.save(
+            run_record(
+                f"support-tone-{stamp}-{day:08x}",
+                fingerprint=f"{day:064x}",
+                created_at=f"2026-01-01T00:00:{day % 60:02d}Z",
+            )
+        )
+    fresh = RunStore(blobs)
+    blobs.record_reads = 0
+    newest = fresh.list("support-tone", newest=5)
+    assert blobs.record_reads == 5
+    assert [r.run_id for r in newest] == sorted(
+        (r.run_id for r in fresh.list("support-tone")), reverse=True
+    )[:5]
+    assert fresh.list("support-tone", newest=0) == []

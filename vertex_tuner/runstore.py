@@ -464,8 +464,13 @@ class RunStore:
         self._migrate(records, keys)
         return next((r for r in records if r.job_name == job_name), None)
 
-    def list(self, spec_name: str | None = None) -> list[RunRecord]:
-        """Records, newest first; damaged ones are left out and named in ``skipped``."""
+    def list(self, spec_name: str | None = None, *, newest: int | None = None) -> list[RunRecord]:
+        """Records, newest first; damaged ones are left out and named in ``skipped``.
+
+        ``newest``: read only that many of one spec's records, those whose run ids sort last
+        (a run id starts with its creation time), so a trend costs the same after a year of
+        runs as after a month.
+        """
         self.skipped = []
         if spec_name is not None and self._has_marker():
             prefix = _spec_prefix(spec_name)
@@ -474,6 +479,8 @@ class RunStore:
                 for key in self.blobs.keys(prefix)
                 if "/" not in key[len(prefix) :]
             ]
+            if newest is not None:
+                run_ids = sorted(run_ids)[-newest:] if newest > 0 else []
             records = self._scan([_run_key(run_id) for run_id in run_ids])
         else:
             keys = list(self.blobs.keys("runs/"))

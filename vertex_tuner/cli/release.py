@@ -7,6 +7,7 @@ Each parses its flags, calls one function of :mod:`vertex_tuner.release` (or
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,13 +37,20 @@ from vertex_tuner.cli.options import (
 if TYPE_CHECKING:
     from vertex_tuner.evaluation.results import EvaluationResult
     from vertex_tuner.release import Promotion, RetrainOutcome
+    from vertex_tuner.runstore import RunStore
 
 
-def render_result(result: EvaluationResult, *, as_json: bool, report: str | None) -> None:
+def render_result(
+    result: EvaluationResult,
+    *,
+    as_json: bool,
+    report: str | None,
+    history: Sequence[Any] = (),
+) -> None:
     from vertex_tuner.evaluation.report import write_report
 
     if report:
-        written = write_report(result, Path(report))
+        written = write_report(result, Path(report), history=history)
         stderr_console().print(f"report: {', '.join(str(p) for p in written)}", markup=False)
     if as_json:
         if result.verdict is not None and not result.verdict.passed:
@@ -132,12 +140,13 @@ def evaluate(
                 result = release.evaluate_run(
                     evaluator_for(ctx, observer), spec, record, against=targets
                 )
+            history = trend(ctx.runs, spec.name) if report else []
     finally:
         observer.close()
     if checkpoints:
-        _render_checkpoints(each, as_json=as_json, report=report)
+        _render_checkpoints(each, as_json=as_json, report=report, history=history)
         return
-    render_result(result, as_json=as_json, report=report)
+    render_result(result, as_json=as_json, report=report, history=history)
     release.check_gate(result)
 
 
@@ -151,8 +160,20 @@ class _Doc:
         return self.doc
 
 
+def trend(runs: RunStore, spec_name: str) -> list[dict[str, Any]]:
+    """The stored evaluations of the spec's latest runs, for a report's trend (a fixed number
+    of reads, however many runs the spec has)."""
+    from vertex_tuner.evaluation.report import TREND
+
+    return [r.evaluation for r in runs.list(spec_name, newest=TREND) if r.evaluation]
+
+
 def _render_checkpoints(
-    each: list[tuple[str, EvaluationResult]], *, as_json: bool, report: str | None
+    each: list[tuple[str, EvaluationResult]],
+    *,
+    as_json: bool,
+    report: str | None,
+    history: Sequence[Any] = (),
 ) -> None:
     """One result per checkpoint; GateFailed (exit 5) when none passed its gate."""
     from vertex_tuner.errors import GateFailed
@@ -160,7 +181,7 @@ def _render_checkpoints(
 
     if report:
         for checkpoint, result in each:
-            write_report(result, Path(report) / checkpoint)
+            write_report(result, Path(report) / checkpoint, history=history)
         stderr_console().print(f"reports: {report}/<checkpoint>/", markup=False)
     passing = [cid for cid, r in each if r.verdict is None or r.verdict.passed]
     if as_json:
