@@ -1053,3 +1053,20 @@ def test_a_report_read_back_from_json_is_the_same() -> None:
     again = EvaluationResult.from_json(orjson.loads(orjson.dumps(result.to_json())))
     assert render_markdown(again) == render_markdown(result)
     assert render_html(again) == render_html(result)
+
+
+def test_the_judge_s_self_agreement_is_in_both_reports() -> None:
+    judge = {
+        "model": "gemini-2.5-pro",
+        "pairs": {
+            "tuned-base": {"judged": 8, "self_agreement": 0.75, "unparseable": 1},
+        },
+    }
+    result = make_result(binding={**make_result().binding, "judge": judge})
+    expected = (
+        "Judge gemini-2.5-pro on tuned-base: 8 examples judged in both orders; self-agreement 75%"
+    )
+    assert expected in render_markdown(result)
+    assert expected in html.unescape(render_html(result))
+    assert "1 unparseable answers" in render_markdown(result)
+    assert "self-agreement" not in render_markdown(make_result())

@@ -904,8 +904,35 @@ _NO_PRICE = (
 )
 
 
+def _judge_words(result: EvaluationResult) -> list[str]:
+    """One sentence per judged pair: who judged, how often, and how often it agreed with
+    itself when the two answers swapped places."""
+    judge = result.binding.get("judge")
+    if not isinstance(judge, Mapping):
+        return []
+    out = []
+    for pair, summary in (judge.get("pairs") or {}).items():
+        if not isinstance(summary, Mapping):
+            continue
+        agreement = summary.get("self_agreement")
+        agreed = "n/a" if agreement is None else f"{float(agreement):.0%}"
+        out.append(
+            f"Judge {judge.get('model')} on {pair}: {summary.get('judged', 0)} examples judged "
+            f"in both orders; self-agreement {agreed} (verdicts that changed with the order "
+            f"count as ties); {summary.get('unparseable', 0)} unparseable answers."
+        )
+    return out
+
+
 def _md_usage(result: EvaluationResult) -> list[str]:
+    judge = [markdown_cell(line, 600) for line in _judge_words(result)]
     header, rows = _usage_table(result)
+    if judge:
+        return [*_md_usage_table(header, rows), *judge, ""]
+    return _md_usage_table(header, rows)
+
+
+def _md_usage_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     if not rows:
         return ["### Evaluation cost", "", "The backend reported no token usage.", ""]
     return [
@@ -1379,6 +1406,11 @@ def _html_trend(result: EvaluationResult, points: Sequence[TrendPoint]) -> str:
 
 
 def _html_usage(result: EvaluationResult) -> str:
+    judge = "".join(f"<p>{_esc(line)}</p>" for line in _judge_words(result))
+    return _html_usage_table(result) + judge
+
+
+def _html_usage_table(result: EvaluationResult) -> str:
     header, rows = _usage_table(result)
     if not rows:
         return "<h2>Evaluation cost</h2><p class='muted'>The backend reported no token usage.</p>"
