@@ -9,12 +9,14 @@ fresh RunStore as a new process would have it:
 
 - ``status JOB``: ``by_job(job)`` then ``get(run_id)``;
 - ``runs NAME``: ``list(name)``, for the spec with the most runs;
-- ``aliases NAME``: ``aliases(name)``.
+- ``aliases NAME``: ``aliases(name)``;
+- ``report trend``: ``list(name, newest=20)``, what ``evaluate --report`` reads for its trend.
 
 Prints, per command, the storage requests (read, write, delete, list pages) and the best wall
 time of ``--repeat`` tries, large beside small, with their ratio. Targets: the request ratio of
 ``status JOB`` and ``aliases NAME`` at most 1.5 (the store's size must not matter), and
-``runs NAME`` at most that spec's run count + 3 requests (it follows the spec, not the store).
+``runs NAME`` at most that spec's run count + 3 requests (it follows the spec, not the store),
+``report trend`` at most 20 + 3 (it follows neither).
 Exits 1 when a target is missed or an answer is wrong.
 """
 
@@ -38,6 +40,7 @@ import orjson
 
 from vertex_tuner.backends.gcs import GcsStorage, split_uri
 from vertex_tuner.backends.interface import ObjectInfo, ProgressCallback, Storage, UploadResult
+from vertex_tuner.evaluation.report import TREND
 from vertex_tuner.records import DatasetRef, RunRecord
 from vertex_tuner.runstore import RunStore, StorageBlobStore
 
@@ -213,7 +216,16 @@ def operations(target: Target) -> dict[str, Callable[[RunStore], bool]]:
     def aliases(store: RunStore) -> bool:
         return "production" in store.aliases(target.spec_name)
 
-    return {"status JOB": status, "runs NAME": runs, "aliases NAME": aliases}
+    def trend(store: RunStore) -> bool:
+        listed = store.list(target.spec_name, newest=TREND)
+        return len(listed) == min(TREND, target.spec_runs) and not store.skipped
+
+    return {
+        "status JOB": status,
+        "runs NAME": runs,
+        "aliases NAME": aliases,
+        "report trend": trend,
+    }
 
 
 def main() -> int:
@@ -262,7 +274,11 @@ def main() -> int:
                 f" | {big.seconds * 1000:.1f} ms vs {little.seconds * 1000:.1f} ms (ratio "
                 f"{big.seconds / little.seconds:.2f}), {args.runs} vs {args.small_runs} runs"
             )
-            if name == "runs NAME":
+            if name == "report trend":
+                limit = TREND + RUNS_SLACK
+                met = big.requests <= limit and little.requests <= limit
+                print(f"{figures} | need <= {limit} requests, whatever the spec's runs")
+            elif name == "runs NAME":
                 limits = (large.spec_runs + RUNS_SLACK, small.spec_runs + RUNS_SLACK)
                 met = big.requests <= limits[0] and little.requests <= limits[1]
                 print(
