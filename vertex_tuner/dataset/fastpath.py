@@ -20,21 +20,40 @@ full path. Chat and text-pair lines keep only their texts: their other fields ne
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from vertex_tuner.dataset.nesting import MAX_DEPTH, nests_deeper
-from vertex_tuner.dataset.tokens import CHARS_PER_TOKEN, PADDING_PER_RECORD
+from orjson import OPT_SORT_KEYS as SORT_KEYS
+from orjson import Fragment, dumps
 
-FastResult = tuple[list[Any], list[str], int, int, int]
+from vertex_tuner.dataset.gemini import FILE_DATA_KEYS, FUNCTION_CALL_KEYS, FUNCTION_RESPONSE_KEYS
+from vertex_tuner.dataset.nesting import MAX_DEPTH, nests_deeper
+from vertex_tuner.dataset.rules import FILE_URI_PREFIXES, MEDIA_PREFIXES, MEDIA_TYPES
+from vertex_tuner.dataset.tokens import CHARS_PER_TOKEN, PADDING_PER_RECORD, TOKENS_PER_MEDIA_PART
+from vertex_tuner.models import MAX_IMAGES_PER_EXAMPLE, PREFERENCE_MAX_TOKENS
+
+#: (prompt key, answer, input tokens, output tokens, billable tokens). The keys are JSON values
+#: whose JSON (sorted, for preference completions) is what :mod:`vertex_tuner.dataset.keys`
+#: gives; an answer of None is the empty key. A key that is not a flat list of texts is an
+#: ``orjson.Fragment`` of its sorted JSON.
+FastResult = tuple["list[Any] | Fragment", Any, int, int, int]
 FastCheck = Callable[[dict[str, Any], int], "FastResult | None"]
 
 _ROUND = CHARS_PER_TOKEN - 1
 _MESSAGE_ROLES = {"user": "user", "assistant": "model", "model": "model"}
-#: The keys :func:`gemini` reads, of the line, of a turn and of the system instruction.
-_LINE_KEYS = frozenset(("contents", "systemInstruction", "system_instruction", "tools"))
+#: The keys the Gemini checks read, of the line (by the system instruction's spelling in force),
+#: of a turn, of the system instruction and of a completion; any other is walked for its depth.
+_CAMEL_LINE_KEYS = frozenset(("contents", "systemInstruction", "tools"))
+_SNAKE_LINE_KEYS = frozenset(("contents", "system_instruction", "tools"))
+_BARE_LINE_KEYS = frozenset(("contents", "tools"))
+_CAMEL_PREFERENCE_KEYS = frozenset(("contents", "completions", "systemInstruction"))
+_SNAKE_PREFERENCE_KEYS = frozenset(("contents", "completions", "system_instruction"))
+_BARE_PREFERENCE_KEYS = frozenset(("contents", "completions"))
 _TURN_KEYS = frozenset(("role", "parts"))
 _SYSTEM_KEYS = _TURN_KEYS
+_COMPLETION_ITEM_KEYS = frozenset(("score", "completion"))
+#: How deep the value of a part (line, contents, turn, parts, part) may nest.
+_PART_VALUE_DEPTH = MAX_DEPTH - 5
 
 
 def _deep_beside(obj: dict[str, Any], known: frozenset[str], level: int) -> bool:
@@ -198,29 +217,103 @@ def _gemini_exchange(system_value: Any, u: Any, m: Any, limit: int) -> FastResul
     return _one_exchange(system, prompt, answer, limit)
 
 
-def gemini(obj: dict[str, Any], limit: int) -> FastResult | None:
-    """``{"contents": [...], "systemInstruction"?: ...}`` with text parts, ending on model.
-
-    The system instruction is read inline, as :func:`vertex_tuner.dataset.gemini.system_of` reads
-    it (``systemInstruction`` unless absent or null, else ``system_instruction``): a call costs
-    more than the two lookups here. The oracle test (``tests/test_formats.py``, the fast path
-    never disagrees with the full path) holds the two together, both spellings included.
-    """
-    if obj.get("tools") is not None or "completions" in obj:
+def _file_data(value: Any) -> int | None:
+    """1 for a valid ``fileData`` value holding an image, 0 for other valid media, None when
+    :func:`vertex_tuner.dataset.rules.check_example` would find anything to say about it."""
+    if type(value) is not dict:
         return None
+    uri = value.get("fileUri", value.get("file_uri"))
+    mime = value.get("mimeType", value.get("mime_type"))
+    if type(uri) is not str or not uri.startswith(FILE_URI_PREFIXES):
+        return None
+    if uri.startswith("gs://") and "/" not in uri[5:].strip("/"):
+        return None
+    if type(mime) is not str or not (mime.startswith(MEDIA_PREFIXES) or mime in MEDIA_TYPES):
+        return None
+    # Two keys that both hold strings nest no deeper; any other key is walked.
+    if len(value) != 2 and nests_deeper(value, _PART_VALUE_DEPTH):
+        return None
+    return 1 if mime.startswith("image/") else 0
+
+
+def _mixed_parts(parts: Any, role: Any) -> tuple[int, str, int] | None:
+    """(tokens, role, images) of a turn's parts that are not all text: text, ``fileData``,
+    ``functionCall`` and ``functionResponse`` (either spelling), each valid in a turn of
+    ``role`` (a turn of function responses may omit it: it is a user turn). None for anything
+    else, or anything the rules would report."""
+    if type(parts) is not list or not parts:
+        return None
+    n = images = 0
+    calls = responses = False
+    for part in parts:
+        if type(part) is not dict or len(part) != 1:
+            return None
+        ((kind, value),) = part.items()
+        if kind == "text":
+            if type(value) is not str or not value or value.isspace():
+                return None
+            n += (len(value) + _ROUND) // CHARS_PER_TOKEN
+        elif kind in FILE_DATA_KEYS:
+            image = _file_data(value)
+            if image is None:
+                return None
+            images += image
+            n += TOKENS_PER_MEDIA_PART
+        elif kind in FUNCTION_CALL_KEYS or kind in FUNCTION_RESPONSE_KEYS:
+            if type(value) is not dict or type(value.get("name")) is not str:
+                return None
+            if nests_deeper(value, _PART_VALUE_DEPTH):
+                return None
+            if kind in FUNCTION_CALL_KEYS:
+                calls = True
+            else:
+                responses = True
+            # As tokens.measure counts them: the part's printed size.
+            n += (len(repr(part)) + _ROUND) // CHARS_PER_TOKEN
+        else:
+            return None  # inline data (an error) or no kind Vertex knows
+    if role is None and responses:
+        role = "user"
+    if role == "model":
+        if responses:
+            return None
+    elif role == "user":
+        if calls:
+            return None
+    else:
+        return None
+    return n, role, images
+
+
+def _gemini_turns(obj: dict[str, Any], limit: int, *, supervised: bool) -> FastResult | None:
+    """Any valid Gemini line: a system instruction of text parts in either spelling, turns of
+    text, ``fileData``, ``functionCall`` and ``functionResponse`` parts, ``tools``. Supervised,
+    it ends on a model turn, the answer; for distillation it is a prompt ending on a user turn,
+    with no answer (None).
+
+    The system instruction is read inline, as :func:`vertex_tuner.dataset.gemini.system_of`
+    reads it (``systemInstruction`` unless absent or null, else ``system_instruction``): a call
+    costs more than the two lookups here. The tests hold the two together, both spellings
+    included.
+    """
     contents = obj.get("contents")
-    if type(contents) is not list:
+    if type(contents) is not list or not contents:
         return None
     system_value = obj.get("systemInstruction")
-    if system_value is None:
+    if system_value is not None:
+        known = _CAMEL_LINE_KEYS
+    else:
         system_value = obj.get("system_instruction")
-    # Nearly every line holds contents and at most a system instruction: one comparison.
-    if len(obj) > 1 + (system_value is not None) and _deep_beside(obj, _LINE_KEYS, 1):
+        known = _BARE_LINE_KEYS if system_value is None else _SNAKE_LINE_KEYS
+    tools = obj.get("tools")
+    # Nearly every line holds contents and at most a system instruction: one comparison. A
+    # shadowed spelling is written back too, so it is walked like any other key.
+    if len(obj) > 1 + (system_value is not None) + (tools is not None) and _deep_beside(
+        obj, known, 1
+    ):
         return None
-    if len(contents) == 2:
-        quick = _gemini_exchange(system_value, contents[0], contents[1], limit)
-        if quick is not None:
-            return quick
+    if tools is not None and nests_deeper(tools, MAX_DEPTH - 1):
+        return None
     system = 0
     key: list[Any]
     if system_value is None:
@@ -235,10 +328,120 @@ def gemini(obj: dict[str, Any], limit: int) -> FastResult | None:
             return None
         key = [len(found[0]), *found[0]]
         system = found[1]
-    seen = billable = n_in = n_out = 0
+    flat = tools is None
+    seen = billable = n_out = images = 0
+    n_in = system
     previous = None
-    mark = 0
-    texts: list[str] = []
+    last = len(contents) - 1
+    answer: Any = None
+    for i, content in enumerate(contents):
+        if type(content) is not dict:
+            return None
+        if len(content) != 2 and _deep_beside(content, _TURN_KEYS, 3):
+            return None
+        role = content.get("role")
+        found = _text_parts(content.get("parts"))
+        texts: list[str] | None
+        if found is not None:
+            texts, n = found
+        else:
+            mixed = _mixed_parts(content.get("parts"), role)
+            if mixed is None:
+                return None
+            n, role, here = mixed
+            images += here
+            texts = None
+        if role == previous or (role != "user" and role != "model"):
+            return None
+        previous = role
+        if role == "model":
+            n_in = system + seen
+            n_out = n
+            billable += n_in + n + PADDING_PER_RECORD
+        if supervised and i == last:
+            # The answer key: the texts of a text-only turn, else the turn itself.
+            answer = texts if texts is not None else Fragment(dumps(content, option=SORT_KEYS))
+        elif flat:
+            if texts is None:
+                flat = False
+            else:
+                key += (role, len(texts), *texts)
+        seen += n
+    if previous != ("model" if supervised else "user"):
+        return None
+    if n_in + n_out > limit or images > MAX_IMAGES_PER_EXAMPLE:
+        return None
+    if not flat:
+        structured = {
+            "system": system_value,
+            "tools": tools,
+            "contents": contents[:last] if supervised else contents,
+        }
+        return Fragment(dumps(structured, option=SORT_KEYS)), answer, n_in, n_out, billable
+    return key, answer, n_in, n_out, billable
+
+
+def gemini(obj: dict[str, Any], limit: int) -> FastResult | None:
+    """A supervised Gemini line (see :func:`_gemini_turns`); the commonest shape, one text
+    exchange, unrolled."""
+    if "completions" in obj:
+        return None  # auto-detection calls it preference: the full path says so
+    contents = obj.get("contents")
+    if type(contents) is list and len(contents) == 2 and len(obj) <= 2:
+        system_value = obj.get("systemInstruction")
+        if system_value is None:
+            system_value = obj.get("system_instruction")
+        if len(obj) == 1 + (system_value is not None):
+            quick = _gemini_exchange(system_value, contents[0], contents[1], limit)
+            if quick is not None:
+                return quick
+    return _gemini_turns(obj, limit, supervised=True)
+
+
+def prompts(obj: dict[str, Any], limit: int) -> FastResult | None:
+    """A distillation prompt: a Gemini line ending on a user turn. Its answer is None: the
+    teacher writes it, and every prompt has the same (empty) answer key."""
+    if "completions" in obj:
+        return None
+    return _gemini_turns(obj, limit, supervised=False)
+
+
+def preference(obj: dict[str, Any], limit: int) -> FastResult | None:
+    """``{"contents": [text turns ending on user], "completions": [two scored model turns]}``.
+
+    The answer is the completions (their key is their sorted JSON); ``limit`` is unused: a
+    preference example's limit is :data:`~vertex_tuner.models.PREFERENCE_MAX_TOKENS` for its
+    input and longest completion, whatever the model.
+    """
+    contents = obj.get("contents")
+    completions = obj.get("completions")
+    if type(contents) is not list or not contents:
+        return None
+    if type(completions) is not list or len(completions) != 2 or "tools" in obj:
+        return None
+    system_value = obj.get("systemInstruction")
+    if system_value is not None:
+        known = _CAMEL_PREFERENCE_KEYS
+    else:
+        system_value = obj.get("system_instruction")
+        known = _BARE_PREFERENCE_KEYS if system_value is None else _SNAKE_PREFERENCE_KEYS
+    if len(obj) > 2 + (system_value is not None) and _deep_beside(obj, known, 1):
+        return None
+    prompt = 0
+    key: list[Any]
+    if system_value is None:
+        key = [0]
+    else:
+        if type(system_value) is not dict:
+            return None
+        if len(system_value) != 1 and _deep_beside(system_value, _SYSTEM_KEYS, 2):
+            return None
+        found = _text_parts(system_value.get("parts"))
+        if found is None:
+            return None
+        key = [len(found[0]), *found[0]]
+        prompt = found[1]
+    previous = None
     for content in contents:
         if type(content) is not dict:
             return None
@@ -252,17 +455,40 @@ def gemini(obj: dict[str, Any], limit: int) -> FastResult | None:
         if found is None:
             return None
         texts, n = found
-        if role == "model":
-            n_in = system + seen
-            n_out = n
-            billable += n_in + n + PADDING_PER_RECORD
-            mark = len(key)
         key += (role, len(texts), *texts)
-        seen += n
-    if previous != "model" or n_in + n_out > limit:
+        prompt += n
+    if previous != "user":
         return None
-    del key[mark:]
-    return key, texts, n_in, n_out, billable
+    first, second = completions
+    a = _completion(first)
+    b = _completion(second) if a is not None else None
+    if a is None or b is None or {a[0], b[0]} != {0, 1}:
+        return None
+    longest = max(a[1], b[1])
+    if prompt + longest > PREFERENCE_MAX_TOKENS:
+        return None
+    return key, completions, prompt, longest, prompt + longest
+
+
+def _completion(item: Any) -> tuple[int, int] | None:
+    """(score, tokens) of ``{"score": 0 or 1, "completion": {"role": "model", "parts": [text
+    parts]}}``, else None."""
+    if type(item) is not dict:
+        return None
+    score = item.get("score")
+    if type(score) is not int or (score != 0 and score != 1):
+        return None
+    completion = item.get("completion")
+    if type(completion) is not dict or completion.get("role") != "model":
+        return None
+    if len(item) != 2 and _deep_beside(item, _COMPLETION_ITEM_KEYS, 3):
+        return None
+    if len(completion) != 2 and _deep_beside(completion, _TURN_KEYS, 4):
+        return None
+    found = _text_parts(completion.get("parts"))
+    if found is None:
+        return None
+    return score, found[1]
 
 
 def pairs(obj: dict[str, Any], limit: int) -> FastResult | None:
@@ -287,5 +513,36 @@ def pairs(obj: dict[str, Any], limit: int) -> FastResult | None:
     return _one_exchange(None, prompt, answer, limit)
 
 
-#: The fast check for each input format (supervised tuning only).
+def csv_row(
+    row: Mapping[str, str], columns: Mapping[str, str | None], limit: int
+) -> FastResult | None:
+    """A CSV row, read as :func:`vertex_tuner.dataset.formats.from_csv_row` reads it: the
+    prompt and response columns, and the system column when it is not empty."""
+    prompt = row.get(columns["prompt"] or "", "")
+    answer = row.get(columns["response"] or "", "")
+    name = columns.get("system")
+    system = row.get(name) if name else None
+    if not prompt or not answer or prompt.isspace() or answer.isspace():
+        return None
+    if system is not None and system.isspace():
+        return None
+    return _one_exchange(system or None, prompt, answer, limit)
+
+
+#: The fast check for each input format, for supervised tuning ...
 CHECKS: dict[str, FastCheck] = {"messages": messages, "gemini": gemini, "text-pairs": pairs}
+#: ... and for the other methods, by (method, format).
+METHOD_CHECKS: dict[tuple[str, str], FastCheck] = {
+    ("preference", "preference"): preference,
+    ("distillation", "gemini"): prompts,
+}
+
+
+def check_for(method: str, fmt: str | None) -> FastCheck | None:
+    """The fast check for lines of ``fmt`` tuned by ``method``; None: every line takes the
+    full path."""
+    if fmt is None:
+        return None
+    if method == "supervised":
+        return CHECKS.get(fmt)
+    return METHOD_CHECKS.get((method, fmt))

@@ -18,7 +18,7 @@ import orjson
 
 from vertex_tuner.dataset import formats, keys
 from vertex_tuner.dataset.findings import Finding, FindingList, Severity
-from vertex_tuner.dataset.reader import iter_csv_rows, iter_lines
+from vertex_tuner.dataset.reader import iter_blocks, iter_csv_rows
 from vertex_tuner.dataset.scan import LONG_TOKENS, Part, digests
 
 MIN_RECOMMENDED_EXAMPLES = 100
@@ -53,10 +53,18 @@ def answers_at(
             if line in lines:
                 out[line] = keys.answer_key(formats.from_csv_row(row, mapping), method)
         return out
-    for line, raw in iter_lines(path):
-        if line in lines:
-            example = formats.convert(orjson.loads(raw), fmt)
-            out[line] = keys.answer_key(example, method)
+    # A block at a time, never a line at a time: the wanted lines are few, the file large.
+    wanted = sorted(lines)
+    k = 0
+    for first, block in iter_blocks(path):
+        end = first + len(block)
+        while k < len(wanted) and wanted[k] < end:
+            raw = block[wanted[k] - first]
+            example = formats.convert(orjson.loads(raw.removesuffix(b"\r")), fmt)
+            out[wanted[k]] = keys.answer_key(example, method)
+            k += 1
+        if k == len(wanted):
+            break
     return out
 
 

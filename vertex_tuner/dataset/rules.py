@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 #: Codes for problems Vertex truncates or drops silently instead of failing the job.
 TRUNCATION_CODES = frozenset({"too-many-tokens", "too-many-images"})
 
-_MEDIA_PREFIXES = ("image/", "video/", "audio/")
-_MEDIA_TYPES = frozenset({"application/pdf", "text/plain"})
+#: What a ``fileData`` part's mimeType may start with, or be; and where its fileUri may point.
+MEDIA_PREFIXES = ("image/", "video/", "audio/")
+MEDIA_TYPES = frozenset({"application/pdf", "text/plain"})
+FILE_URI_PREFIXES = ("gs://", "https://", "http://")
 
 
 def check_example(
@@ -213,7 +215,7 @@ def _check_file_data(value: Any, field: str, err: Any) -> int:
         return 0
     uri = value.get("fileUri", value.get("file_uri"))
     mime = value.get("mimeType", value.get("mime_type"))
-    if not isinstance(uri, str) or not uri.startswith(("gs://", "https://", "http://")):
+    if not isinstance(uri, str) or not uri.startswith(FILE_URI_PREFIXES):
         err(
             "bad-file-uri",
             f"fileUri {uri!r} must be a gs:// object or an http(s) URL",
@@ -221,7 +223,7 @@ def _check_file_data(value: Any, field: str, err: Any) -> int:
         )
     elif uri.startswith("gs://") and "/" not in uri[5:].strip("/"):
         err("bad-file-uri", f"fileUri {uri!r} names a bucket, not an object", f"{field}.fileUri")
-    if not isinstance(mime, str) or not (mime.startswith(_MEDIA_PREFIXES) or mime in _MEDIA_TYPES):
+    if not isinstance(mime, str) or not (mime.startswith(MEDIA_PREFIXES) or mime in MEDIA_TYPES):
         err(
             "bad-mime-type",
             f"mimeType {mime!r} is not a media type Gemini tuning accepts",

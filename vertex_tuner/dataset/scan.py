@@ -24,7 +24,7 @@ import subprocess
 import sys
 from array import array
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -405,6 +405,23 @@ class Scanner:
         if self.writers is not None:
             self.writers[side].write(example)
 
+    def accept(
+        self, line: int, result: fastpath.FastResult, convert: Callable[[], dict[str, Any]]
+    ) -> None:
+        """An example the fast path took (``convert`` gives its converted form, to write): what
+        the hot loop in :func:`_scan` does inline."""
+        key, answer, n_in, n_out, billable = result
+        digest = keys.prompt_digest(orjson.dumps(key, option=orjson.OPT_SORT_KEYS))
+        part = self.part
+        part.remember(line, digest, n_in, n_out)
+        if not part.many_labels:
+            self.label(b"" if answer is None else orjson.dumps(answer, option=orjson.OPT_SORT_KEYS))
+        side = self.side(digest)
+        part.examples[side] += 1
+        part.billable[side] += billable
+        if self.writers is not None:
+            self.writers[side].write(convert())
+
     def label(self, answer: bytes) -> None:
         labels = self.part.labels
         if answer in labels:
@@ -445,6 +462,8 @@ def _scan_csv(job: PartJob, scanner: Scanner) -> None:
     delimiter = "\t" if job.path.suffix.lower() == ".tsv" else ","
     scanner.fmt = scanner.part.fmt = "csv"
     mapping: dict[str, str | None] | None = None
+    fast = fastpath.csv_row if job.method == "supervised" else None
+    limit = job.model.max_tokens_per_example
     for line, row, error in iter_csv_rows(job.path, delimiter=delimiter):
         if isinstance(error, LongLine):
             scanner.too_long(line, error, "the rest of the file was not read")
@@ -458,7 +477,11 @@ def _scan_csv(job: PartJob, scanner: Scanner) -> None:
             except formats.ConversionError as exc:
                 scanner.finding(exc.code, exc.message, 1, "dataset.columns")
                 return
-        scanner.example(line, formats.from_csv_row(row, mapping), source=row, columns=mapping)
+        found = fast(row, mapping, limit) if fast is not None else None
+        if found is None:
+            scanner.example(line, formats.from_csv_row(row, mapping), source=row, columns=mapping)
+        else:
+            scanner.accept(line, found, lambda: formats.from_csv_row(row, mapping))  # noqa: B023
 
 
 def scan(job: PartJob, *, keep_open: bool = False) -> Part:
@@ -490,10 +513,13 @@ def _scan(job: PartJob, *, keep_open: bool) -> Part:
         _scan_csv(job, scanner)
         part.open_writers = scanner.close(keep_open=keep_open)
         return part
-    supervised = job.method == "supervised"
-    fast = fastpath.CHECKS.get(scanner.fmt or "") if supervised else None
+    method = job.method
+    fast = fastpath.check_for(method, scanner.fmt)
     limit = job.model.max_tokens_per_example
     loads, dumps, decode_error = orjson.loads, orjson.dumps, orjson.JSONDecodeError
+    # Keys are the sorted JSON of what the fast check hands back: a flat key (a list of strings
+    # and numbers) reads the same sorted or not, a structured one must be sorted.
+    sort = orjson.OPT_SORT_KEYS
     sha1 = hashlib.sha1
     prompts, prompt_lines = part.prompts, part.prompt_lines
     pending_in, pending_out = part.pending_in, part.pending_out
@@ -514,7 +540,7 @@ def _scan(job: PartJob, *, keep_open: bool) -> Part:
                 result = fast(obj, limit)
                 if result is not None:
                     key, texts, n_in, n_out, tokens_billable = result
-                    digest = sha1(dumps(key)).digest()[:8]
+                    digest = sha1(dumps(key, option=sort)).digest()[:8]
                     bucket = digest[0]
                     prompts[bucket] += digest
                     prompt_lines[bucket].append(number)
@@ -523,8 +549,14 @@ def _scan(job: PartJob, *, keep_open: bool) -> Part:
                     if n_in + n_out > long_tokens:
                         long_lines.append(number)
                         long_totals.append(n_in + n_out)
+                    # Only a turn that is not all text can hold a file, and its key is not flat.
+                    structured = type(key) is not list or (
+                        texts is not None and type(texts) is not list
+                    )
+                    if structured and _has_media(obj):
+                        part.multimodal += 1
                     if not part.many_labels:
-                        answer = dumps(texts)
+                        answer = b"" if texts is None else dumps(texts, option=sort)
                         if answer in labels:
                             labels[answer] += 1
                         else:
@@ -539,8 +571,8 @@ def _scan(job: PartJob, *, keep_open: bool) -> Part:
                         train_billable += tokens_billable
                     continue
             scanner.line(number, obj)
-            if fast is None and supervised and scanner.fmt is not None:
-                fast = fastpath.CHECKS.get(scanner.fmt)
+            if fast is None and scanner.fmt is not None:
+                fast = fastpath.check_for(method, scanner.fmt)
         part.flush()
     part.lines_read = number
     if not (split or writers is not None):
