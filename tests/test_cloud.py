@@ -108,3 +108,29 @@ def test_a_tuned_3x_endpoint_is_named_in_its_serving_location() -> None:
     if not endpoint:
         pytest.skip("set VERTEX_TUNER_3X_ENDPOINT to the endpoint of a tuned 3.x model")
     assert resource_location(endpoint) in ("us", "eu")
+
+
+def test_count_tokens_against_vertex() -> None:
+    """Vertex's countTokens of what the validator counts, for a few English chats: within the
+    30% margin of the local estimate, and the system instruction counts."""
+    from sandbox_support import example
+
+    from vertex_tuner.dataset import formats
+    from vertex_tuner.dataset.tokens import counted_request
+    from vertex_tuner.dataset.validate import EXACT_MARGIN
+    from vertex_tuner.wiring.backends import cloud_backends
+
+    counter = cloud_backends(None, "us-central1").counter
+    assert counter is not None and counter.source == "Vertex"
+    for i in (1, 22, 333):
+        converted = formats.convert(orjson.loads(example(i)), "messages")
+        request = counted_request(converted, "supervised")
+        exact = counter.count(
+            "gemini-2.5-flash",
+            request.contents,
+            system_instruction=request.system_instruction,
+            tools=request.tools,
+        )
+        bare = counter.count("gemini-2.5-flash", request.contents)
+        assert abs(exact - request.estimate) <= EXACT_MARGIN * request.estimate, (i, exact)
+        assert exact > bare

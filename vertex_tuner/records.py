@@ -28,12 +28,30 @@ class DatasetRef(_Record):
 
 
 class Estimate(_Record):
+    """Billable tokens and cost before the job runs: estimated locally, or calibrated on a
+    sample counted exactly (then with a low and a high end)."""
+
     billable_tokens: int
     epochs: int
     cost_usd: float | None = None
     price_per_million: float | None = None
     prices_as_of: str | None = None
     note: str = "estimated locally: about 4 characters per token"
+    #: The interval of a calibrated estimate (``billable_tokens`` is then its central figure).
+    billable_tokens_low: int | None = None
+    billable_tokens_high: int | None = None
+    cost_low_usd: float | None = None
+    cost_high_usd: float | None = None
+    #: How many examples the calibration counted exactly, and who counted them.
+    calibrated_on: int | None = None
+    counted_by: str | None = None
+    #: The local estimate a calibrated figure was scaled from.
+    estimated_tokens: int | None = None
+
+    @property
+    def budget_cost_usd(self) -> float | None:
+        """The cost ``budget.max_cost_usd`` is held to: a calibrated estimate's upper end."""
+        return self.cost_high_usd if self.cost_high_usd is not None else self.cost_usd
 
 
 class DataStatsRecord(_Record):

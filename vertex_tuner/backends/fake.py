@@ -8,6 +8,8 @@ They are real subclasses of the interfaces, shipped in the package (like httpx's
   having taken effect when ``after_effect`` is set (the lost-response case of a create).
 - :class:`FakeStorage`: objects with generations and Cloud Storage's precondition semantics.
 - :class:`FakeGenerator`: scripted answers per model, or a responder function.
+- :class:`FakeTokenCounter`: counts by a function of the request (by default the text's
+  characters over :data:`FakeTokenCounter.CHARS_PER_TOKEN`), with ``fail_next`` too.
 
 Every call is appended to ``calls`` as ``(method, argument)``.
 """
@@ -34,6 +36,7 @@ from vertex_tuner.backends.interface import (
     ObjectInfo,
     ProgressCallback,
     Storage,
+    TokenCounter,
     Tuner,
     TuningRequest,
     UploadResult,
@@ -412,3 +415,61 @@ class FakeGenerator(Generator):
         return Generation(
             text, input_tokens=sum(len(str(c)) for c in contents) // 4, output_tokens=len(text) // 4
         )
+
+
+#: (model, contents, system instruction, tools) -> tokens.
+CountFunction = Callable[
+    [
+        str,
+        Sequence[Mapping[str, Any]],
+        Mapping[str, Any] | None,
+        Sequence[Mapping[str, Any]] | None,
+    ],
+    int,
+]
+
+
+def _texts(value: Any) -> Iterator[str]:
+    if isinstance(value, Mapping):
+        text = value.get("text")
+        if isinstance(text, str):
+            yield text
+        for item in value.values():
+            if isinstance(item, (Mapping, list)):
+                yield from _texts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
+
+
+class FakeTokenCounter(TokenCounter):
+    """countTokens in memory: ``counter(model, contents, system, tools)``, by default one token
+    per :data:`CHARS_PER_TOKEN` characters of text (3: more than the estimate's 4 would say).
+    Every call is appended to ``calls`` as ``("count", (model, contents))``."""
+
+    CHARS_PER_TOKEN = 3
+
+    def __init__(self, counter: CountFunction | None = None, *, source: str = "a fake") -> None:
+        self.counter = counter
+        self.source = source
+        self._faults = _Faults()
+        self.calls = self._faults.calls
+
+    def fail_next(self, error: Exception) -> None:
+        self._faults.fail_next("count", error)
+
+    def count(
+        self,
+        model: str,
+        contents: Sequence[Mapping[str, Any]],
+        *,
+        system_instruction: Mapping[str, Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> int:
+        fault = self._faults.record("count", (model, list(contents)))
+        if fault is not None:
+            raise fault.error
+        if self.counter is not None:
+            return self.counter(model, contents, system_instruction, tools)
+        chars = sum(len(t) for t in _texts([*contents, system_instruction or {}]))
+        return -(-chars // self.CHARS_PER_TOKEN)

@@ -1,6 +1,6 @@
-"""Vertex tuning jobs and generateContent through google-genai.
+"""Vertex tuning jobs, generateContent and countTokens through google-genai.
 
-This is the only module that talks to ``google.genai`` for jobs and generation, and it
+This is the only module that talks to ``google.genai`` for jobs, generation and token counts, and it
 translates the SDK's errors into ours here, so nothing above it sees a Google exception:
 
 - 429, 408, 5xx and transport failures → :class:`TransientBackendError` (with ``Retry-After``);
@@ -14,13 +14,15 @@ translates the SDK's errors into ours here, so nothing above it sees a Google ex
 :func:`request_body` renders, offline, the REST body ``tunings.tune`` would POST for a request.
 
 The SDK's own retries stay off (its default), so nothing is retried twice and a create is never
-retried blindly.
+retried blindly. countTokens is free and safe to repeat: :class:`GenaiTokenCounter` retries it
+under the one retry policy and paces it below its quota (:data:`COUNT_TOKENS_PER_MINUTE`).
 """
 
 from __future__ import annotations
 
 import re
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -32,6 +34,7 @@ from vertex_tuner.backends.interface import (
     Generator,
     Job,
     JobState,
+    TokenCounter,
     Tuner,
     TuningRequest,
 )
@@ -43,6 +46,7 @@ from vertex_tuner.errors import (
     TransientBackendError,
 )
 from vertex_tuner.models import resource_location
+from vertex_tuner.retry import RetryOptions, retrying
 from vertex_tuner.vocabulary import VERTEX_API_VERSION
 
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -565,3 +569,98 @@ class GenaiGenerator(Generator):
             input_tokens=usage.prompt_token_count if usage else None,
             output_tokens=usage.candidates_token_count if usage else None,
         )
+
+
+#: countTokens' quota: "The maximum quota for the CountTokens API is 3,000 requests per minute".
+COUNT_TOKENS_PER_MINUTE = 3000
+#: The share of that quota one counter uses, leaving room for anything else in the project.
+QUOTA_SHARE = 0.9
+
+
+class RateLimiter:
+    """Spaces calls evenly, at most ``per_minute`` a minute across every thread."""
+
+    def __init__(
+        self,
+        per_minute: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.interval = 60.0 / per_minute
+        self.clock = clock
+        self.sleep = sleep
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = self.clock()
+            at = max(now, self._next)
+            self._next = at + self.interval
+        if at > now:
+            self.sleep(at - now)
+
+
+class GenaiTokenCounter(TokenCounter):
+    """Exact token counts from ``models.count_tokens`` (Vertex's ``countTokens``).
+
+    Calls are paced by a :class:`RateLimiter` (none when ``per_minute`` is None: the sandbox)
+    and retried under the retry policy; errors are translated like every other call's.
+    ``source`` names who counts in findings: ``Vertex``, or ``the sandbox emulator``.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        source: str = "Vertex",
+        per_minute: float | None = COUNT_TOKENS_PER_MINUTE * QUOTA_SHARE,
+        retry: RetryOptions | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self.client = client
+        self.source = source
+        self.limiter = RateLimiter(per_minute, sleep=sleep) if per_minute else None
+        self.retry = retry or RetryOptions()
+        self.sleep = sleep
+        self.timeout_s = timeout_s
+
+    def count(
+        self,
+        model: str,
+        contents: Sequence[Mapping[str, Any]],
+        *,
+        system_instruction: Mapping[str, Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> int:
+        from google.genai import types
+
+        try:
+            config = types.CountTokensConfig(
+                system_instruction=types.Content.model_validate(system_instruction)
+                if system_instruction is not None
+                else None,
+                tools=[types.Tool.model_validate(t) for t in tools] if tools else None,
+                http_options=http_options(timeout=int(self.timeout_s * 1000)),
+            )
+            typed = [types.Content.model_validate(c) for c in contents]
+        except ValueError as exc:
+            raise BackendError(
+                f"count tokens with {model}: not a Gemini request ({exc})", status=400
+            ) from exc
+
+        def once() -> int:
+            if self.limiter is not None:
+                self.limiter.acquire()
+            try:
+                response = self.client.models.count_tokens(
+                    model=model, contents=typed, config=config
+                )
+            except Exception as exc:
+                raise translate(exc, what=f"count tokens with {model}") from exc
+            return int(response.total_tokens or 0)
+
+        result: int = retrying(self.retry, sleep=self.sleep)(once)
+        return result

@@ -1,7 +1,8 @@
 """The interfaces between the tuning service and the outside world.
 
 The service talks to three collaborators, each behind an abstract class here: :class:`Storage`
-(Cloud Storage), :class:`Tuner` (Vertex tuning jobs) and :class:`Generator` (generateContent).
+(Cloud Storage), :class:`Tuner` (Vertex tuning jobs) and :class:`Generator` (generateContent);
+the validator may be handed a fourth, :class:`TokenCounter` (countTokens).
 Adapters for the real Google clients live in :mod:`vertex_tuner.backends.gcs` and
 :mod:`vertex_tuner.backends.genai`; in-memory fakes for unit tests in
 :mod:`vertex_tuner.backends.fake`. The types crossing these interfaces are frozen dataclasses of
@@ -271,3 +272,26 @@ class Generator(ABC):
         ``contents`` is Gemini ``contents`` JSON (``[{"role": "user", "parts": [{"text": …}]}]``).
         ``response_schema``: a Vertex ``Schema`` the reply follows; the reply is then JSON.
         """
+
+
+class TokenCounter(ABC):
+    """countTokens: exact token counts of a request, free and paced to its quota.
+
+    It is the validator's :class:`vertex_tuner.dataset.tokens.TokenCounter` (a protocol the
+    dataset package defines, so it imports nothing from here).
+    """
+
+    #: Who counts, as findings name it: ``Vertex``, ``the sandbox emulator``, ``a fake``.
+    source: str = "Vertex"
+
+    @abstractmethod
+    def count(
+        self,
+        model: str,
+        contents: Sequence[Mapping[str, Any]],
+        *,
+        system_instruction: Mapping[str, Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> int:
+        """Total tokens of ``contents`` (Gemini ``Content`` JSON) with a system instruction
+        (a ``Content``) and tools (``Tool`` JSON), as base model ``model`` counts them."""

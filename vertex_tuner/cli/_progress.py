@@ -178,9 +178,18 @@ class ConsoleObserver:
         est = plan.estimate
         cost = f"${est.cost_usd:,.2f}" if est.cost_usd is not None else "unknown cost"
         self._say(f"plan: [bold]{plan.action}[/] — {escape(plan.reason)}")
+        if est.calibrated_on is not None and est.billable_tokens_high is not None:
+            tokens = (
+                f"≈{est.billable_tokens:,} billable tokens ({est.billable_tokens_low or 0:,}–"
+                f"{est.billable_tokens_high:,}, {est.epochs} epochs, calibrated on "
+                f"{est.calibrated_on:,} examples counted by {escape(est.counted_by or '?')})"
+            )
+            if est.cost_high_usd is not None:
+                cost += f" (up to ${est.cost_high_usd:,.2f})"
+        else:
+            tokens = f"~{est.billable_tokens:,} billable tokens ({est.epochs} epochs, estimated)"
         self._say(
-            f"  fingerprint {plan.fingerprint[:16]}…  ~{est.billable_tokens:,} billable tokens "
-            f"({est.epochs} epochs, estimated) ≈ {cost}"
+            f"  fingerprint {plan.fingerprint[:16]}…  {tokens} ≈ {cost}"
             + (f" of a ${plan.budget_usd:,.2f} budget" if plan.budget_usd else "")
         )
 

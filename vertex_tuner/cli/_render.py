@@ -128,13 +128,21 @@ def plan_text(plan: Plan) -> str:
 
     est = plan.estimate
     cost = f"${est.cost_usd:,.2f}" if est.cost_usd is not None else "unknown"
-    lines = [
-        f"plan: {plan.action} ({plan.reason})",
-        f"fingerprint: {plan.fingerprint}",
-        f"estimate: ~{est.billable_tokens:,} billable tokens over {est.epochs} epoch(s)"
-        f"{' (assumed)' if epochs_assumed(est) else ''}, "
-        f"{cost} (estimated locally; prices as of {est.prices_as_of or '-'})",
-    ]
+    epochs = f"{est.epochs} epoch(s){' (assumed)' if epochs_assumed(est) else ''}"
+    if est.calibrated_on is not None:
+        high = f"${est.cost_high_usd:,.2f}" if est.cost_high_usd is not None else "unknown"
+        estimate = (
+            f"estimate: ≈ {est.billable_tokens:,} tokens ({est.billable_tokens_low or 0:,}–"
+            f"{est.billable_tokens_high or 0:,}, calibrated on {est.calibrated_on:,} examples "
+            f"counted by {est.counted_by}) over {epochs}, {cost} (up to {high}; prices as of "
+            f"{est.prices_as_of or '-'})"
+        )
+    else:
+        estimate = (
+            f"estimate: ~{est.billable_tokens:,} billable tokens over {epochs}, "
+            f"{cost} (estimated locally; prices as of {est.prices_as_of or '-'})"
+        )
+    lines = [f"plan: {plan.action} ({plan.reason})", f"fingerprint: {plan.fingerprint}", estimate]
     if epochs_assumed(est):
         lines.append(f"note: {ASSUMED_EPOCHS_NOTE}")
     if plan.budget_usd is not None:

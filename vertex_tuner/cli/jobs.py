@@ -148,6 +148,13 @@ def _print_record(record: RunRecord, as_json: bool) -> None:
     help="Stop waiting after this long (e.g. 30m, 6h; default: the spec's "
     "wait.timeout). The job keeps running.",
 )
+@click.option(
+    "--exact-tokens/--no-exact-tokens",
+    default=True,
+    show_default=True,
+    help="Count the examples near the token limit, and a sample that calibrates the cost, "
+    "with Vertex's countTokens (the emulator's with --sandbox) before planning.",
+)
 @handle_errors
 def submit(
     spec_path: str,
@@ -163,6 +170,7 @@ def submit(
     then_evaluate: bool,
     promote_alias: str | None,
     timeout: str | None,
+    exact_tokens: bool,
 ) -> None:
     """Validate, upload and tune SPEC, wait for the job and record the run.
 
@@ -196,7 +204,7 @@ def submit(
     with open_context(
         spec=spec, sandbox=sandbox, registry=registry, project=project, location=location
     ) as ctx:
-        svc = service_for(ctx, observer)
+        svc = service_for(ctx, observer, exact_tokens=exact_tokens)
         try:
             result = svc.submit(
                 spec,

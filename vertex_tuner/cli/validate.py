@@ -3,19 +3,55 @@
 The report goes to stdout (readable, or one JSON document with ``--json``); under GitHub Actions
 each finding is also written to stderr as an ``::error``/``::warning`` annotation. Exit 0 when
 there are no errors, 1 when there are, 2 for a usage error.
+
+Offline, token figures are estimates. ``--exact-tokens`` has Vertex's countTokens (or, with
+``--sandbox``, the emulator's) count the examples near the limit and a calibration sample.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from vertex_tuner.cli._common import EXIT_INVALID, echo_json, handle_errors, is_github_actions
 from vertex_tuner.models import DEFAULT_BASE_MODEL, MODELS, model_info
 from vertex_tuner.vocabulary import DATASET_FORMATS, METHODS
+
+if TYPE_CHECKING:
+    from vertex_tuner.backends.interface import TokenCounter
+
+EXACT_TOKENS_HINT = (
+    "run `gcloud auth application-default login` and set GOOGLE_CLOUD_PROJECT, add --sandbox "
+    "to count with the local emulator, or drop --exact-tokens to estimate offline"
+)
+
+
+@contextlib.contextmanager
+def _counter(*, sandbox: bool) -> Iterator[TokenCounter]:
+    """countTokens in Google Cloud (Application Default Credentials), or in the sandbox."""
+    from vertex_tuner.errors import ConfigurationError
+    from vertex_tuner.wiring import backends, default_location
+
+    with contextlib.ExitStack() as stack:
+        try:
+            b = stack.enter_context(
+                backends(sandbox=sandbox, project=None, location=default_location())
+            )
+        except ConfigurationError as exc:
+            if sandbox:
+                raise
+            raise ConfigurationError(
+                f"--exact-tokens counts with Vertex's countTokens: {exc.message}",
+                hint=EXACT_TOKENS_HINT,
+            ) from None
+        assert b.counter is not None
+        yield b.counter
 
 
 def _known_model(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -58,13 +94,26 @@ def _known_model(ctx: click.Context, param: click.Parameter, value: str) -> str:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option(
+    "--exact-tokens",
+    is_flag=True,
+    help="Count examples near the token limit, and a sample that calibrates the cost, with "
+    "Vertex's countTokens (free; needs Google Cloud credentials, or --sandbox).",
+)
+@click.option(
     "--sandbox",
     is_flag=True,
-    help="Accepted like every command's; validate reaches no cloud, so it changes nothing.",
+    help="With --exact-tokens, count with the local emulator; otherwise validate reaches no "
+    "cloud, so it changes nothing.",
 )
 @handle_errors
 def validate(
-    paths: tuple[str, ...], model: str, method: str, fmt: str, as_json: bool, sandbox: bool
+    paths: tuple[str, ...],
+    model: str,
+    method: str,
+    fmt: str,
+    as_json: bool,
+    exact_tokens: bool,
+    sandbox: bool,
 ) -> None:
     """Check job specs (and their data) or dataset files: exit 0 clean, 1 with errors.
 
@@ -81,6 +130,7 @@ def validate(
 
     reports: list[tuple[str, Report]] = []
     ctx = click.get_current_context()
+    counter = ctx.with_resource(_counter(sandbox=sandbox)) if exact_tokens else None
     given = [
         f"--{name.replace('fmt', 'format')}"
         for name in ("model", "method", "fmt")
@@ -97,10 +147,10 @@ def validate(
         if path.endswith((".yaml", ".yml")):
             spec = load_spec(path, offline=True)
             with tempfile.TemporaryDirectory(prefix="vertex-tuner-") as tmp:
-                reports.append((path, prepare(spec, Path(tmp)).report))
+                reports.append((path, prepare(spec, Path(tmp), counter=counter).report))
         else:
             validator = Validator(model=model, method=method, fmt=fmt)
-            reports.append((path, validator.run(Path(path), display=path).report))
+            reports.append((path, validator.run(Path(path), display=path, counter=counter).report))
     ok = all(r.ok for _, r in reports)
     if is_github_actions():
         for path, report in reports:

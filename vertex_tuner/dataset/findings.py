@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Any, Literal
+
+from vertex_tuner.dataset.codes import CODES
 
 Severity = Literal["error", "warning"]
 
@@ -35,6 +38,7 @@ class Finding:
 
 #: Findings kept per code; the rest are counted, so a million bad lines stay a short report.
 MAX_PER_CODE = 50
+_MORE = re.compile(r"and [0-9,]+ more like this")
 
 
 class FindingList:
@@ -49,6 +53,35 @@ class FindingList:
         self.counts[finding.code] = count
         if count <= MAX_PER_CODE:
             self.items.append(finding)
+
+    @classmethod
+    def reopen(
+        cls, errors: list[Finding], warnings: list[Finding], counts: dict[str, int]
+    ) -> FindingList:
+        """The list :meth:`finish` made ``errors`` and ``warnings`` of (with ``counts``, its
+        :meth:`totals`' ``counts_by_code``), to revise and finish again."""
+        found = cls()
+        found.counts = dict(counts)
+        found.items = [
+            f
+            for f in [*errors, *warnings]
+            if not (
+                f.line is None
+                and counts.get(f.code, 0) > MAX_PER_CODE
+                and _MORE.fullmatch(f.message)
+            )
+        ]
+        return found
+
+    def discard(self, code: str, file: str | None, line: int | None) -> None:
+        """Take back the finding of ``code`` at ``file:line`` (kept, or only counted)."""
+        for i, f in enumerate(self.items):
+            if f.code == code and f.line == line and f.file == file:
+                del self.items[i]
+                break
+        self.counts[code] = self.counts.get(code, 0) - 1
+        if self.counts[code] <= 0:
+            del self.counts[code]
 
     def extend(self, other: FindingList, *, line_offset: int = 0) -> None:
         """Append the findings of a later part of the same file, its lines shifted."""
@@ -66,7 +99,9 @@ class FindingList:
 
     def totals(self) -> dict[str, Any]:
         """How many errors and warnings there are in all, and how many of each code."""
-        severity = {f.code: f.severity for f in self.items}
+        # A code whose kept findings were all taken back has its severity from the table.
+        severity = {c: "warning" if k == "warning" else "error" for c, (k, _) in CODES.items()}
+        severity.update({f.code: f.severity for f in self.items})
         return {
             "error_count": sum(n for c, n in self.counts.items() if severity[c] == "error"),
             "warning_count": sum(n for c, n in self.counts.items() if severity[c] == "warning"),

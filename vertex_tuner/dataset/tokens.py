@@ -7,12 +7,20 @@ the turn itself, plus a few tokens of padding per record. Text is counted at one
 :data:`CHARS_PER_TOKEN` characters (rounded up), which is close to Gemini's SentencePiece
 tokenizer on English prose and errs high on code and non-Latin scripts. Images count
 :data:`TOKENS_PER_IMAGE` each (Gemini's fixed cost for an image up to 384 px on a side).
+
+Where the estimate is not good enough (a single example near a model's limit, where it can be
+off by a third), a :class:`TokenCounter` counts exactly: Vertex's ``countTokens``, or the
+sandbox's stand-in. :func:`counted_request` says what is counted for an example, and
+:func:`calibrate` turns a sample of exact counts into a ratio, with its uncertainty, to scale the
+dataset's estimate by.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from vertex_tuner.dataset.gemini import MEDIA_PART_KEYS, system_of
 
@@ -102,3 +110,132 @@ def preference_tokens(example: Mapping[str, Any]) -> tuple[int, int]:
             if isinstance(c, dict):
                 longest = max(longest, content_tokens(c.get("completion")))
     return prompt, longest
+
+
+class TokenCounter(Protocol):
+    """Counts the tokens of a request exactly, as a model's tokenizer does.
+
+    The validator depends only on this; :class:`vertex_tuner.backends.interface.TokenCounter`
+    is the backends' side of it (Vertex's ``countTokens`` through google-genai, and a fake).
+    """
+
+    @property
+    def source(self) -> str:
+        """Who counts, for messages: ``Vertex``, ``the sandbox emulator``."""
+        ...
+
+    def count(
+        self,
+        model: str,
+        contents: Sequence[Mapping[str, Any]],
+        *,
+        system_instruction: Mapping[str, Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> int:
+        """Total tokens of ``contents`` (Gemini ``Content`` JSON) with a system instruction and
+        tools, for base model ``model``."""
+        ...
+
+
+@dataclass(frozen=True)
+class CountedRequest:
+    """What is counted exactly for one example, and the local figures it is compared with."""
+
+    contents: Sequence[Mapping[str, Any]]
+    system_instruction: Mapping[str, Any] | None
+    tools: Sequence[Mapping[str, Any]] | None
+    #: The estimate of the same request (the figure the per-example limit was checked on).
+    estimate: int
+    #: The example's estimated billable tokens, one epoch: its weight in a calibration.
+    billable: int
+
+
+def counted_request(example: Mapping[str, Any], method: str) -> CountedRequest:
+    """The request whose tokens the per-example limit applies to.
+
+    Supervised: the longest training record, the system instruction and every turn up to the
+    last model turn. Preference: the prompt and its longest completion (as a model turn).
+    Distillation: the prompt.
+    """
+    contents = example.get("contents")
+    turns = [c for c in contents if isinstance(c, dict)] if isinstance(contents, list) else []
+    system = system_of(example)
+    system = system if isinstance(system, dict) else None
+    tools = example.get("tools")
+    tools = [t for t in tools if isinstance(t, dict)] if isinstance(tools, list) else None
+    if method == "preference":
+        longest: Mapping[str, Any] | None = None
+        completions = example.get("completions")
+        for c in completions if isinstance(completions, list) else ():
+            completion = c.get("completion") if isinstance(c, dict) else None
+            if isinstance(completion, dict) and (
+                longest is None or content_tokens(completion) > content_tokens(longest)
+            ):
+                longest = completion
+        prompt, longest_tokens = preference_tokens(example)
+        counted = turns + ([{**longest, "role": "model"}] if longest is not None else [])
+        return CountedRequest(
+            counted, system, tools, prompt + longest_tokens, prompt + longest_tokens
+        )
+    n_in, n_out, billable = measure(example)
+    last = max((i for i, c in enumerate(turns) if c.get("role") == "model"), default=None)
+    if last is None:
+        estimate = _system_tokens(example) + sum(content_tokens(c) for c in turns)
+        return CountedRequest(turns, system, tools, estimate, billable)
+    return CountedRequest(turns[: last + 1], system, tools, n_in + n_out, billable)
+
+
+#: Resamples behind a calibration's interval.
+BOOTSTRAP_RESAMPLES = 2000
+#: The interval's coverage: the central 95% of the resampled ratios.
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How many exact tokens there are per estimated token, from a sample of examples.
+
+    ``ratio`` is the billable-weighted mean of the sample's exact/estimated ratios; ``low`` and
+    ``high`` bound its :data:`CONFIDENCE` interval (a percentile bootstrap over the sample).
+    """
+
+    ratio: float
+    low: float
+    high: float
+    examples: int
+    seed: int
+
+    def scale(self, tokens: int) -> tuple[int, int, int]:
+        """(central, low, high) exact tokens for an estimate of ``tokens``."""
+        return (
+            round(tokens * self.ratio),
+            math.floor(tokens * self.low),
+            math.ceil(tokens * self.high),
+        )
+
+
+def calibrate(
+    samples: Sequence[tuple[int, int, int]], *, seed: int, resamples: int = BOOTSTRAP_RESAMPLES
+) -> Calibration | None:
+    """The calibration from (estimate, exact count, billable weight) per sampled example.
+
+    Examples with no estimate or no weight say nothing about billing and are left out; None
+    when none is left. The same samples and seed give the same interval.
+    """
+    kept = [(e, x, w) for e, x, w in samples if e > 0 and w > 0]
+    if not kept:
+        return None
+    import numpy as np
+
+    ratios = np.array([x / e for e, x, _ in kept], dtype=float)
+    weights = np.array([w for _, _, w in kept], dtype=float)
+    ratio = float((ratios * weights).sum() / weights.sum())
+    if len(kept) == 1:
+        return Calibration(ratio, ratio, ratio, 1, seed)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(kept), size=(resamples, len(kept)))
+    picked = weights[picks]
+    resampled = (ratios[picks] * picked).sum(axis=1) / picked.sum(axis=1)
+    tail = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(resampled, [tail, 1 - tail])
+    return Calibration(ratio, min(ratio, float(low)), max(ratio, float(high)), len(kept), seed)

@@ -8,20 +8,31 @@ per code.
 
 Splits are decided by a hash of each example's prompt, so they are deterministic, stay stable as
 rows are appended, and the same prompt never lands on both sides.
+
+Token figures are estimates (:mod:`.tokens`). Given a :class:`~.tokens.TokenCounter`,
+:func:`count_exactly` then counts what the estimate cannot settle: each example whose estimate is
+within :data:`EXACT_MARGIN` of the per-example limit, whose finding then gives the exact count,
+and a seeded sample of :data:`CALIBRATION_SAMPLE` examples that calibrates the billable-token
+estimate, with an interval. The scan only notes those examples' lines; they are read again, and
+only they, when counting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import random
+from collections.abc import Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from vertex_tuner import models
-from vertex_tuner.dataset import quality
+from vertex_tuner.dataset import formats, quality, tokens
 from vertex_tuner.dataset.findings import MAX_PER_CODE, Finding, FindingList
-from vertex_tuner.dataset.reader import split_ranges
+from vertex_tuner.dataset.reader import iter_csv_rows, iter_lines, split_ranges
 from vertex_tuner.dataset.scan import (
     SIDES,
     DatasetFile,
@@ -34,18 +45,23 @@ from vertex_tuner.dataset.scan import (
     scan,
     threshold,
 )
-from vertex_tuner.errors import DatasetError
+from vertex_tuner.errors import BackendError, DatasetError
 from vertex_tuner.vocabulary import DATASET_FORMATS, METHODS
 
 __all__ = [
+    "CALIBRATION_SAMPLE",
+    "CALIBRATION_SEED",
+    "EXACT_MARGIN",
     "MAX_PER_CODE",
     "MIN_RECOMMENDED_EXAMPLES",
     "PARALLEL_MIN_BYTES",
     "TOKEN_ESTIMATE_NOTE",
     "DatasetFile",
+    "ExactWork",
     "PreparedDataset",
     "Report",
     "Validator",
+    "count_exactly",
     "validate_file",
 ]
 
@@ -58,6 +74,16 @@ PARALLEL_MIN_BYTES = 32 * 1024 * 1024
 MAIN_SHARE = 1.15
 #: Above this many validation examples, Vertex also wants them to be at most 30% of training.
 VALIDATION_SHARE_FROM = 1000
+#: Examples whose estimate is within this share of the per-example limit, below or above it, are
+#: counted exactly when a counter is given: at ~4 characters a token a single turn of English
+#: chat is off by up to about 30% either way, so past this margin the estimate settles it.
+EXACT_MARGIN = 0.30
+#: Examples counted exactly to calibrate the billable-token estimate ...
+CALIBRATION_SAMPLE = 300
+#: ... picked at random with this seed, so the same file gives the same sample and interval.
+CALIBRATION_SEED = 0
+#: countTokens requests in flight at once (the counter paces them to its quota).
+COUNT_CONCURRENCY = 8
 
 
 @dataclass(frozen=True)
@@ -79,11 +105,32 @@ class Report:
 
 
 @dataclass(frozen=True)
+class ExactWork:
+    """What counting one scanned file exactly needs: a few line numbers, kept from the scan."""
+
+    path: Path
+    display: str
+    fmt: str
+    method: str
+    columns: dict[str, str] | None
+    model: str
+    #: The per-example limit the file was checked against.
+    limit: int
+    #: (line, estimated tokens) of each example within :data:`EXACT_MARGIN` of ``limit``.
+    near: tuple[tuple[int, int], ...]
+    #: Lines of the calibration sample (of the training file only), and the seed that chose them.
+    sample: tuple[int, ...] = ()
+    seed: int = CALIBRATION_SEED
+
+
+@dataclass(frozen=True)
 class PreparedDataset:
     report: Report
     train: DatasetFile
     validation: DatasetFile | None
     holdout: DatasetFile | None
+    #: What :func:`count_exactly` needs, per file scanned (empty when nothing was read).
+    exact: tuple[ExactWork, ...] = field(default=(), compare=False)
 
 
 class Validator:
@@ -96,6 +143,8 @@ class Validator:
         method: str,
         fmt: str = "auto",
         columns: Mapping[str, str] | None = None,
+        calibration_sample: int = CALIBRATION_SAMPLE,
+        seed: int = CALIBRATION_SEED,
     ) -> None:
         info = models.model_info(model)
         if info is None:
@@ -115,6 +164,32 @@ class Validator:
         self.method = method
         self.fmt = fmt
         self.columns = dict(columns) if columns else None
+        self.calibration_sample = calibration_sample
+        self.seed = seed
+        self.limit = (
+            models.PREFERENCE_MAX_TOKENS if method == "preference" else info.max_tokens_per_example
+        )
+
+    def _exact_work(self, path: Path, display: str, part: Part, *, sample: bool) -> ExactWork:
+        """The near-limit examples of a scanned part (and, for training, the sample's lines)."""
+        margin = EXACT_MARGIN * self.limit
+        near = tuple(
+            (line, total)
+            for line, total in zip(part.long_lines, part.long_totals, strict=True)
+            if abs(total - self.limit) <= margin
+        )
+        return ExactWork(
+            path=path,
+            display=display,
+            fmt=part.fmt or "",
+            method=self.method,
+            columns=self.columns,
+            model=self.model.id,
+            limit=self.limit,
+            near=near,
+            sample=_sample_lines(part, self.calibration_sample, self.seed) if sample else (),
+            seed=self.seed,
+        )
 
     def _job(
         self,
@@ -180,11 +255,14 @@ class Validator:
         holdout: float | Path | None = None,
         epochs: int | None = None,
         budget_usd: float | None = None,
+        counter: tokens.TokenCounter | None = None,
     ) -> PreparedDataset:
         """Validate ``train`` and, with a ``workdir``, write the converted files there.
 
         ``validation`` and ``holdout`` are fractions of ``train`` to set aside, or separate
-        files, checked the same way and for prompts that are also in ``train``.
+        files, checked the same way and for prompts that are also in ``train``. With a
+        ``counter``, the examples near the limit and a calibration sample are then counted
+        exactly (:func:`count_exactly`).
         """
         if not train.is_file():
             raise DatasetError(
@@ -233,6 +311,7 @@ class Validator:
         )
         quality.duplicates(part, findings, display, read_answers)
         quality.whole_file(part, findings, display)
+        exact = [self._exact_work(train, display, part, sample=True)]
         outputs: dict[str, DatasetFile | None] = {**dict.fromkeys(SIDES), **part.outputs}
         counts = dict(part.examples)
         kept_from = threshold(sum(fractions))  # digests below it were set aside
@@ -250,6 +329,7 @@ class Validator:
             if other.outputs:
                 outputs[role] = other.outputs["train"]
             counts[role] = other.count
+            exact.append(self._exact_work(value, str(value), other, sample=False))
         self._limits(counts, part, findings, display)
         stats = self._stats(part, counts, size, epochs, budget_usd, findings, display)
         stats.update(findings.totals())
@@ -257,16 +337,19 @@ class Validator:
         report = Report(ok=not errors, errors=errors, warnings=warnings, stats=stats)
         if workdir is None:
             placeholder = DatasetFile(train, "", size, counts["train"], display)
-            return PreparedDataset(report, placeholder, None, None)
-        train_file = outputs["train"]
-        assert train_file is not None
-        validation_file, holdout_file = outputs["validation"], outputs["holdout"]
-        return PreparedDataset(
-            report,
-            train_file,
-            validation_file if validation_file and validation_file.examples else None,
-            holdout_file if holdout_file and holdout_file.examples else None,
-        )
+            prepared = PreparedDataset(report, placeholder, None, None, tuple(exact))
+        else:
+            train_file = outputs["train"]
+            assert train_file is not None
+            validation_file, holdout_file = outputs["validation"], outputs["holdout"]
+            prepared = PreparedDataset(
+                report,
+                train_file,
+                validation_file if validation_file and validation_file.examples else None,
+                holdout_file if holdout_file and holdout_file.examples else None,
+                tuple(exact),
+            )
+        return count_exactly(prepared, counter) if counter is not None else prepared
 
     def _limits(
         self, counts: dict[str, int], part: Part, findings: FindingList, display: str
@@ -360,7 +443,219 @@ def validate_file(
     method: str = "supervised",
     fmt: str = "auto",
     columns: Mapping[str, str] | None = None,
+    counter: tokens.TokenCounter | None = None,
 ) -> Report:
-    """Check a bare dataset file against a base model's limits."""
+    """Check a bare dataset file against a base model's limits (counting exactly with a
+    ``counter``: see :func:`count_exactly`)."""
     validator = Validator(model=model, method=method, fmt=fmt, columns=columns)
-    return validator.run(path, display=str(path)).report
+    return validator.run(path, display=str(path), counter=counter).report
+
+
+def _sample_lines(part: Part, size: int, seed: int) -> tuple[int, ...]:
+    """The lines of ``size`` accepted examples picked at random with ``seed`` (all when fewer)."""
+    sizes = [len(lines) for lines in part.prompt_lines]
+    total = sum(sizes)
+    if total == 0 or size <= 0:
+        return ()
+    picks = sorted(random.Random(seed).sample(range(total), min(size, total)))
+    out: list[int] = []
+    bucket, start = 0, 0
+    for pick in picks:
+        while pick >= start + sizes[bucket]:
+            start += sizes[bucket]
+            bucket += 1
+        out.append(part.prompt_lines[bucket][pick - start])
+    return tuple(sorted(out))
+
+
+def _examples_at(work: ExactWork, lines: set[int]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line, converted example) for each of ``lines`` (examples the scan accepted), in order:
+    one pass over the file that parses only those lines."""
+    if not lines:
+        return
+    if work.fmt == "csv":
+        delimiter = "\t" if work.path.suffix.lower() == ".tsv" else ","
+        mapping = None
+        for line, row, _ in iter_csv_rows(work.path, delimiter=delimiter):
+            if row is None:
+                continue
+            if mapping is None:
+                mapping = formats.csv_columns(list(row), work.columns)
+            if line in lines:
+                yield line, formats.from_csv_row(row, mapping)
+        return
+    last = max(lines)
+    for line, raw in iter_lines(work.path):
+        if line in lines:
+            yield line, formats.convert(orjson.loads(raw), work.fmt)
+        if line >= last:
+            return
+
+
+#: (estimated tokens, exact tokens, estimated billable tokens) of one counted example.
+Counted = tuple[int, int, int]
+
+
+def _count_lines(
+    work: ExactWork, lines: set[int], counter: tokens.TokenCounter
+) -> tuple[dict[int, Counted], int]:
+    """Each line's counts, and how many examples the counter refused (they keep their estimate).
+
+    At most :data:`COUNT_CONCURRENCY` requests run at once and twice that many examples are held,
+    so memory stays small however large the examples are.
+    """
+    out: dict[int, Counted] = {}
+    refused = 0
+    pending: dict[Future[int], tuple[int, int, int]] = {}
+
+    def collect(futures: set[Future[int]]) -> None:
+        nonlocal refused
+        for future in futures:
+            line, estimate, billable = pending.pop(future)
+            try:
+                out[line] = (estimate, future.result(), billable)
+            except BackendError as exc:
+                # One request Vertex refuses (a file it cannot read, say) leaves that example
+                # estimated; a transient failure that outlasted the retries stops the count.
+                if exc.status != 400:
+                    raise
+                refused += 1
+
+    pool = ThreadPoolExecutor(max_workers=COUNT_CONCURRENCY, thread_name_prefix="count-tokens")
+    try:
+        for line, example in _examples_at(work, lines):
+            request = tokens.counted_request(example, work.method)
+            if not request.contents:
+                continue
+            future = pool.submit(
+                counter.count,
+                work.model,
+                request.contents,
+                system_instruction=request.system_instruction,
+                tools=request.tools,
+            )
+            pending[future] = (line, request.estimate, request.billable)
+            if len(pending) >= 2 * COUNT_CONCURRENCY:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                collect(done)
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            collect(done)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return out, refused
+
+
+def _over_limit(work: ExactWork, line: int, exact: int, source: str) -> Finding:
+    if work.method == "preference":
+        message = (
+            f"{exact:,} tokens (counted by {source}) is over the {work.limit:,} limit for input "
+            "plus completion"
+        )
+    else:
+        message = (
+            f"{exact:,} tokens (counted by {source}) is over {work.model}'s limit of "
+            f"{work.limit:,} per example; Vertex truncates it"
+        )
+    return Finding("error", "too-many-tokens", message, line=line, file=work.display)
+
+
+def count_exactly(prepared: PreparedDataset, counter: tokens.TokenCounter) -> PreparedDataset:
+    """The prepared dataset with its near-limit examples and a calibration sample counted by
+    ``counter``.
+
+    An example within :data:`EXACT_MARGIN` of the limit is judged on its exact count: its
+    ``too-many-tokens`` finding comes, stays or goes by it, and says who counted. The sample's
+    exact/estimated ratio (:func:`~.tokens.calibrate`) scales the billable tokens and the cost
+    to a central figure and an interval; ``budget.max_cost_usd`` is held to the interval's
+    upper end. The files written are not touched: only the report changes.
+    """
+    report = prepared.report
+    if not prepared.exact:
+        return prepared
+    stats = dict(report.stats)
+    findings = FindingList.reopen(report.errors, report.warnings, stats.get("counts_by_code", {}))
+    source = counter.source
+    near = over = refused = 0
+    truncated = int(stats.get("truncated_examples_expected") or 0)
+    samples: list[Counted] = []
+    for work in prepared.exact:
+        wanted = {line for line, _ in work.near} | set(work.sample)
+        counted, missed = _count_lines(work, wanted, counter)
+        refused += missed
+        for line, _ in work.near:
+            if line not in counted:
+                continue
+            estimate, exact, _ = counted[line]
+            near += 1
+            was, now = estimate > work.limit, exact > work.limit
+            if was:
+                findings.discard("too-many-tokens", work.display, line)
+            if now:
+                over += 1
+                findings.add(_over_limit(work, line, exact, source))
+            truncated += int(now) - int(was)
+        samples += [counted[line] for line in work.sample if line in counted]
+    stats["truncated_examples_expected"] = max(truncated, 0)
+    stats["exact_tokens"] = {
+        "counted_by": source,
+        "margin": EXACT_MARGIN,
+        "near_limit_examples": near,
+        "over_limit_examples": over,
+        "not_counted": refused,
+    }
+    train = prepared.exact[0]
+    calibration = tokens.calibrate(samples, seed=train.seed)
+    within = f"within {EXACT_MARGIN:.0%} of the limit"
+    note = "estimated: ~4 characters per token; " + (
+        f"the {near:,} example(s) {within} counted by {source}"
+        if near
+        else f"no example {within}, none counted"
+    )
+    if calibration is not None:
+        billable = int(stats.get("billable_tokens") or 0)
+        mid, low, high = calibration.scale(billable)
+        costs = [models.estimate_cost_usd(n, train.model) for n in (mid, low, high)]
+        stats["calibration"] = {
+            "counted_by": source,
+            "examples": calibration.examples,
+            "seed": calibration.seed,
+            "confidence": tokens.CONFIDENCE,
+            "ratio": round(calibration.ratio, 4),
+            "ratio_low": round(calibration.low, 4),
+            "ratio_high": round(calibration.high, 4),
+            "billable_tokens": mid,
+            "billable_tokens_low": low,
+            "billable_tokens_high": high,
+            "cost_usd": _cents(costs[0]),
+            "cost_low_usd": _cents(costs[1]),
+            "cost_high_usd": _cents(costs[2]),
+        }
+        note += (
+            f"; billable ≈ {mid:,} tokens ({low:,}–{high:,}, calibrated on "
+            f"{calibration.examples:,} examples counted by {source})"
+        )
+        budget = stats.get("budget_usd")
+        if budget is not None and costs[2] is not None:
+            # Held to the interval's upper end, as submit holds the plan.
+            if findings.counts.get("over-budget"):
+                findings.discard("over-budget", train.display, None)
+            if costs[2] > budget:
+                findings.add(
+                    Finding(
+                        "warning",
+                        "over-budget",
+                        f"estimated ${costs[0] or 0:,.2f} (up to ${costs[2]:,.2f}, calibrated) "
+                        f"is over budget.max_cost_usd ${budget:,.2f}; submit will refuse it",
+                        file=train.display,
+                    )
+                )
+    stats["token_estimate"] = note
+    stats.update(findings.totals())
+    errors, warnings = findings.finish()
+    revised = Report(ok=not errors, errors=errors, warnings=warnings, stats=stats)
+    return replace(prepared, report=revised)
+
+
+def _cents(cost: float | None) -> float | None:
+    return round(cost, 4) if cost is not None else None

@@ -8,10 +8,15 @@ model answers with a polite, generic, deterministic reply, except when it is ask
 responses (the ``judge`` metric's request): then it answers the judge's JSON from each
 response's word overlap with the reference, a stand-in for a judging model.
 
-Every tuningJobs create and generateContent body is validated against Vertex's published schema
-for its API version (:mod:`vertex_tuner.sandbox.contract`): a body the front end would refuse
-gets the same 400, and a job keeps only the fields the schema knows. Resource ids are random
-19-digit numbers, as on Vertex, so two sandboxes' resources never collide in one run store.
+countTokens answers with the sandbox's own count (:func:`sandbox_tokens`), deterministic and
+roughly English-like, but not Gemini's tokenizer: it exercises the exact-count path, not its
+figures.
+
+Every tuningJobs create, generateContent and countTokens body is validated against Vertex's
+published schema for its API version (:mod:`vertex_tuner.sandbox.contract`): a body the front
+end would refuse gets the same 400, and a job keeps only the fields the schema knows. Resource
+ids are random 19-digit numbers, as on Vertex, so two sandboxes' resources never collide in one
+run store.
 
 Routes (``v1`` and ``v1beta1``)::
 
@@ -20,12 +25,15 @@ Routes (``v1`` and ``v1beta1``)::
     GET    /{v}/projects/{p}/locations/{l}/tuningJobs/{id}
     POST   /{v}/projects/{p}/locations/{l}/tuningJobs/{id}:cancel
     POST   /{v}/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent
+    POST   /{v}/projects/{p}/locations/{l}/publishers/google/models/{model}:countTokens
     POST   /{v}/projects/{p}/locations/{l}/endpoints/{id}:generateContent
     GET    /sandbox/stats, /sandbox/health      (never faulted)
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import re
 import secrets
 import statistics
@@ -44,7 +52,7 @@ import orjson
 
 from vertex_tuner import models
 from vertex_tuner.dataset import tokens
-from vertex_tuner.dataset.gemini import content_text, last_user_text
+from vertex_tuner.dataset.gemini import MEDIA_PART_KEYS, content_text, last_user_text
 from vertex_tuner.dataset.rules import TRUNCATION_CODES, check_example
 from vertex_tuner.sandbox import contract
 from vertex_tuner.sandbox.contract import ContractError
@@ -61,6 +69,11 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         "POST",
         re.compile(_PREFIX + r"/publishers/google/models/(?P<model>[^/:]+):generateContent$"),
         "generate_base",
+    ),
+    (
+        "POST",
+        re.compile(_PREFIX + r"/publishers/google/models/(?P<model>[^/:]+):countTokens$"),
+        "count_tokens",
     ),
     (
         "POST",
@@ -708,6 +721,27 @@ class VertexEmulator:
                 best, best_score = answer, score
         return best
 
+    # --- countTokens -----------------------------------------------------------------------
+
+    def count_tokens(self, body: dict[str, Any], *, model: str, api_version: str) -> dict[str, Any]:
+        """A CountTokensResponse with the sandbox's own count (:func:`sandbox_tokens`)."""
+        body = _validate_count_tokens(body, api_version)
+        if models.model_info(model) is None and not model.startswith("gemini-"):
+            raise ApiError(404, "NOT_FOUND", f"Publisher model {model} not found.")
+        contents = body.get("contents") or []
+        if not contents:
+            raise ApiError(400, "INVALID_ARGUMENT", "contents must not be empty.")
+        total = characters = 0
+        for value in (*contents, body.get("systemInstruction"), *(body.get("tools") or ())):
+            n, chars = _request_tokens(value)
+            total += n
+            characters += chars
+        return {
+            "totalTokens": total,
+            "totalBillableCharacters": characters,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": total}],
+        }
+
     def stats(self, injected: dict[str, int]) -> dict[str, Any]:
         with self.lock:
             return {
@@ -801,6 +835,8 @@ class _Handler(FaultyHandler):
             return emulator.cancel(p["id"])
         if name == "generate_base":
             return emulator.generate(body, model=p["model"], api_version=version)
+        if name == "count_tokens":
+            return emulator.count_tokens(body, model=p["model"], api_version=version)
         return emulator.generate(body, endpoint=p["endpoint"], api_version=version)
 
 
@@ -816,6 +852,90 @@ def _validate_generate(body: Any, version: str) -> dict[str, Any]:
     except ContractError as exc:
         field = exc.field.removeprefix(_ROOT).removeprefix(".")
         message = exc.message.replace(f" at '{_ROOT}'", "").replace(f"'{_ROOT}.", "'")
+        raise ContractError(field, message) from None
+
+
+#: The sandbox's tokenizer: a run of letters, one digit, or one other visible character.
+_SANDBOX_TOKEN = re.compile(r"[^\W\d_]+|\d|[^\w\s]|_")
+#: Letters of a word that make one token (a longer word is several).
+LETTERS_PER_TOKEN = 8
+_COUNT_ROOT = "count_tokens_request"
+
+
+def sandbox_tokens(text: str) -> int:
+    """The sandbox's own token count of ``text``: each run of letters is one token per
+    :data:`LETTERS_PER_TOKEN` letters (rounded up), each digit and each other visible character
+    one token; spaces are free. About Gemini's count on plain English, far from it elsewhere."""
+    total = 0
+    for match in _SANDBOX_TOKEN.finditer(text):
+        word = match.group()
+        total += -(-len(word) // LETTERS_PER_TOKEN) if word[0].isalpha() else 1
+    return total
+
+
+def _request_tokens(value: Any) -> tuple[int, int]:
+    """(tokens, billable characters) of a Content or Tool of a countTokens body: text parts by
+    :func:`sandbox_tokens`, a file :data:`~vertex_tuner.dataset.tokens.TOKENS_PER_MEDIA_PART`,
+    anything else (function calls, declarations) by its JSON text."""
+    if not isinstance(value, dict):
+        return 0, 0
+    parts = value.get("parts")
+    if not isinstance(parts, list):
+        dumped = orjson.dumps(value).decode()
+        return sandbox_tokens(dumped), len("".join(dumped.split()))
+    total = characters = 0
+    for part in parts:
+        if not isinstance(part, dict):
+            continue
+        text = part.get("text")
+        if isinstance(text, str):
+            total += sandbox_tokens(text)
+            characters += len("".join(text.split()))
+        elif not MEDIA_PART_KEYS.isdisjoint(part):
+            total += tokens.TOKENS_PER_MEDIA_PART
+        else:
+            dumped = orjson.dumps(part).decode()
+            total += sandbox_tokens(dumped)
+            characters += len("".join(dumped.split()))
+    return total, characters
+
+
+@functools.cache
+def _count_tokens_contract(version: str) -> tuple[contract.Contract, str]:
+    """The contract with Vertex's published ``CountTokensRequest``, and that schema's name.
+
+    The committed extract holds it once it lists the request among its roots; until then the
+    discovery document's schema is restated here, field for field (a test holds the two
+    together): its contents, system instruction, tools and generation config are the schemas
+    generateContent already validates.
+    """
+    schema = contract.load(version)
+    prefix = schema.root("TuningJob").removesuffix("TuningJob")
+    name = prefix + "CountTokensRequest"
+    if name in schema.schemas:
+        return schema, name
+    node = {
+        "type": "object",
+        "properties": {
+            "contents": {"type": "array", "items": {"$ref": prefix + "Content"}},
+            "generationConfig": {"$ref": prefix + "GenerationConfig"},
+            "instances": {"type": "array", "items": {"type": "any"}},
+            "model": {"type": "string"},
+            "systemInstruction": {"$ref": prefix + "Content"},
+            "tools": {"type": "array", "items": {"$ref": prefix + "Tool"}},
+        },
+    }
+    return dataclasses.replace(schema, schemas={**schema.schemas, name: node}), name
+
+
+def _validate_count_tokens(body: Any, version: str) -> dict[str, Any]:
+    """A countTokens body checked against ``CountTokensRequest``, as generateContent's is."""
+    schema, name = _count_tokens_contract(version)
+    try:
+        return schema.validate(body, name, path=_COUNT_ROOT)
+    except ContractError as exc:
+        field = exc.field.removeprefix(_COUNT_ROOT).removeprefix(".")
+        message = exc.message.replace(f" at '{_COUNT_ROOT}'", "").replace(f"'{_COUNT_ROOT}.", "'")
         raise ContractError(field, message) from None
 
 

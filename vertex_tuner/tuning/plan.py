@@ -52,7 +52,8 @@ class Plan:
 
     @property
     def over_budget(self) -> bool:
-        cost = self.estimate.cost_usd
+        """Whether the cost, at a calibrated estimate's upper end, is over the budget."""
+        cost = self.estimate.budget_cost_usd
         return self.budget_usd is not None and cost is not None and cost > self.budget_usd
 
     def event(self) -> Planned:
@@ -196,21 +197,51 @@ DEFAULT_NOTE = "estimated locally: about 4 characters per token"
 def estimate(spec: JobSpec, prepared: PreparedDataset) -> Estimate:
     """Tokens and cost as the validator estimated them, for the plan and the record.
 
-    When the spec leaves ``hyperparameters.epochs`` unset the count is an assumption
-    (:data:`ASSUMED_EPOCHS`), and the estimate's ``note`` says so.
+    When the data was counted exactly (:func:`vertex_tuner.dataset.validate.count_exactly`),
+    the figures are the calibrated ones, with their low and high ends. When the spec leaves
+    ``hyperparameters.epochs`` unset the count is an assumption (:data:`ASSUMED_EPOCHS`), and
+    the estimate's ``note`` says so.
     """
     stats = prepared.report.stats
     set_epochs = spec.hyperparameters.epochs
     epochs = int(set_epochs or stats.get("epochs") or ASSUMED_EPOCHS)
-    note = DEFAULT_NOTE if set_epochs else f"{DEFAULT_NOTE}; {ASSUMED_EPOCHS_NOTE}"
+    calibration = stats.get("calibration")
+    first = calibrated_note(calibration) if calibration else DEFAULT_NOTE
+    note = first if set_epochs else f"{first}; {ASSUMED_EPOCHS_NOTE}"
+    common: dict[str, Any] = {
+        "epochs": epochs,
+        "price_per_million": stats.get("price_per_million"),
+        "prices_as_of": stats.get("prices_as_of"),
+        "note": note,
+    }
+    if not calibration:
+        return Estimate(
+            billable_tokens=int(stats.get("billable_tokens", 0)),
+            cost_usd=stats.get("estimated_cost_usd"),
+            **common,
+        )
     return Estimate(
-        billable_tokens=int(stats.get("billable_tokens", 0)),
-        epochs=epochs,
-        cost_usd=stats.get("estimated_cost_usd"),
-        price_per_million=stats.get("price_per_million"),
-        prices_as_of=stats.get("prices_as_of"),
-        note=note,
+        billable_tokens=int(calibration["billable_tokens"]),
+        billable_tokens_low=int(calibration["billable_tokens_low"]),
+        billable_tokens_high=int(calibration["billable_tokens_high"]),
+        cost_usd=calibration.get("cost_usd"),
+        cost_low_usd=calibration.get("cost_low_usd"),
+        cost_high_usd=calibration.get("cost_high_usd"),
+        calibrated_on=int(calibration["examples"]),
+        counted_by=str(calibration["counted_by"]),
+        estimated_tokens=int(stats.get("billable_tokens", 0)),
+        **common,
     )
+
+
+def calibrated_note(calibration: dict[str, Any]) -> str:
+    return (
+        f"calibrated on {calibration['examples']:,} examples counted by {calibration['counted_by']}"
+    )
+
+
+def is_calibrated(estimate: Estimate) -> bool:
+    return estimate.calibrated_on is not None
 
 
 def epochs_assumed(estimate: Estimate) -> bool:

@@ -16,11 +16,19 @@ from vertex_tuner.errors import DatasetError
 from vertex_tuner.spec import display_path
 
 if TYPE_CHECKING:
+    from vertex_tuner.dataset.tokens import TokenCounter
     from vertex_tuner.spec import JobSpec
 
 
-def prepare(spec: JobSpec, workdir: Path) -> PreparedDataset:
-    """Validate the spec's data, convert it and write the train/validation/holdout files."""
+def prepare(
+    spec: JobSpec, workdir: Path, *, counter: TokenCounter | None = None
+) -> PreparedDataset:
+    """Validate the spec's data, convert it and write the train/validation/holdout files.
+
+    With a ``counter``, the examples near the limit and a calibration sample are counted
+    exactly (:func:`vertex_tuner.dataset.validate.count_exactly`, which can also be applied
+    afterwards to what this returns).
+    """
     if spec.dataset.train.startswith("gs://"):
         raise DatasetError(
             f"{spec.spec_path}: dataset.train is a gs:// URI; validate needs a local copy",
@@ -54,6 +62,7 @@ def prepare(spec: JobSpec, workdir: Path) -> PreparedDataset:
         holdout=where(holdout),
         epochs=spec.hyperparameters.epochs,
         budget_usd=spec.budget.max_cost_usd,
+        counter=counter,
     )
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from vertex_tuner import models
 from vertex_tuner.backends.interface import Job, JobState
+from vertex_tuner.dataset.validate import count_exactly
 from vertex_tuner.errors import (
     AmbiguousCreateError,
     BudgetExceeded,
@@ -73,6 +74,7 @@ from vertex_tuner.vocabulary import FINGERPRINT_LABEL_LENGTH, LABEL_FINGERPRINT,
 if TYPE_CHECKING:
     from vertex_tuner.backends.interface import Storage, Tuner
     from vertex_tuner.dataset import PreparedDataset
+    from vertex_tuner.dataset.tokens import TokenCounter
     from vertex_tuner.runstore import RunStore
     from vertex_tuner.spec import JobSpec
 
@@ -103,6 +105,7 @@ class TuningService:
         workdir: Path | None = None,
         lease_ttl: float = DEFAULT_LEASE_TTL,
         monotonic: Callable[[], float] = time.monotonic,
+        counter: TokenCounter | None = None,
     ) -> None:
         self.storage = storage
         self.tuner = tuner
@@ -120,6 +123,9 @@ class TuningService:
         self.lease_ttl = lease_ttl
         #: Times how long the lease went unrenewed (monotonic, so clock steps cannot fool it).
         self.monotonic = monotonic
+        #: Counts near-limit examples and a calibration sample exactly before a create (Vertex's
+        #: countTokens); None: estimates only.
+        self.counter = counter
 
     # --- public API ----------------------------------------------------------------------
 
@@ -179,6 +185,11 @@ class TuningService:
             else:
                 require_valid(spec, prepared)
             plan = self.plan(spec, prepared, force=force, retry_failed=retry_failed)
+            if plan.action == "create" and self.counter is not None:
+                # Only data that will be tuned is counted exactly: an unchanged submit (reuse,
+                # attach) asks Vertex for nothing.
+                prepared = require_valid(spec, count_exactly(prepared, self.counter))
+                plan = dataclasses.replace(plan, estimate=planning.estimate(spec, prepared))
             self.observer.notify(plan.event())
             if dry_run:
                 return SubmitResult(plan, None)
@@ -190,7 +201,7 @@ class TuningService:
             if plan.action == "create":
                 if plan.over_budget:
                     raise BudgetExceeded(
-                        f"estimated cost ${plan.estimate.cost_usd:,.2f} is over the budget of "
+                        f"estimated cost {_cost_words(plan)} is over the budget of "
                         f"${plan.budget_usd:,.2f} (budget.max_cost_usd in {spec.spec_path})",
                         hint="raise budget.max_cost_usd, use fewer epochs or a smaller "
                         "dataset; nothing was uploaded",
@@ -574,6 +585,15 @@ class TuningService:
             return
         with tempfile.TemporaryDirectory(prefix="vertex-tuner-") as tmp:
             yield Path(tmp)
+
+
+def _cost_words(plan: Plan) -> str:
+    """The cost the budget was held to: the upper end of a calibrated estimate."""
+    estimate = plan.estimate
+    if estimate.cost_high_usd is not None:
+        central = estimate.cost_usd or 0
+        return f"up to ${estimate.cost_high_usd:,.2f} (calibrated; central ${central:,.2f})"
+    return f"${estimate.cost_usd or 0:,.2f}"
 
 
 def _job_of(record: RunRecord) -> str:

@@ -187,7 +187,11 @@ def lease_ttl() -> float:
     return value
 
 
-def service_for(ctx: Context, observer: Observer | None = None) -> TuningService:
+def service_for(
+    ctx: Context, observer: Observer | None = None, *, exact_tokens: bool = True
+) -> TuningService:
+    """The tuning service; with ``exact_tokens`` (the default) data about to be tuned has its
+    near-limit examples and a calibration sample counted by Vertex (or the sandbox)."""
     from vertex_tuner.tuning import TuningService
 
     b = ctx.backends
@@ -200,6 +204,7 @@ def service_for(ctx: Context, observer: Observer | None = None) -> TuningService
         sandbox=b.is_sandbox,
         observer=observer,
         lease_ttl=lease_ttl(),
+        counter=b.counter if exact_tokens else None,
     )
 
 

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vertex_tuner.backends.interface import Generator, Storage, Tuner
+from vertex_tuner.backends.interface import Generator, Storage, TokenCounter, Tuner
 from vertex_tuner.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -32,6 +32,8 @@ class Backends:
     is_sandbox: bool
     #: Where the calls go, for the one line announcing it.
     description: str
+    #: countTokens, for exact counts near the limits and the calibrated estimate.
+    counter: TokenCounter | None = None
 
 
 def cloud_backends(project: str | None, location: str) -> Backends:
@@ -55,7 +57,12 @@ def cloud_backends(project: str | None, location: str) -> Backends:
     from google.cloud import storage
 
     from vertex_tuner.backends.gcs import GcsStorage
-    from vertex_tuner.backends.genai import GenaiGenerator, GenaiTuner, http_options
+    from vertex_tuner.backends.genai import (
+        GenaiGenerator,
+        GenaiTokenCounter,
+        GenaiTuner,
+        http_options,
+    )
 
     def client_for(where: str) -> Any:
         return genai.Client(
@@ -76,13 +83,14 @@ def cloud_backends(project: str | None, location: str) -> Backends:
         location=location,
         is_sandbox=False,
         description=f"Google Cloud project {project}, {location}",
+        counter=GenaiTokenCounter(client),
     )
 
 
 def sandbox_backends(info: SandboxInfo) -> Backends:
     """The same adapters and the same clients, pointed at the sandbox's emulators."""
     from vertex_tuner.backends.gcs import GcsStorage
-    from vertex_tuner.backends.genai import GenaiGenerator, GenaiTuner
+    from vertex_tuner.backends.genai import GenaiGenerator, GenaiTokenCounter, GenaiTuner
     from vertex_tuner.sandbox.clients import genai_client, storage_client
 
     client = genai_client(info)
@@ -94,4 +102,6 @@ def sandbox_backends(info: SandboxInfo) -> Backends:
         location=info.location,
         is_sandbox=True,
         description=f"sandbox at {info.vertex_base_url} (local emulators, not Google Cloud)",
+        # The emulator counts with its own tokenizer, and has no quota to pace.
+        counter=GenaiTokenCounter(client, source="the sandbox emulator", per_minute=None),
     )
