@@ -136,12 +136,22 @@ def test_a_refused_example_keeps_its_estimate(near_limit: Path) -> None:
     assert report.stats["exact_tokens"]["near_limit_examples"] == 1
 
 
-def test_a_failure_that_outlasts_the_retries_stops_the_count(near_limit: Path) -> None:
+def test_a_few_failures_that_outlast_the_retries_leave_estimates(near_limit: Path) -> None:
     counter = by_mark({})
     counter.fail_next(TransientBackendError("count tokens: 503 UNAVAILABLE", status=503))
+    validator = Validator(model="gemini-2.5-flash", method="supervised", calibration_sample=0)
+    report = validator.run(near_limit, display="d", counter=counter).report
+    assert report.stats["exact_tokens"]["not_counted"] == 1
+
+
+def test_many_failures_that_outlast_the_retries_stop_the_count(near_limit: Path) -> None:
+    counter = by_mark({})
+    for _ in range(200):
+        counter.fail_next(TransientBackendError("count tokens: 503 UNAVAILABLE", status=503))
     validator = Validator(model="gemini-2.5-flash", method="supervised")
-    with pytest.raises(TransientBackendError):
+    with pytest.raises(TransientBackendError, match="failed for 4 examples") as caught:
         validator.run(near_limit, display="d", counter=counter)
+    assert "--no-exact-tokens" in (caught.value.hint or "")
 
 
 def varied_counter() -> FakeTokenCounter:

@@ -45,7 +45,7 @@ from vertex_tuner.dataset.scan import (
     scan,
     threshold,
 )
-from vertex_tuner.errors import BackendError, DatasetError
+from vertex_tuner.errors import BackendError, DatasetError, TransientBackendError
 from vertex_tuner.vocabulary import DATASET_FORMATS, METHODS
 
 __all__ = [
@@ -496,6 +496,12 @@ def _examples_at(work: ExactWork, lines: set[int]) -> Iterator[tuple[int, dict[s
 Counted = tuple[int, int, int]
 
 
+#: Count requests that may fail after every retry (the example keeps its estimate) before the
+#: count stops: a few, or this share of the examples to count, whichever is more.
+MAX_COUNT_FAILURES = 3
+MAX_COUNT_FAILED_SHARE = 0.05
+
+
 def _count_lines(
     work: ExactWork, lines: set[int], counter: tokens.TokenCounter
 ) -> tuple[dict[int, Counted], int]:
@@ -506,6 +512,7 @@ def _count_lines(
     """
     out: dict[int, Counted] = {}
     refused = 0
+    failed: list[TransientBackendError] = []
     pending: dict[Future[int], tuple[int, int, int]] = {}
 
     def collect(futures: set[Future[int]]) -> None:
@@ -514,9 +521,21 @@ def _count_lines(
             line, estimate, billable = pending.pop(future)
             try:
                 out[line] = (estimate, future.result(), billable)
+            except TransientBackendError as exc:
+                # A failure that outlasted the retries leaves that example estimated; when
+                # more than a few do, the count stops (the service is down, not one request).
+                failed.append(exc)
+                if len(failed) > max(MAX_COUNT_FAILURES, MAX_COUNT_FAILED_SHARE * len(lines)):
+                    raise TransientBackendError(
+                        f"countTokens failed for {len(failed)} examples after every retry "
+                        f"(last: {exc.message})",
+                        hint="try again later, or submit with --no-exact-tokens to use the "
+                        "estimate",
+                    ) from None
+                refused += 1
             except BackendError as exc:
                 # One request Vertex refuses (a file it cannot read, say) leaves that example
-                # estimated; a transient failure that outlasted the retries stops the count.
+                # estimated.
                 if exc.status != 400:
                     raise
                 refused += 1
