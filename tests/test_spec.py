@@ -245,3 +245,21 @@ def test_the_gate_may_read_the_judge_only_when_it_is_evaluated(tmp_path: Path) -
     err = error_of(write(tmp_path, text), environ=ENV)
     assert err.location.field == "evaluation.promote_if"
     assert "metric 'judge' is not evaluated; add it to evaluation.metrics" in err.message
+
+
+def test_a_retired_base_is_refused_at_its_line(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from vertex_tuner import models
+
+    info = next(m for m in models.MODELS.values() if m.lifecycle.retires is not None)
+    assert info.lifecycle.retires is not None
+    path = write(
+        tmp_path,
+        BASE.replace("gemini-2.5-flash", info.id).replace("adapter_size: 4", "adapter_size: 1"),
+    )
+    err = error_of(path, environ=ENV, today=info.lifecycle.retires)
+    assert (err.location.line, err.location.field) == (2, "base_model")
+    assert "retire" in err.message and info.lifecycle.source in err.message
+    day_before = info.lifecycle.retires - dt.timedelta(days=1)
+    assert load_spec(path, environ=ENV, today=day_before).base_model == info.id

@@ -10,11 +10,19 @@ Sources:
 - Preference tuning: "Prepare preference tuning data" (max input + completion tokens 128K).
 - Regions: the tuning region-settings page; 3.x models tune only in us-central1 and europe-west4.
 - Prices: see :data:`PRICES_AS_OF` and :data:`PRICE_SOURCE`.
+- Launch stages and retirement dates: each row's :class:`Lifecycle` names its source and the date
+  it was read; :func:`retirement` says, for a given day, how long a base has left.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from vertex_tuner.errors import ConfigurationError
 
 DEFAULT_BASE_MODEL = "gemini-2.5-flash"
 
@@ -66,6 +74,52 @@ MAX_IMAGES_PER_EXAMPLE = 30
 MAX_IMAGE_BYTES = 20 * 1024**2
 
 
+LaunchStage = Literal["GA", "preview"]
+RetirementStatus = Literal["ok", "retiring", "retired", "unknown"]
+
+#: A base retiring within this many days draws a warning from ``validate``.
+WARN_DAYS = 90
+
+#: The variable that sets "today" for retirement checks (YYYY-MM-DD), for tests and CI.
+TODAY_ENV = "VERTEX_TUNER_TODAY"
+
+#: Where the dates below come from.
+MODEL_VERSIONS_SOURCE = "https://cloud.google.com/vertex-ai/generative-ai/docs/learn/model-versions"
+GEMINI_25_NOTICE_SOURCE = (
+    "https://gcpstudyhub.com/blog/google-is-retiring-gemini-2-5-on-vertex-ai-what-you-need-to-"
+    "know-and-do-before-october-2026"
+)
+TUNING_MODELS_SOURCE = (
+    "https://docs.cloud.google.com/gemini-enterprise-agent-platform/reference/models/tuning.md.txt"
+)
+#: The day the lifecycle sources above were last read.
+LIFECYCLE_AS_OF = dt.date(2026, 12, 1)
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """A base model's launch stage and retirement, with the source and the day it was read.
+
+    ``retires`` is a confirmed retirement date: the model (and every model tuned on it) stops
+    serving that day. ``not_before`` is an announcement without a date: "discontinued no earlier
+    than …". Neither: no retirement had been announced when the source was read.
+    """
+
+    launch_stage: LaunchStage
+    source: str
+    as_of: dt.date = LIFECYCLE_AS_OF
+    #: False: the launch stage is inferred, not stated by the source.
+    launch_stage_confirmed: bool = True
+    retires: dt.date | None = None
+    not_before: dt.date | None = None
+    #: The base to re-tune on when this one retires.
+    successor: str | None = None
+    notes: str = ""
+
+
+_UNKNOWN_LIFECYCLE = Lifecycle("preview", TUNING_MODELS_SOURCE, launch_stage_confirmed=False)
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """The tuning limits of one base model."""
@@ -83,11 +137,27 @@ class ModelInfo:
     supports_cmek: bool = True
     supports_preference: bool = True
     supports_distillation_student: bool = False
-    retired: bool = False
     notes: str = ""
+    lifecycle: Lifecycle = field(default=_UNKNOWN_LIFECYCLE)
 
 
 _ONLY_US_EU = frozenset({"us-central1", "europe-west4"})
+
+# Gemini 2.5 on Vertex. Google's model-versions page first gave 2026-06-17 (2.5 Pro and Flash)
+# and 2026-07-22 (2.5 Flash-Lite); Google's later notice to customers moved this to "no earlier
+# than October 16, 2026", with the confirmed date to be set once Gemini 3 is generally available
+# and "at least six months of notice". That notice is the newer Google word, so it is the one
+# kept; the older page's dates are superseded. Third-party trackers that report 2.5 withdrawn on
+# 2026-12-01 are about the Gemini Developer API, not Vertex, and conflict with each other, so
+# they are not used. UNCONFIRMED: re-check Google's deprecations page for the confirmed date.
+_GEMINI_25_NOT_BEFORE = dt.date(2026, 10, 16)
+_GEMINI_25_NOTES = (
+    "Google's notice: a confirmed date follows once Gemini 3 is generally available, with at "
+    "least six months of notice (model-versions first said 2026-06-17, 2.5 Flash-Lite "
+    "2026-07-22; superseded)"
+)
+# Gemini 2.0: dates from Google's model-versions page, which no later Google notice moved.
+# 3.x: no retirement announced in the sources; the launch stage is not stated there either.
 
 MODELS: dict[str, ModelInfo] = {
     m.id: m
@@ -99,9 +169,42 @@ MODELS: dict[str, ModelInfo] = {
             5.0,
             True,
             supports_distillation_student=True,
+            lifecycle=Lifecycle(
+                "GA",
+                GEMINI_25_NOTICE_SOURCE,
+                not_before=_GEMINI_25_NOT_BEFORE,
+                successor="gemini-3.5-flash",
+                notes=_GEMINI_25_NOTES,
+            ),
         ),
-        ModelInfo("gemini-2.5-flash-lite", 131_072, (1, 2, 4, 8, 16), 1.5, True),
-        ModelInfo("gemini-2.5-pro", 131_072, (1, 2, 4, 8), 25.0, True),
+        ModelInfo(
+            "gemini-2.5-flash-lite",
+            131_072,
+            (1, 2, 4, 8, 16),
+            1.5,
+            True,
+            lifecycle=Lifecycle(
+                "GA",
+                GEMINI_25_NOTICE_SOURCE,
+                not_before=_GEMINI_25_NOT_BEFORE,
+                successor="gemini-3.5-flash-lite",
+                notes=_GEMINI_25_NOTES,
+            ),
+        ),
+        ModelInfo(
+            "gemini-2.5-pro",
+            131_072,
+            (1, 2, 4, 8),
+            25.0,
+            True,
+            lifecycle=Lifecycle(
+                "GA",
+                GEMINI_25_NOTICE_SOURCE,
+                not_before=_GEMINI_25_NOT_BEFORE,
+                successor="gemini-3.5-flash",
+                notes=_GEMINI_25_NOTES,
+            ),
+        ),
         ModelInfo(
             "gemini-2.0-flash-001",
             131_072,
@@ -109,6 +212,12 @@ MODELS: dict[str, ModelInfo] = {
             3.0,
             False,
             notes="listed only in older copies of the docs; may no longer be tunable",
+            lifecycle=Lifecycle(
+                "GA",
+                MODEL_VERSIONS_SOURCE,
+                retires=dt.date(2026, 2, 5),
+                successor="gemini-3.5-flash",
+            ),
         ),
         ModelInfo(
             "gemini-2.0-flash-lite-001",
@@ -117,6 +226,12 @@ MODELS: dict[str, ModelInfo] = {
             1.0,
             False,
             notes="listed only in older copies of the docs; may no longer be tunable",
+            lifecycle=Lifecycle(
+                "GA",
+                MODEL_VERSIONS_SOURCE,
+                retires=dt.date(2026, 2, 25),
+                successor="gemini-3.5-flash-lite",
+            ),
         ),
         ModelInfo(
             "gemini-3.1-flash-lite",
@@ -189,3 +304,133 @@ def estimate_cost_usd(billable_tokens: int, model_id: str) -> float | None:
     if info is None:
         return None
     return billable_tokens / 1_000_000 * info.usd_per_million_training_tokens
+
+
+def today(environ: Mapping[str, str] | None = None) -> dt.date:
+    """The day retirement is judged on: ``$VERTEX_TUNER_TODAY`` (YYYY-MM-DD) when set, for tests
+    and CI, else the current date in UTC."""
+    env = os.environ if environ is None else environ
+    value = env.get(TODAY_ENV, "").strip()
+    if not value:
+        return dt.datetime.now(dt.UTC).date()
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ConfigurationError(
+            f"{TODAY_ENV}={value!r} is not a date",
+            hint=f"write it as YYYY-MM-DD, e.g. 2026-12-02, or unset {TODAY_ENV}",
+        ) from None
+
+
+@dataclass(frozen=True)
+class Retirement:
+    """Where one base model stands on ``today``: retired, retiring soon, or not announced.
+
+    A confirmed date counts the day itself as retired (the model stops serving that day). An
+    announcement with only a "no earlier than" date has no ``days_left``; once that date is
+    within reach, the base counts as retiring, since Google may then set the date at any time.
+    """
+
+    model: str
+    today: dt.date
+    #: None: the model is not in the table.
+    lifecycle: Lifecycle | None
+
+    @property
+    def date(self) -> dt.date | None:
+        """The confirmed retirement date."""
+        return self.lifecycle.retires if self.lifecycle else None
+
+    @property
+    def not_before(self) -> dt.date | None:
+        """The announced "no earlier than" date, when there is no confirmed one."""
+        if self.lifecycle is None or self.lifecycle.retires is not None:
+            return None
+        return self.lifecycle.not_before
+
+    @property
+    def days_left(self) -> int | None:
+        """Days from ``today`` to the confirmed date (0 on the day, negative after it)."""
+        return (self.date - self.today).days if self.date else None
+
+    @property
+    def retired(self) -> bool:
+        return self.date is not None and self.date <= self.today
+
+    def within(self, days: int) -> bool:
+        """Whether the base retires within ``days`` of ``today`` (or already has)."""
+        if self.date is not None:
+            return (self.date - self.today).days <= days
+        if self.not_before is not None:
+            return (self.not_before - self.today).days <= days
+        return False
+
+    def status(self, days: int = WARN_DAYS) -> RetirementStatus:
+        if self.lifecycle is None:
+            return "unknown"
+        if self.retired:
+            return "retired"
+        return "retiring" if self.within(days) else "ok"
+
+    @property
+    def source(self) -> str:
+        if self.lifecycle is None:
+            return "not in vertex-tuner's model table"
+        return f"{self.lifecycle.source}, read {self.lifecycle.as_of.isoformat()}"
+
+    @property
+    def action(self) -> str:
+        """What to do about it."""
+        if self.lifecycle is None:
+            return (
+                f"check {self.model}'s retirement date on Google's model-versions page "
+                f"({MODEL_VERSIONS_SOURCE})"
+            )
+        if not self.within(WARN_DAYS) and not self.retired:
+            return "nothing yet"
+        successor = self.lifecycle.successor or DEFAULT_BASE_MODEL
+        action = (
+            f"re-tune on a newer base: set base_model to a newer model (e.g. {successor}) "
+            "and submit"
+        )
+        info = MODELS.get(successor)
+        if info is not None and info.regions is not None:
+            # Worth saying up front: a spec in another region, or with a CMEK key, must change.
+            action += f"; {successor} tunes only in {' and '.join(sorted(info.regions))}"
+            if not info.supports_cmek:
+                action += ", without CMEK"
+        return action
+
+    @property
+    def message(self) -> str:
+        """The date, its source and what to do, in one sentence."""
+        if self.lifecycle is None:
+            return f"{self.model} has no known retirement date; {self.action}"
+        if self.date is not None:
+            left = self.days_left
+            assert left is not None
+            if self.retired:
+                when = f"{self.model} was retired on {self.date.isoformat()}"
+                if left == 0:
+                    when = f"{self.model} retires today, {self.date.isoformat()}"
+                when += ": it can no longer be tuned and models tuned on it stop serving"
+            else:
+                when = f"{self.model} retires on {self.date.isoformat()}, in {left} day" + (
+                    "s" if left != 1 else ""
+                )
+        elif self.not_before is not None:
+            when = (
+                f"{self.model} is announced for discontinuation no earlier than "
+                f"{self.not_before.isoformat()}, date not yet confirmed"
+            )
+        else:
+            when = f"no retirement of {self.model} was announced"
+        return f"{when} (source: {self.source}); {self.action}"
+
+
+def retirement(model: str | ModelInfo, today: dt.date) -> Retirement:
+    """Where ``model`` (an id, a ``publishers/google/models/`` name or a table row) stands on
+    ``today``."""
+    info = model if isinstance(model, ModelInfo) else model_info(model)
+    model_id = info.id if info else str(model).rsplit("/", 1)[-1]
+    return Retirement(model_id, today, info.lifecycle if info else None)

@@ -9,6 +9,7 @@ line and the field path, and says what is allowed.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import hashlib
 import math
@@ -590,12 +591,16 @@ def load_spec(
     *,
     environ: Mapping[str, str] | None = None,
     offline: bool = False,
+    today: dt.date | None = None,
 ) -> JobSpec:
     """Read, expand and check a job spec.
 
     ``offline`` is for uses that never reach Google Cloud (``validate``, ``--sandbox``): an unset
     variable inside the ``gcp`` section then leaves that field empty instead of failing, since
     those settings are not used there. Everywhere else an unset variable is an error.
+
+    ``today`` is the day a base model's retirement is judged on (default
+    :func:`vertex_tuner.models.today`: ``$VERTEX_TUNER_TODAY``, else the UTC date).
     """
     spec_path = Path(path)
     file = display_path(spec_path)
@@ -638,7 +643,7 @@ def load_spec(
         spec = JobSpec.model_validate({**data, "spec_path": spec_path})
     except ValidationError as exc:
         raise _spec_error(exc, file, lines) from None
-    _check_model_rules(spec, file, lines)
+    _check_model_rules(spec, file, lines, models.today() if today is None else today)
     return spec
 
 
@@ -776,9 +781,10 @@ def _check_kms_region(
 
 
 def _check_model_rules(
-    spec: JobSpec, file: str, lines: Mapping[tuple[str | int, ...], int]
+    spec: JobSpec, file: str, lines: Mapping[tuple[str | int, ...], int], today: dt.date
 ) -> None:
-    """What the chosen base model allows: adapter sizes, regions, CMEK, methods."""
+    """What the chosen base model allows: adapter sizes, regions, CMEK, methods; and that it
+    has not retired by ``today``."""
 
     def error(path: tuple[str, ...], message: str, hint: str | None = None) -> SpecError:
         return SpecError(
@@ -806,8 +812,9 @@ def _check_model_rules(
             hint=f"use one of {known}, a tuned model (projects/…/models/ID@V) or an "
             "alias (name@alias)",
         )
-    if info.retired:
-        raise error(("base_model",), f"{info.id} is retired and can no longer be tuned")
+    retirement = models.retirement(info, today)
+    if retirement.retired:
+        raise error(("base_model",), retirement.message)
     size = spec.hyperparameters.adapter_size
     if size is not None and size not in info.adapter_sizes:
         allowed = ", ".join(str(s) for s in info.adapter_sizes)

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "rollback": "vertex_tuner.cli.release:rollback",
     "aliases": "vertex_tuner.cli.release:aliases",
     "retrain": "vertex_tuner.cli.release:retrain",
+    "lifecycle": "vertex_tuner.cli.lifecycle:lifecycle",
     "sandbox": "vertex_tuner.cli.sandbox:sandbox",
 }
 

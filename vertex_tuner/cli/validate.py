@@ -11,6 +11,8 @@ Offline, token figures are estimates. ``--exact-tokens`` has Vertex's countToken
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import re
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -19,12 +21,17 @@ from typing import TYPE_CHECKING
 
 import click
 
+from vertex_tuner import models
 from vertex_tuner.cli._common import EXIT_INVALID, echo_json, handle_errors, is_github_actions
 from vertex_tuner.models import DEFAULT_BASE_MODEL, MODELS, model_info
 from vertex_tuner.vocabulary import DATASET_FORMATS, METHODS
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     from vertex_tuner.backends.interface import TokenCounter
+    from vertex_tuner.dataset import Report
+    from vertex_tuner.spec import JobSpec
 
 EXACT_TOKENS_HINT = (
     "run `gcloud auth application-default login` and set GOOGLE_CLOUD_PROJECT, add --sandbox "
@@ -52,6 +59,35 @@ def _counter(*, sandbox: bool) -> Iterator[TokenCounter]:
             ) from None
         assert b.counter is not None
         yield b.counter
+
+
+#: The finding code of a spec whose base model retires within :data:`models.WARN_DAYS`.
+RETIRING_CODE = "base-retiring"
+_BASE_MODEL_LINE = re.compile(r"^base_model[ \t]*:", re.M)
+
+
+def _with_retirement_warning(report: Report, spec: JobSpec, path: str, today: dt.date) -> Report:
+    """The report, with a warning when the spec's Gemini base retires within
+    :data:`models.WARN_DAYS` (a retired one is already a spec error)."""
+    from vertex_tuner.dataset.findings import Finding
+
+    if spec.is_continuous:
+        return report
+    retirement = models.retirement(spec.base_model, today)
+    if retirement.retired or not retirement.within(models.WARN_DAYS):
+        return report
+    text = Path(path).read_text(encoding="utf-8")
+    match = _BASE_MODEL_LINE.search(text)
+    line = text.count("\n", 0, match.start()) + 1 if match else None
+    finding = Finding(
+        "warning", RETIRING_CODE, retirement.message, line=line, file=path, field="base_model"
+    )
+    stats = dict(report.stats)
+    stats["warning_count"] = stats.get("warning_count", len(report.warnings)) + 1
+    counts = dict(stats.get("counts_by_code", {}))
+    counts[RETIRING_CODE] = counts.get(RETIRING_CODE, 0) + 1
+    stats["counts_by_code"] = dict(sorted(counts.items()))
+    return dataclasses.replace(report, warnings=[finding, *report.warnings], stats=stats)
 
 
 def _known_model(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -124,7 +160,7 @@ def validate(
     from rich.console import Console
 
     from vertex_tuner.cli.render_validation import github_annotations, render_text
-    from vertex_tuner.dataset import Report, Validator
+    from vertex_tuner.dataset import Validator
     from vertex_tuner.spec import load_spec
     from vertex_tuner.tuning.preparation import prepare
 
@@ -143,11 +179,13 @@ def validate(
             f"files; {specs[0]} is a spec, whose "
             "base_model, method and dataset.format decide how it is checked"
         )
+    today = models.today()
     for path in paths:
         if path.endswith((".yaml", ".yml")):
-            spec = load_spec(path, offline=True)
+            spec = load_spec(path, offline=True, today=today)
             with tempfile.TemporaryDirectory(prefix="vertex-tuner-") as tmp:
-                reports.append((path, prepare(spec, Path(tmp), counter=counter).report))
+                report = prepare(spec, Path(tmp), counter=counter).report
+            reports.append((path, _with_retirement_warning(report, spec, path, today)))
         else:
             validator = Validator(model=model, method=method, fmt=fmt)
             reports.append((path, validator.run(Path(path), display=path, counter=counter).report))

@@ -109,4 +109,8 @@ CODES: dict[str, tuple[Kind, str]] = {
         "warning",
         "the cost estimate is over `budget.max_cost_usd`; submit will refuse it",
     ),
+    "base-retiring": (
+        "warning",
+        "the spec's base model retires within 90 days (or is announced for discontinuation)",
+    ),
 }
