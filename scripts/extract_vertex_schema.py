@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 VERSIONS = {"v1beta1": "GoogleCloudAiplatformV1beta1", "v1": "GoogleCloudAiplatformV1"}
-ROOTS = ("TuningJob", "GenerateContentRequest")
+ROOTS = ("TuningJob", "GenerateContentRequest", "CountTokensRequest", "CountTokensResponse")
 OUT = Path(__file__).resolve().parent.parent / "vertex_tuner" / "sandbox" / "contract"
 COMMAND = ".venv/bin/python scripts/extract_vertex_schema.py"
 _KEEP = ("type", "format", "$ref", "enum")

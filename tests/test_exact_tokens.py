@@ -310,7 +310,7 @@ def test_the_genai_counter_retries_and_sends_a_typed_request() -> None:
 # --- the sandbox ---------------------------------------------------------------------------
 
 
-def test_the_restated_count_tokens_schema_is_the_published_one() -> None:
+def test_the_count_tokens_schema_is_the_published_one() -> None:
     from test_contract import extractor
 
     from vertex_tuner.sandbox.vertex import _count_tokens_contract

@@ -32,8 +32,6 @@ Routes (``v1`` and ``v1beta1``)::
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import re
 import secrets
 import statistics
@@ -900,32 +898,10 @@ def _request_tokens(value: Any) -> tuple[int, int]:
     return total, characters
 
 
-@functools.cache
 def _count_tokens_contract(version: str) -> tuple[contract.Contract, str]:
-    """The contract with Vertex's published ``CountTokensRequest``, and that schema's name.
-
-    The committed extract holds it once it lists the request among its roots; until then the
-    discovery document's schema is restated here, field for field (a test holds the two
-    together): its contents, system instruction, tools and generation config are the schemas
-    generateContent already validates.
-    """
+    """The contract of the version, and the name of its published ``CountTokensRequest``."""
     schema = contract.load(version)
-    prefix = schema.root("TuningJob").removesuffix("TuningJob")
-    name = prefix + "CountTokensRequest"
-    if name in schema.schemas:
-        return schema, name
-    node = {
-        "type": "object",
-        "properties": {
-            "contents": {"type": "array", "items": {"$ref": prefix + "Content"}},
-            "generationConfig": {"$ref": prefix + "GenerationConfig"},
-            "instances": {"type": "array", "items": {"type": "any"}},
-            "model": {"type": "string"},
-            "systemInstruction": {"$ref": prefix + "Content"},
-            "tools": {"type": "array", "items": {"$ref": prefix + "Tool"}},
-        },
-    }
-    return dataclasses.replace(schema, schemas={**schema.schemas, name: node}), name
+    return schema, schema.root("TuningJob").removesuffix("TuningJob") + "CountTokensRequest"
 
 
 def _validate_count_tokens(body: Any, version: str) -> dict[str, Any]:
