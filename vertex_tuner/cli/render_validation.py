@@ -83,7 +83,8 @@ def render_text(report: Report, console: Console, *, source: str | None = None) 
     if "budget_usd" in s:
         table.add_row("budget", f"${s['budget_usd']:,.2f}")
     if s.get("truncated_examples_expected"):
-        table.add_row("truncated", f"{s['truncated_examples_expected']:,} example(s) (estimated)")
+        how = "near-limit ones counted exactly" if s.get("exact_tokens") else "estimated"
+        table.add_row("truncated", f"{s['truncated_examples_expected']:,} example(s) ({how})")
     table.add_row("note", f"{s.get('token_estimate')}; prices as of {s.get('prices_as_of')}")
     console.print(table)
     n_errors = s.get("error_count", len(report.errors))

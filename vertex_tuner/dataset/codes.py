@@ -91,7 +91,8 @@ CODES: dict[str, tuple[Kind, str]] = {
     # Vertex takes these examples but truncates them or drops what is over.
     "too-many-tokens": (
         "truncation",
-        "over the model's per-example token limit (estimated); Vertex truncates it",
+        "over the model's per-example token limit (estimated, or counted by Vertex when it is "
+        "near); Vertex truncates it",
     ),
     "too-many-images": ("truncation", "over 30 images in one example; Vertex drops the rest"),
     # Quality: the job runs, but the model may learn the wrong thing.
