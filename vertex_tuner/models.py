@@ -159,6 +159,18 @@ _GEMINI_25_NOTES = (
 # Gemini 2.0: dates from Google's model-versions page, which no later Google notice moved.
 # 3.x: no retirement announced in the sources; the launch stage is not stated there either.
 
+
+def _gemini_25(successor: str) -> Lifecycle:
+    """The 2.5 family's shared notice: GA, to be discontinued no earlier than its date."""
+    return Lifecycle(
+        "GA",
+        GEMINI_25_NOTICE_SOURCE,
+        not_before=_GEMINI_25_NOT_BEFORE,
+        successor=successor,
+        notes=_GEMINI_25_NOTES,
+    )
+
+
 MODELS: dict[str, ModelInfo] = {
     m.id: m
     for m in (
@@ -169,13 +181,7 @@ MODELS: dict[str, ModelInfo] = {
             5.0,
             True,
             supports_distillation_student=True,
-            lifecycle=Lifecycle(
-                "GA",
-                GEMINI_25_NOTICE_SOURCE,
-                not_before=_GEMINI_25_NOT_BEFORE,
-                successor="gemini-3.5-flash",
-                notes=_GEMINI_25_NOTES,
-            ),
+            lifecycle=_gemini_25("gemini-3.5-flash"),
         ),
         ModelInfo(
             "gemini-2.5-flash-lite",
@@ -183,13 +189,7 @@ MODELS: dict[str, ModelInfo] = {
             (1, 2, 4, 8, 16),
             1.5,
             True,
-            lifecycle=Lifecycle(
-                "GA",
-                GEMINI_25_NOTICE_SOURCE,
-                not_before=_GEMINI_25_NOT_BEFORE,
-                successor="gemini-3.5-flash-lite",
-                notes=_GEMINI_25_NOTES,
-            ),
+            lifecycle=_gemini_25("gemini-3.5-flash-lite"),
         ),
         ModelInfo(
             "gemini-2.5-pro",
@@ -197,13 +197,7 @@ MODELS: dict[str, ModelInfo] = {
             (1, 2, 4, 8),
             25.0,
             True,
-            lifecycle=Lifecycle(
-                "GA",
-                GEMINI_25_NOTICE_SOURCE,
-                not_before=_GEMINI_25_NOT_BEFORE,
-                successor="gemini-3.5-flash",
-                notes=_GEMINI_25_NOTES,
-            ),
+            lifecycle=_gemini_25("gemini-3.5-flash"),
         ),
         ModelInfo(
             "gemini-2.0-flash-001",
