@@ -198,6 +198,19 @@ def _only_text(parts: Any) -> str | None:
     return text
 
 
+def _system_key(system_value: Any) -> tuple[list[Any], int] | None:
+    """A present system instruction of text parts: the prompt key's first items (the part
+    count, then the texts) and its tokens; None when the full path must look at it."""
+    if type(system_value) is not dict:
+        return None
+    if len(system_value) != 1 and _deep_beside(system_value, _SYSTEM_KEYS, 2):
+        return None
+    found = _text_parts(system_value.get("parts"))
+    if found is None:
+        return None
+    return [len(found[0]), *found[0]], found[1]
+
+
 def _gemini_exchange(system_value: Any, u: Any, m: Any, limit: int) -> FastResult | None:
     """``[user, model]`` with one text part each, and at most a one-text system instruction,
     unrolled: half the time of the general loop."""
@@ -319,15 +332,10 @@ def _gemini_turns(obj: dict[str, Any], limit: int, *, supervised: bool) -> FastR
     if system_value is None:
         key = [0]
     else:
-        if type(system_value) is not dict:
+        read = _system_key(system_value)
+        if read is None:
             return None
-        if len(system_value) != 1 and _deep_beside(system_value, _SYSTEM_KEYS, 2):
-            return None
-        found = _text_parts(system_value.get("parts"))
-        if found is None:
-            return None
-        key = [len(found[0]), *found[0]]
-        system = found[1]
+        key, system = read
     flat = tools is None
     seen = billable = n_out = images = 0
     n_in = system
@@ -432,15 +440,10 @@ def preference(obj: dict[str, Any], limit: int) -> FastResult | None:
     if system_value is None:
         key = [0]
     else:
-        if type(system_value) is not dict:
+        read = _system_key(system_value)
+        if read is None:
             return None
-        if len(system_value) != 1 and _deep_beside(system_value, _SYSTEM_KEYS, 2):
-            return None
-        found = _text_parts(system_value.get("parts"))
-        if found is None:
-            return None
-        key = [len(found[0]), *found[0]]
-        prompt = found[1]
+        key, prompt = read
     previous = None
     for content in contents:
         if type(content) is not dict:

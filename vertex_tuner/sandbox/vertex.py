@@ -129,31 +129,26 @@ def _distribution(values: list[int], *, supervised: bool = True) -> dict[str, An
     def pct(p: float) -> float:
         return float(ordered[min(len(ordered) - 1, int(len(ordered) * p))])
 
-    if not supervised:
-        return {
-            "sum": float(sum(values)),
-            "min": float(ordered[0]),
-            "max": float(ordered[-1]),
-            "mean": statistics.fmean(values),
-            "median": float(statistics.median(values)),
-            "p5": pct(0.05),
-            "p95": pct(0.95),
-            "buckets": [
-                {"count": str(len(values)), "left": float(ordered[0]), "right": float(ordered[-1])}
-            ],
-        }
-    return {
-        "sum": str(sum(values)),
-        "billableSum": str(sum(values)),
+    shape: dict[str, Any] = {
         "min": float(ordered[0]),
         "max": float(ordered[-1]),
         "mean": statistics.fmean(values),
         "median": float(statistics.median(values)),
         "p5": pct(0.05),
         "p95": pct(0.95),
-        "buckets": [
-            {"count": float(len(values)), "left": float(ordered[0]), "right": float(ordered[-1])}
-        ],
+    }
+    bucket: dict[str, Any] = {"left": float(ordered[0]), "right": float(ordered[-1])}
+    if not supervised:
+        return {
+            "sum": float(sum(values)),
+            **shape,
+            "buckets": [{"count": str(len(values)), **bucket}],
+        }
+    return {
+        "sum": str(sum(values)),
+        "billableSum": str(sum(values)),
+        **shape,
+        "buckets": [{"count": float(len(values)), **bucket}],
     }
 
 
