@@ -344,10 +344,13 @@ class TuningService:
         its run id, and so does the pending record of a create whose answer was lost.
         """
         existing = self.runs.by_job(job.name)
+        pending_id = None
         if existing is None:
             candidate = self.runs.by_fingerprint(plan.fingerprint)
             if candidate is not None and candidate.job_name == job.name:
                 existing = candidate
+            else:
+                pending_id = _pending_run_id(candidate)
         if existing is not None and existing.spec_digest:
             record = update_record(existing, job, now=self.clock())
         else:
@@ -360,19 +363,10 @@ class TuningService:
                 sandbox=self.sandbox,
                 project=self.project,
                 location=self.location,
-                run_id=existing.run_id
-                if existing is not None
-                else self._reusable_run_id(plan.fingerprint, job.name),
+                run_id=existing.run_id if existing is not None else pending_id,
             )
         self.runs.save(record)
         return record
-
-    def _reusable_run_id(self, fingerprint: str, job_name: str | None) -> str | None:
-        """The run id of this fingerprint's pending record, when its create is unconfirmed."""
-        pending = self.runs.by_fingerprint(fingerprint)
-        if pending is not None and pending.job_name is None and pending.state == UNCONFIRMED:
-            return pending.run_id
-        return None
 
     # --- steps ---------------------------------------------------------------------------
 
@@ -493,7 +487,7 @@ class TuningService:
             sandbox=self.sandbox,
             project=self.project,
             location=self.location,
-            run_id=self._reusable_run_id(plan.fingerprint, None),
+            run_id=_pending_run_id(self.runs.by_fingerprint(plan.fingerprint)),
         )
         self.runs.save(record)
         self.observer.notify(Recorded(record))
@@ -585,6 +579,13 @@ class TuningService:
             return
         with tempfile.TemporaryDirectory(prefix="vertex-tuner-") as tmp:
             yield Path(tmp)
+
+
+def _pending_run_id(record: RunRecord | None) -> str | None:
+    """The run id of a pending record (a create whose answer was lost), else None."""
+    if record is not None and record.job_name is None and record.state == UNCONFIRMED:
+        return record.run_id
+    return None
 
 
 def _cost_words(plan: Plan) -> str:
