@@ -235,7 +235,8 @@ def promote(
         checkpoint = _best_checkpoint(runs, record, gate=gate, holdout_sha256=holdout)
         if_gate = True
     endpoint = record.endpoint if checkpoint is None else checkpoint_endpoint(record, checkpoint)
-    choice = verdicts.choose(_history(record), tuned=endpoint, holdout_sha256=holdout, gate=gate)
+    history = _history(record)
+    choice = verdicts.choose(history, tuned=endpoint, holdout_sha256=holdout, gate=gate)
     warning = None
     if if_gate:
         chosen = choice.verdict
@@ -253,11 +254,10 @@ def promote(
                 "they compare against base again and pass"
             )
     else:
-        latest = _history(record)[-1:] if _history(record) else []
-        if latest and latest[0].get("passed") is False:
+        if history and history[-1].get("passed") is False:
             warning = (
-                f"run {record.run_id}'s latest verdict ({latest[0].get('id')}) failed its gate; "
-                "promoting it anyway, as asked"
+                f"run {record.run_id}'s latest verdict ({history[-1].get('id')}) failed its "
+                "gate; promoting it anyway, as asked"
             )
     reason = f"--if-gate: {choice.describe()}" if if_gate else ""
     entry = runs.set_alias(
@@ -277,12 +277,13 @@ def _best_checkpoint(
     runs: RunStore, record: RunRecord, *, gate: str | None, holdout_sha256: str | None
 ) -> str:
     scored: list[tuple[tuple[float, ...], str]] = []
+    history = _history(record)
     for item in record.checkpoints:
         cid, endpoint = str(item.get("checkpoint_id")), item.get("endpoint")
         if not endpoint:
             continue
         chosen = verdicts.choose(
-            _history(record), tuned=str(endpoint), holdout_sha256=holdout_sha256, gate=gate
+            history, tuned=str(endpoint), holdout_sha256=holdout_sha256, gate=gate
         ).verdict
         if chosen is None or not chosen.get("passed"):
             continue
@@ -312,7 +313,6 @@ def _history(record: RunRecord) -> list[dict[str, Any]]:
             {
                 **verdicts.entry(legacy, str(legacy.get("id") or "legacy")),
                 "gate": binding.get("gate") or "(unrecorded)",
-                "tuned": binding.get("tuned"),
                 "holdout_sha256": binding.get("holdout_sha256")
                 or (record.holdout.sha256 if record.holdout else None),
             }
