@@ -97,10 +97,11 @@ RECORD_KEY = "vertex_tuner.record"
 
 
 def remember_record(record: Any) -> None:
-    """Attach the run record to a failure's --json document (the job exists; say which)."""
+    """Attach the run record (anything with ``to_json()``, or a plain document) to a
+    failure's --json document (the job exists; say which)."""
     ctx = click.get_current_context(silent=True)
     if ctx is not None and record is not None:
-        ctx.meta[RECORD_KEY] = record.to_json()
+        ctx.meta[RECORD_KEY] = record if isinstance(record, dict) else record.to_json()
 
 
 #: A ``vertex-tuner COMMAND ARGS`` in a message: up to a backtick, ``;``, ``)`` or the line's end.

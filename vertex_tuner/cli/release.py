@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -150,16 +149,6 @@ def evaluate(
     release.check_gate(result)
 
 
-@dataclass(frozen=True)
-class _Doc:
-    """A plain document a failure's JSON should carry (what remember_record takes)."""
-
-    doc: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return self.doc
-
-
 def trend(runs: RunStore, spec_name: str) -> list[dict[str, Any]]:
     """The stored evaluations of the spec's latest runs, for a report's trend (a fixed number
     of reads, however many runs the spec has)."""
@@ -189,7 +178,7 @@ def _render_checkpoints(
         if passing:
             echo_json(doc)
         else:
-            remember_record(_Doc(doc))  # carried by the failure's one JSON document
+            remember_record(doc)  # carried by the failure's one JSON document
     else:
         for checkpoint, result in each:
             stderr_console().print(f"checkpoint {checkpoint}", markup=False, style="bold")
