@@ -259,6 +259,7 @@ def test_the_outcome_json_names_everything_a_workflow_needs(loop: Loop) -> None:
         "unchanged",
         "running",
         "gate-failed",
+        "smoke-failed",
         "over-budget",
         "failed",
         "interrupted",

@@ -181,6 +181,36 @@ def test_generate_content_for_base_and_tuned(sandbox_info: SandboxInfo) -> None:
     assert base.usage_metadata and base.usage_metadata.prompt_token_count
 
 
+def test_thinking_settings_a_model_does_not_take_are_refused_like_vertex(
+    sandbox_info: SandboxInfo,
+) -> None:
+    from google.genai import errors
+
+    job = wait_end(
+        sandbox_info, tune(sandbox_info, upload(sandbox_info, "think.jsonl", GOOD * 3)).name or ""
+    )
+    client = genai_client(sandbox_info)
+
+    def call(model: str, **thinking: object) -> str | None:
+        config = types.GenerateContentConfig(thinking_config=types.ThinkingConfig(**thinking))  # type: ignore[arg-type]
+        return client.models.generate_content(model=model, contents="Where?", config=config).text
+
+    assert call("gemini-2.5-flash", thinking_budget=0)
+    assert call("gemini-3.5-flash", thinking_level=types.ThinkingLevel.MINIMAL)
+    assert call(job.tuned_model.endpoint, thinking_budget=0)  # type: ignore[union-attr]
+    refused = [
+        ("gemini-2.5-flash", {"thinking_level": types.ThinkingLevel.MINIMAL}),
+        ("gemini-3.5-flash", {"thinking_budget": 0}),
+        ("gemini-2.0-flash-001", {"thinking_budget": 0}),
+        # A model tuned on 2.5 Flash takes what its base takes.
+        (job.tuned_model.endpoint, {"thinking_level": types.ThinkingLevel.MINIMAL}),  # type: ignore[union-attr]
+    ]
+    for model, thinking in refused:
+        with pytest.raises(errors.ClientError) as caught:
+            call(model or "", **thinking)
+        assert caught.value.code == 400 and "not supported" in str(caught.value.message)
+
+
 def test_storage_preconditions_hold(sandbox_info: SandboxInfo) -> None:
     from google.api_core import exceptions
 

@@ -754,9 +754,10 @@ def test_over_budget_fails_with_the_reason_on_the_summary(
     spec = _spec_copy(runner, "budget-check", **{"max_cost_usd: 50": "max_cost_usd: 0.01"})
     step = _retrain(runner, spec)
     assert step.returncode == 3
-    assert runner.summary.startswith(
-        "## `jobs/budget_check.yaml`\n\n```text\nerror: estimated cost "
-    )
+    # The base's announced retirement comes first, then the error.
+    head, warning, rest = runner.summary.partition("> [!WARNING]\n> gemini-2.5-flash is announced")
+    assert head == "## `jobs/budget_check.yaml`\n\n" and warning
+    assert "--base-model gemini-3.5-flash\n\n```text\nerror: estimated cost " in rest
     # Counted in the sandbox, the estimate is calibrated: the budget is held to its upper end.
     assert "(calibrated; central $" in runner.summary
     assert "is over the budget of $0.01" in runner.summary

@@ -20,12 +20,12 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from vertex_tuner import release
-from vertex_tuner.errors import VertexTunerError
-from vertex_tuner.release import Promotion, RetrainOutcome
-from vertex_tuner.spec import JobSpec, load_spec
+from vertex_tuner import registry, release
+from vertex_tuner.errors import ConfigurationError, VertexTunerError
+from vertex_tuner.release import Promotion, RetrainOutcome, SmokeResult
+from vertex_tuner.spec import JobSpec, load_spec, retarget
 from vertex_tuner.tuning.preparation import prepare, require_valid
 from vertex_tuner.wiring import (
     Context,
@@ -36,6 +36,8 @@ from vertex_tuner.wiring import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from vertex_tuner.evaluation.results import EvaluationResult
     from vertex_tuner.events import Observer
     from vertex_tuner.records import RunRecord
@@ -63,6 +65,49 @@ def _context(
     )
 
 
+def smoke_test_for(ctx: Context) -> release.SmokeTest:
+    """The promotion smoke test over ``ctx``: resolve what the alias would serve by the rule
+    :func:`vertex_tuner.resolve` applies, build a google-genai client as
+    :func:`vertex_tuner.genai_client_for` builds one (the endpoint's own location: us/eu for a
+    3.x model), and send the run's first held-out prompt with the generation settings it was
+    evaluated with."""
+    make = ctx.backends.service_generator
+    if make is None:
+        raise ConfigurationError("these backends cannot build a service's client")
+
+    def run(name: str, alias: str, record: RunRecord, checkpoint: str | None) -> SmokeResult:
+        resolved = registry.resolution(name, alias, record, checkpoint)
+        where = resolved.serving_location
+        contents, system, prompt = _first_prompt(ctx, record)
+        return release.smoke_test(
+            make(resolved.project, where),
+            resolved.endpoint,
+            location=where,
+            generation=resolved.generation,
+            contents=contents,
+            system_instruction=system,
+            prompt=prompt,
+        )
+
+    return run
+
+
+def _first_prompt(
+    ctx: Context, record: RunRecord
+) -> tuple[Sequence[Mapping[str, Any]] | None, str | None, str]:
+    """The run's first held-out example (None: the fixed smoke prompt), and what it was."""
+    if record.holdout is None or record.holdout.uri is None:
+        return None, None, release.SMOKE_PROMPT
+    try:
+        examples, _ = evaluator_for(ctx).load_holdout(record)
+    except VertexTunerError as exc:
+        return None, None, f"{release.SMOKE_PROMPT} (the held-out set is unreadable: {exc.message})"
+    if not examples:
+        return None, None, release.SMOKE_PROMPT
+    first = examples[0]
+    return first.contents, first.system_instruction, f"held-out example {first.index}"
+
+
 def retrain(
     spec: SpecLike,
     *,
@@ -73,13 +118,25 @@ def retrain(
     wait_timeout: float | None = None,
     retry_failed: bool = False,
     observer: Observer | None = None,
+    smoke_test: bool = True,
+    actor: str | None = None,
+    base_model: str | None = None,
 ) -> RetrainOutcome:
     """Retrain one spec: submit, wait, evaluate, promote on a passing gate (see release.retrain).
 
-    A spec that cannot be loaded is a ``failed`` outcome too, so a loop over specs goes on.
+    ``base_model``: re-tune the spec's data on that Gemini base instead (the spec re-targeted
+    by :func:`vertex_tuner.spec.retarget`), evaluated against what ``NAME@production`` serves
+    with the spec's gate; the run records the lineage.
+
+    The promotion is smoke-tested (``smoke_test=False`` skips it); ``actor`` (default
+    :func:`vertex_tuner.release.default_actor`) is who the alias history says moved it. A spec
+    that cannot be loaded is a ``failed`` outcome too, so a loop over specs goes on.
     """
+    lineage: dict[str, Any] | None = None
     try:
         loaded = spec_of(spec, sandbox=sandbox)
+        if base_model is not None:
+            loaded, lineage = _retargeted(loaded, base_model)
     except VertexTunerError as exc:
         return RetrainOutcome.from_error(str(spec), "failed", "the spec is invalid", exc)
     try:
@@ -100,6 +157,9 @@ def retrain(
                     retry_failed=retry_failed,
                     observer=observer,
                     prepared=prepared,
+                    smoke=smoke_test_for(ctx) if smoke_test else None,
+                    actor=release.default_actor() if actor is None else actor,
+                    lineage=lineage,
                 )
     except VertexTunerError as exc:  # the backends could not be reached at all
         return RetrainOutcome.from_error(
@@ -109,6 +169,25 @@ def retrain(
             exc,
             spec_name=loaded.name,
         )
+
+
+def _retargeted(spec: JobSpec, base_model: str) -> tuple[JobSpec, dict[str, Any]]:
+    """The spec on ``base_model``, and the lineage its run will record."""
+    from vertex_tuner import models
+
+    moved, changes = retarget(spec, base_model)
+    state = models.retirement(spec.base_model, models.today())
+    reason = (
+        state.message
+        if state.status() in ("retiring", "retired")
+        else f"re-tuned on {base_model} with `retrain --base-model`"
+    )
+    return moved, {
+        "from_base": spec.base_model,
+        "to_base": base_model,
+        "reason": reason,
+        "changes": changes,
+    }
 
 
 def current_run(
@@ -152,23 +231,42 @@ def promote(
     if_gate: bool = False,
     registry: str | None = None,
     sandbox: bool = False,
-    actor: str = "",
+    actor: str | None = None,
     gate: str | None = None,
     checkpoint: str | None = None,
+    generation: Mapping[str, Any] | None = None,
+    smoke_test: bool = True,
+    project: str | None = None,
+    location: str | None = None,
 ) -> Promotion:
     """Point ``name@alias`` at a run (see release.promote; ``gate``: the spec's gate, which
-    the verdict ``if_gate`` relies on must have judged; ``checkpoint``: an id or "best")."""
-    with open_run_store(registry, sandbox=sandbox) as runs:
-        return release.promote(
-            runs,
-            name,
-            run_id,
-            alias=alias,
-            if_gate=if_gate,
-            actor=actor,
-            gate=gate,
-            checkpoint=checkpoint,
-        )
+    the verdict ``if_gate`` relies on must have judged; ``checkpoint``: an id or "best").
+
+    The move is smoke-tested first (``smoke_test=False`` skips it, and the history says so),
+    which needs Vertex (or the sandbox); ``actor`` defaults to
+    :func:`vertex_tuner.release.default_actor`."""
+    who = release.default_actor() if actor is None else actor
+    options: dict[str, Any] = {
+        "alias": alias,
+        "if_gate": if_gate,
+        "actor": who,
+        "gate": gate,
+        "checkpoint": checkpoint,
+        "generation": generation,
+    }
+    if not smoke_test:
+        with open_run_store(registry, sandbox=sandbox) as runs:
+            return release.promote(runs, name, run_id, smoke=_skipped, **options)
+    with open_context(
+        spec=None, sandbox=sandbox, registry=registry, project=project, location=location
+    ) as ctx:
+        return release.promote(ctx.runs, name, run_id, smoke=smoke_test_for(ctx), **options)
+
+
+def _skipped(name: str, alias: str, record: RunRecord, checkpoint: str | None) -> SmokeResult:
+    """A smoke test that was asked not to run: it passes, and the history says it was skipped."""
+    endpoint = registry.resolution(name, alias, record, checkpoint).endpoint
+    return SmokeResult(True, endpoint, None, "skipped (--no-smoke-test)", 0.0, prompt="")
 
 
 def rollback(
@@ -177,11 +275,12 @@ def rollback(
     alias: str = release.PRODUCTION,
     registry: str | None = None,
     sandbox: bool = False,
-    actor: str = "",
+    actor: str | None = None,
 ) -> Promotion:
     """Move ``name@alias`` back to the run it pointed at before (see release.rollback)."""
     with open_run_store(registry, sandbox=sandbox) as runs:
-        return release.rollback(runs, name, alias=alias, actor=actor)
+        who = release.default_actor() if actor is None else actor
+        return release.rollback(runs, name, alias=alias, actor=who)
 
 
 check_gate = release.check_gate

@@ -10,6 +10,7 @@ callers never need to import a Google exception type::
     ├── DatasetError              the dataset cannot be read or fails validation
     ├── BudgetExceeded            the cost estimate is over budget.max_cost_usd
     ├── GateFailed                the evaluation gate did not pass
+    ├── SmokeTestFailed           the model to promote did not answer a service's call
     ├── NotFoundError             a run, job, alias or object does not exist
     ├── ConfigurationError        credentials, project or sandbox are missing or broken
     └── BackendError              a cloud call failed
@@ -32,6 +33,7 @@ EXIT_USAGE = 2
 EXIT_BUDGET = 3
 EXIT_TIMEOUT = 4
 EXIT_GATE = 5
+EXIT_SMOKE = 6
 EXIT_INTERRUPTED = 130
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "done",
@@ -42,6 +44,8 @@ EXIT_CODES: dict[int, str] = {
     EXIT_TIMEOUT: "the wait timed out; the job is still running in Vertex "
     "(resume with `vertex-tuner wait JOB`)",
     EXIT_GATE: "the evaluation gate failed (the alias was not moved)",
+    EXIT_SMOKE: "the smoke test failed: the model did not answer when called the way a service "
+    "calls it (the alias was not moved)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); a created job keeps running, and the message says "
     "how to resume",
 }
@@ -113,6 +117,12 @@ class GateFailed(VertexTunerError):
     """The evaluation gate (``evaluation.promote_if``) did not hold."""
 
     exit_code = EXIT_GATE
+
+
+class SmokeTestFailed(VertexTunerError):
+    """The model an alias was to move to did not answer when called as a service calls it."""
+
+    exit_code = EXIT_SMOKE
 
 
 class NotFoundError(VertexTunerError):

@@ -139,9 +139,23 @@ class ModelInfo:
     supports_distillation_student: bool = False
     notes: str = ""
     lifecycle: Lifecycle = field(default=_UNKNOWN_LIFECYCLE)
+    #: The thinking settings generateContent takes for it: ``budget`` (``thinkingBudget``),
+    #: ``level`` (``thinkingLevel``); empty: not a thinking model. See :data:`THINKING_SOURCE`.
+    thinking: frozenset[str] = frozenset()
 
 
 _ONLY_US_EU = frozenset({"us-central1", "europe-west4"})
+
+#: Where the thinking settings per family come from. 2.5 models take a token budget (0 turns
+#: thinking off where the model allows it). ``thinking_level`` "use with earlier models shall
+#: result in error", and "starting from Gemini 3.5 models, the old thinking_budget will no
+#: longer be supported and will result in a user error if set" (google-genai's
+#: ``ReinforcementTuningHyperParameters`` and ``CreateTuningJobConfig`` docstrings, which state
+#: the generateContent rule); 3.1 takes both (the level is the documented one). 2.0 models do
+#: not think. UNCONFIRMED for tuned endpoints: assumed to take what their base takes.
+THINKING_SOURCE = "google-genai types.py (ThinkingConfig, ReinforcementTuningHyperParameters)"
+_BUDGET = frozenset({"budget"})
+_LEVEL = frozenset({"level"})
 
 # Gemini 2.5 on Vertex. Google's model-versions page first gave 2026-06-17 (2.5 Pro and Flash)
 # and 2026-07-22 (2.5 Flash-Lite); Google's later notice to customers moved this to "no earlier
@@ -182,6 +196,7 @@ MODELS: dict[str, ModelInfo] = {
             True,
             supports_distillation_student=True,
             lifecycle=_gemini_25("gemini-3.5-flash"),
+            thinking=_BUDGET,
         ),
         ModelInfo(
             "gemini-2.5-flash-lite",
@@ -190,6 +205,7 @@ MODELS: dict[str, ModelInfo] = {
             1.5,
             True,
             lifecycle=_gemini_25("gemini-3.5-flash-lite"),
+            thinking=_BUDGET,
         ),
         ModelInfo(
             "gemini-2.5-pro",
@@ -198,6 +214,7 @@ MODELS: dict[str, ModelInfo] = {
             25.0,
             True,
             lifecycle=_gemini_25("gemini-3.5-flash"),
+            thinking=_BUDGET,
         ),
         ModelInfo(
             "gemini-2.0-flash-001",
@@ -236,6 +253,7 @@ MODELS: dict[str, ModelInfo] = {
             regions=_ONLY_US_EU,
             supports_cmek=False,
             notes="serving through the us/eu multi-region endpoints only",
+            thinking=_BUDGET | _LEVEL,
         ),
         ModelInfo(
             "gemini-3.5-flash",
@@ -246,6 +264,7 @@ MODELS: dict[str, ModelInfo] = {
             regions=_ONLY_US_EU,
             supports_cmek=False,
             notes="serving through the us/eu multi-region endpoints only",
+            thinking=_LEVEL,
         ),
         ModelInfo(
             "gemini-3.5-flash-lite",
@@ -256,6 +275,7 @@ MODELS: dict[str, ModelInfo] = {
             regions=_ONLY_US_EU,
             supports_cmek=False,
             notes="serving through the us/eu multi-region endpoints only",
+            thinking=_LEVEL,
         ),
     )
 }
@@ -272,6 +292,45 @@ def model_info(model_id: str) -> ModelInfo | None:
     """The table row for a base model id (a ``publishers/google/models/`` prefix is fine)."""
     short = model_id.rsplit("/", 1)[-1]
     return MODELS.get(short)
+
+
+def thinking_problem(
+    info: ModelInfo, *, budget: int | None, level: str | None
+) -> tuple[str, str, str] | None:
+    """Why ``info`` would refuse these thinking settings: (the setting, what is wrong, what to
+    set instead); None when it takes them."""
+    if budget is not None and "budget" not in info.thinking:
+        instead = "thinking_level: minimal" if "level" in info.thinking else "no thinking setting"
+        why = "does not think" if not info.thinking else "takes thinking_level, not a budget"
+        return "thinking_budget", f"{info.id} {why}", f"use {instead}"
+    if level is not None and "level" not in info.thinking:
+        instead = "thinking_budget: 0" if "budget" in info.thinking else "no thinking setting"
+        why = "does not think" if not info.thinking else "takes thinking_budget, not a level"
+        return "thinking_level", f"{info.id} {why}", f"use {instead}"
+    return None
+
+
+def carry_thinking(
+    settings: Mapping[str, object], to: ModelInfo
+) -> tuple[dict[str, object], str | None]:
+    """Generation settings for a new base: a thinking setting the new base does not take is
+    mapped to the one it does at the same intent (off or lowest ↔ ``minimal``; any other budget
+    or level to the new base's default, dropped). Also says what changed, or None."""
+    out = dict(settings)
+    budget, level = out.get("thinking_budget"), out.get("thinking_level")
+    if budget is not None and "budget" not in to.thinking:
+        del out["thinking_budget"]
+        if budget == 0 and "level" in to.thinking:
+            out["thinking_level"] = "minimal"
+            return out, f"thinking_budget 0 → thinking_level minimal ({to.id} takes levels)"
+        return out, f"thinking_budget {budget} dropped ({to.id} does not take a budget)"
+    if level is not None and "level" not in to.thinking:
+        del out["thinking_level"]
+        if level == "minimal" and "budget" in to.thinking:
+            out["thinking_budget"] = 0
+            return out, f"thinking_level minimal → thinking_budget 0 ({to.id} takes budgets)"
+        return out, f"thinking_level {level} dropped ({to.id} does not take a level)"
+    return out, None
 
 
 def is_tuned_model_name(model: str) -> bool:

@@ -96,6 +96,10 @@ class RunRecord(_Record):
     base_model: str
     #: Continuous tuning: the run whose tuned model ``base_model`` is (lineage).
     parent_run_id: str | None = None
+    #: A re-tune on a new base (``retrain --base-model``): ``from_base``, ``to_base``,
+    #: ``reason``, ``changes``, and ``replaces``, the run ``NAME@production`` served when it
+    #: was evaluated against it.
+    lineage: dict[str, Any] | None = None
     display_name: str
     description: str = ""
     labels: dict[str, str] = Field(default_factory=dict)
@@ -108,6 +112,9 @@ class RunRecord(_Record):
     tuned_model: str | None = None
     endpoint: str | None = None
     checkpoints: list[dict[str, Any]] = Field(default_factory=list)
+    #: When ``vertex-tuner prune`` deleted the tuned model (every version of it, its endpoint
+    #: and checkpoint endpoints with it); None: not deleted by vertex-tuner.
+    model_deleted_at: str | None = None
 
     estimate: Estimate | None = None
     data_stats: DataStatsRecord | None = None

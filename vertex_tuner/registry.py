@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vertex_tuner.errors import NotFoundError, VertexTunerError
+from vertex_tuner.evaluation.verdicts import DEFAULT_GENERATION, served_generation
 
 if TYPE_CHECKING:
+    from vertex_tuner.records import RunRecord
     from vertex_tuner.runstore import RunStore
 
 DEFAULT_TTL_SECONDS = 30.0
@@ -37,10 +39,35 @@ class Resolved:
     metrics: dict[str, Any] = field(default_factory=dict)
     #: The run's checkpoint the alias serves; None: the run's final model.
     checkpoint: str | None = None
+    #: How the model was called when it was evaluated (temperature, max output tokens,
+    #: thinking): call it the same way. See :meth:`content_config`.
+    generation: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_GENERATION))
 
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.alias}"
+
+    @property
+    def serving_location(self) -> str | None:
+        """Where the endpoint is served (us/eu for 3.x models), not where it was tuned."""
+        from vertex_tuner.models import resource_location
+
+        return resource_location(self.endpoint) or self.location
+
+    def content_config(self, **overrides: Any) -> Any:
+        """A google-genai ``GenerateContentConfig`` with the evaluated generation settings
+        (``overrides`` are further ``GenerateContentConfig`` fields, e.g. a system
+        instruction)."""
+        from google.genai import types
+
+        from vertex_tuner.backends.genai import thinking_config
+
+        settings = dict(self.generation)
+        budget, level = settings.pop("thinking_budget", None), settings.pop("thinking_level", None)
+        thinking = thinking_config(budget, level)
+        if thinking is not None:
+            settings["thinking_config"] = thinking
+        return types.GenerateContentConfig(**{**settings, **overrides})
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
@@ -60,19 +87,24 @@ def resolve_in(store: RunStore, ref: str) -> Resolved:
             f"{name}@{alias} is not set in {store.location}",
             hint=f"promote a run first: vertex-tuner promote {name} RUN --alias {alias}",
         )
-    record = store.get(entry.run_id)
+    return resolution(name, alias, store.get(entry.run_id), entry.checkpoint)
+
+
+def resolution(name: str, alias: str, record: RunRecord, checkpoint: str | None) -> Resolved:
+    """What ``name@alias`` resolves to when it points at ``record`` (and ``checkpoint``): the
+    one rule :func:`resolve` and the promotion's smoke test share."""
     endpoint = record.endpoint
-    if entry.checkpoint is not None:
+    if checkpoint is not None:
         endpoint = next(
             (
                 c.get("endpoint")
                 for c in record.checkpoints
-                if str(c.get("checkpoint_id")) == entry.checkpoint
+                if str(c.get("checkpoint_id")) == checkpoint
             ),
             None,
         )
     if not endpoint:
-        what = f"checkpoint {entry.checkpoint} of run" if entry.checkpoint else "run"
+        what = f"checkpoint {checkpoint} of run" if checkpoint else "run"
         raise NotFoundError(
             f"{name}@{alias} points at {what} {record.run_id}, which has no endpoint"
         )
@@ -90,7 +122,8 @@ def resolve_in(store: RunStore, ref: str) -> Resolved:
         location=record.location,
         sandbox=record.sandbox,
         metrics=metrics,
-        checkpoint=entry.checkpoint,
+        checkpoint=checkpoint,
+        generation=served_generation(record, endpoint),
     )
 
 
@@ -159,7 +192,8 @@ def _open_store(location: str, *, sandbox: bool) -> RunStore:
 def genai_client_for(ref: str, *, http_options: Any = None, **kwargs: Any) -> tuple[Any, str]:
     """A google-genai client for the endpoint's project and region, and the model name to pass.
 
-    ``client.models.generate_content(model=model, contents=…)`` then calls the tuned endpoint.
+    ``client.models.generate_content(model=model, contents=…, config=resolve(ref)
+    .content_config())`` then calls the tuned endpoint the way it was evaluated.
     Sandbox endpoints are refused: they only exist inside a running sandbox. ``http_options``
     (an ``HttpOptions`` or a dict) is merged into the client's options, whose ``api_version`` is
     always v1beta1.
@@ -170,17 +204,8 @@ def genai_client_for(ref: str, *, http_options: Any = None, **kwargs: Any) -> tu
             f"{resolved.ref} points at a sandbox run; it has no endpoint in Google Cloud",
             hint="resolve against the run store your production runs use (registry=…)",
         )
-    from google import genai
+    from vertex_tuner.backends.genai import service_client
 
-    from vertex_tuner.backends.genai import http_options as pinned_http_options
-    from vertex_tuner.models import resource_location
-
-    client = genai.Client(
-        vertexai=True,
-        project=resolved.project,
-        # Where the endpoint is served (us/eu for 3.x models), not where it was tuned.
-        location=resource_location(resolved.endpoint) or resolved.location,
-        # v1beta1 even when GOOGLE_GENAI_API_VERSION says otherwise, like every vertex-tuner client.
-        http_options=pinned_http_options(http_options),
+    return service_client(resolved.project, resolved.serving_location, http_options), (
+        resolved.endpoint
     )
-    return client, resolved.endpoint

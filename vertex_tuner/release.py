@@ -13,8 +13,14 @@ examples recorded with the run.
 
 from __future__ import annotations
 
+import datetime as dt
+import getpass
+import os
 import re
+import socket
 import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,6 +34,7 @@ from vertex_tuner.errors import (
     BudgetExceeded,
     GateFailed,
     NotFoundError,
+    SmokeTestFailed,
     SpecError,
     VertexTunerError,
     WaitTimeout,
@@ -36,8 +43,10 @@ from vertex_tuner.evaluation import verdicts
 from vertex_tuner.evaluation.runner import checkpoint_endpoint
 from vertex_tuner.events import Observer, SilentObserver, Step
 from vertex_tuner.records import human_seconds
+from vertex_tuner.retry import RetryOptions, retrying
 
 if TYPE_CHECKING:
+    from vertex_tuner.backends.interface import Generator
     from vertex_tuner.dataset import PreparedDataset
     from vertex_tuner.evaluation.results import EvaluationResult
     from vertex_tuner.evaluation.runner import Evaluator
@@ -47,7 +56,14 @@ if TYPE_CHECKING:
     from vertex_tuner.tuning import Plan, TuningService
 
 Outcome = Literal[
-    "promoted", "unchanged", "running", "gate-failed", "over-budget", "failed", "interrupted"
+    "promoted",
+    "unchanged",
+    "running",
+    "gate-failed",
+    "smoke-failed",
+    "over-budget",
+    "failed",
+    "interrupted",
 ]
 #: Every retrain outcome, and whether it leaves the workflow green.
 OUTCOMES: dict[str, bool] = {
@@ -55,6 +71,7 @@ OUTCOMES: dict[str, bool] = {
     "unchanged": True,
     "running": True,
     "gate-failed": False,
+    "smoke-failed": False,
     "over-budget": False,
     "failed": False,
     "interrupted": False,
@@ -150,6 +167,11 @@ def spec_gate(spec: JobSpec) -> str | None:
     return str(parse_gate(text)) if text else None
 
 
+def spec_generation(spec: JobSpec) -> dict[str, Any] | None:
+    """The spec's generation settings as verdicts record them, or None without evaluation."""
+    return spec.evaluation.generation.settings() if spec.evaluation else None
+
+
 def check_gate(result: EvaluationResult) -> None:
     """GateFailed when the evaluation's gate did not hold."""
     if result.verdict is not None and not result.verdict.passed:
@@ -160,6 +182,92 @@ def check_gate(result: EvaluationResult) -> None:
 
 
 # --- moving aliases -----------------------------------------------------------------------------
+
+#: What the smoke test sends when the run has no held-out set.
+SMOKE_PROMPT = "Reply with the single word OK."
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    """One call to the model an alias is about to serve, made the way a service makes it."""
+
+    passed: bool
+    endpoint: str
+    #: The location the call went to (a 3.x model's multi-region ``us``/``eu``).
+    location: str | None
+    detail: str
+    seconds: float
+    generation: dict[str, Any] = field(default_factory=dict)
+    prompt: str = "held-out example 0"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "endpoint": self.endpoint,
+            "location": self.location,
+            "detail": self.detail,
+            "seconds": round(self.seconds, 3),
+            "generation": self.generation,
+            "prompt": self.prompt,
+        }
+
+
+#: ``smoke(name, alias, record, checkpoint)``: the result of calling what ``name@alias`` would
+#: serve once moved. :mod:`vertex_tuner.api` builds one that resolves and calls exactly as
+#: :func:`vertex_tuner.genai_client_for` does.
+SmokeTest = Callable[[str, str, "RunRecord", "str | None"], SmokeResult]
+
+
+def smoke_test(
+    generator: Generator,
+    endpoint: str,
+    *,
+    location: str | None,
+    generation: Mapping[str, Any],
+    contents: Sequence[Mapping[str, Any]] | None = None,
+    system_instruction: str | None = None,
+    prompt: str = "held-out example 0",
+    retry: RetryOptions | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> SmokeResult:
+    """Call ``endpoint`` once with ``generation`` (under the one retry policy, so a 429 is not a
+    failure) and say whether text came back. The answer is not scored: the gate did that; this
+    proves the model answers the call a service will make (host, region, settings)."""
+    if contents is None:
+        contents, prompt = [{"role": "user", "parts": [{"text": SMOKE_PROMPT}]}], SMOKE_PROMPT
+    start = clock()
+    try:
+        reply = retrying(retry or RetryOptions(), sleep=sleep)(
+            lambda: generator.generate(
+                endpoint, contents, system_instruction=system_instruction, **generation
+            )
+        )
+    except VertexTunerError as exc:
+        passed, detail = False, exc.message
+    else:
+        passed = bool(reply.text.strip())
+        detail = f"answered ({len(reply.text)} characters)" if passed else "answered with no text"
+    return SmokeResult(
+        passed, endpoint, location, detail, clock() - start, dict(generation), prompt
+    )
+
+
+def default_actor(environ: Mapping[str, str] | None = None) -> str:
+    """Who moves an alias, for its history: the GitHub actor and workflow run under Actions,
+    else user@host."""
+    env = os.environ if environ is None else environ
+    if env.get("GITHUB_ACTIONS") == "true" and env.get("GITHUB_ACTOR"):
+        run = ""
+        if env.get("GITHUB_REPOSITORY") and env.get("GITHUB_RUN_ID"):
+            server = env.get("GITHUB_SERVER_URL") or "https://github.com"
+            run = f" ({server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']})"
+        return f"github:{env['GITHUB_ACTOR']}{run}"
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for the uid (some containers)
+        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
 @dataclass(frozen=True)
@@ -174,6 +282,8 @@ class Promotion:
     verdict: str | None = None
     #: Said when a run is promoted without ``--if-gate`` although its latest verdict failed.
     warning: str | None = None
+    #: The smoke test the move passed (None: none was run).
+    smoke: SmokeResult | None = None
 
     @property
     def endpoint(self) -> str | None:
@@ -191,6 +301,8 @@ class Promotion:
             "endpoint": self.endpoint,
             "verdict": self.verdict,
             "warning": self.warning,
+            "smoke": self.smoke.to_json() if self.smoke else None,
+            "actor": self.entry.history[-1].get("actor") if self.entry.history else None,
         }
 
 
@@ -204,6 +316,8 @@ def promote(
     actor: str = "",
     gate: str | None = None,
     checkpoint: str | None = None,
+    generation: Mapping[str, Any] | None = None,
+    smoke: SmokeTest | None = None,
 ) -> Promotion:
     """Point ``name@alias`` at a run (default: the newest successful one with an endpoint).
 
@@ -215,6 +329,13 @@ def promote(
     ``checkpoint``: serve one of the run's checkpoints (its id), or ``"best"``: of the
     checkpoints whose latest qualifying verdict passed, the one with the highest tuned scores
     on the gate's metrics, in the order the gate names them (implies ``if_gate``).
+
+    ``generation``: with ``if_gate``, the verdict must have called the models with these
+    settings (the spec's ``evaluation.generation``), since services will call it so.
+
+    ``smoke``: before the alias moves, call what it would serve the way a service will; on a
+    failure the alias stays where it was, the refused move is kept in the alias file, and
+    SmokeTestFailed says what failed. A passing result is kept in the move's history event.
     """
     if run_id is None:
         ok = [r for r in runs.list(name) if JobState.parse(r.state).is_success and r.endpoint]
@@ -232,11 +353,15 @@ def promote(
         raise NotFoundError(f"run {record.run_id} has no endpoint (state {record.state})")
     holdout = record.holdout.sha256 if record.holdout else None
     if checkpoint == "best":
-        checkpoint = _best_checkpoint(runs, record, gate=gate, holdout_sha256=holdout)
+        checkpoint = _best_checkpoint(
+            runs, record, gate=gate, holdout_sha256=holdout, generation=generation
+        )
         if_gate = True
     endpoint = record.endpoint if checkpoint is None else checkpoint_endpoint(record, checkpoint)
     history = _history(record)
-    choice = verdicts.choose(history, tuned=endpoint, holdout_sha256=holdout, gate=gate)
+    choice = verdicts.choose(
+        history, tuned=endpoint, holdout_sha256=holdout, gate=gate, generation=generation
+    )
     warning = None
     if if_gate:
         chosen = choice.verdict
@@ -260,8 +385,33 @@ def promote(
                 "gate; promoting it anyway, as asked"
             )
     reason = f"--if-gate: {choice.describe()}" if if_gate else ""
+    checked = smoke(name, alias, record, checkpoint) if smoke is not None else None
+    if checked is not None and not checked.passed:
+        runs.refuse_move(
+            name,
+            alias,
+            {
+                "run_id": record.run_id,
+                "checkpoint": checkpoint,
+                "actor": actor,
+                "reason": "smoke test failed",
+                "smoke": checked.to_json(),
+            },
+        )
+        where = f" in {checked.location}" if checked.location else ""
+        raise SmokeTestFailed(
+            f"{name}@{alias} was not moved to run {record.run_id}: calling {checked.endpoint}"
+            f"{where} the way a service will failed: {checked.detail}",
+            hint=f"see the refused move with: vertex-tuner aliases {name} --json",
+        )
     entry = runs.set_alias(
-        name, alias, record.run_id, actor=actor, reason=reason, checkpoint=checkpoint
+        name,
+        alias,
+        record.run_id,
+        actor=actor,
+        reason=reason,
+        checkpoint=checkpoint,
+        smoke=checked.to_json() if checked else None,
     )
     return Promotion(
         name,
@@ -270,11 +420,17 @@ def promote(
         entry,
         verdict=choice.verdict.get("id") if if_gate and choice.verdict else None,
         warning=warning,
+        smoke=checked,
     )
 
 
 def _best_checkpoint(
-    runs: RunStore, record: RunRecord, *, gate: str | None, holdout_sha256: str | None
+    runs: RunStore,
+    record: RunRecord,
+    *,
+    gate: str | None,
+    holdout_sha256: str | None,
+    generation: Mapping[str, Any] | None,
 ) -> str:
     scored: list[tuple[tuple[float, ...], str]] = []
     history = _history(record)
@@ -283,7 +439,11 @@ def _best_checkpoint(
         if not endpoint:
             continue
         chosen = verdicts.choose(
-            history, tuned=str(endpoint), holdout_sha256=holdout_sha256, gate=gate
+            history,
+            tuned=str(endpoint),
+            holdout_sha256=holdout_sha256,
+            gate=gate,
+            generation=generation,
         ).verdict
         if chosen is None or not chosen.get("passed"):
             continue
@@ -358,6 +518,8 @@ class RetrainOutcome:
     error: str | None = None
     hint: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: What the workflow should hear even when all went well (a base model retiring soon).
+    warnings: tuple[str, ...] = ()
 
     @classmethod
     def from_error(
@@ -396,7 +558,27 @@ class RetrainOutcome:
             else None,
             "error": self.error,
             "hint": self.hint,
+            "warnings": list(self.warnings),
+            "base_model": self.record.base_model if self.record else None,
+            "lineage": self.record.lineage if self.record else None,
         }
+
+
+def retirement_warnings(spec: JobSpec, today: dt.date | None = None) -> tuple[str, ...]:
+    """The warning a spec's base draws when it retires within :data:`models.WARN_DAYS` (or has
+    an announced date within reach): the words ``validate`` and ``lifecycle`` use."""
+    from vertex_tuner import models
+
+    if models.model_info(spec.base_model) is None:
+        return ()  # a tuned model or an alias: its base is the lifecycle command's to judge
+    state = models.retirement(spec.base_model, models.today() if today is None else today)
+    if state.status() != "retiring":
+        return ()
+    return (
+        f"{state.message}; to re-tune this spec's data on it and promote it only if it passes "
+        f"the gate: vertex-tuner retrain {spec.spec_path} --base-model "
+        f"{(state.lifecycle.successor if state.lifecycle else None) or models.DEFAULT_BASE_MODEL}",
+    )
 
 
 def retrain(
@@ -408,16 +590,24 @@ def retrain(
     retry_failed: bool = False,
     observer: Observer | None = None,
     prepared: PreparedDataset | None = None,
+    smoke: SmokeTest | None = None,
+    actor: str = "",
+    lineage: Mapping[str, Any] | None = None,
+    today: dt.date | None = None,
 ) -> RetrainOutcome:
     """Submit (a no-op when nothing changed), wait, evaluate, and promote on a passing gate.
 
     ``prepared``: the spec's data, already validated by the caller (see TuningService.submit).
+    ``smoke``: the smoke test the promotion must pass (see :func:`promote`).
+    ``lineage``: the spec was re-targeted on a new base (:func:`vertex_tuner.spec.retarget`);
+    the run records it, with the production run it is evaluated against (``replaces``).
+    ``today``: the day retirement warnings are judged on.
 
     Never raises for what a run can end in: every ending is an outcome with its message and
     exit code (a still-running job is ``running``, exit 0: the next retrain attaches to it).
     """
     observer = observer or SilentObserver()
-    state: dict[str, Any] = {"spec_name": spec.name}
+    state: dict[str, Any] = {"spec_name": spec.name, "warnings": retirement_warnings(spec, today)}
 
     def outcome(
         kind: Outcome, message: str, exit_code: int = EXIT_OK, **more: Any
@@ -473,6 +663,16 @@ def retrain(
                 f"{spec.name}@{PRODUCTION} already serves run {record.run_id}; nothing to "
                 "evaluate or promote",
             )
+        if current is not None and lineage is None:
+            replaced = _replaced_by(service, current.run_id, record)
+            if replaced is not None:
+                return outcome("unchanged", replaced)
+        if lineage is not None:
+            record = record.model_copy(
+                update={"lineage": {**lineage, "replaces": current.run_id if current else None}}
+            )
+            service.runs.save(record)
+            state["record"] = record
 
         observer.notify(Step(spec.name, "evaluate", record.run_id))
         try:
@@ -492,11 +692,20 @@ def retrain(
                 alias=PRODUCTION,
                 if_gate=True,
                 gate=spec_gate(spec),
+                generation=spec_generation(spec),
+                smoke=smoke,
+                actor=actor,
             )
         except GateFailed as exc:
             return failure(
                 "gate-failed",
                 f"the evaluation gate failed; {spec.name}@{PRODUCTION} stays at {was}",
+                exc,
+            )
+        except SmokeTestFailed as exc:
+            return failure(
+                "smoke-failed",
+                f"the smoke test failed; {spec.name}@{PRODUCTION} stays at {was}",
                 exc,
             )
         except VertexTunerError as exc:
@@ -514,6 +723,24 @@ def retrain(
             else "interrupted before a job was created"
         )
         return outcome("interrupted", message, EXIT_INTERRUPTED)
+
+
+def _replaced_by(service: TuningService, production_run: str, record: RunRecord) -> str | None:
+    """Why ``record`` is not evaluated against production, when production serves a re-tune
+    of it onto a new base: promoting the old run again would undo the migration."""
+    try:
+        production = service.runs.get(production_run)
+    except NotFoundError:
+        return None
+    lineage = production.lineage or {}
+    if lineage.get("replaces") != record.run_id:
+        return None
+    return (
+        f"{record.spec_name}@{PRODUCTION} serves run {production.run_id}, a re-tune of run "
+        f"{record.run_id} on {lineage.get('to_base')}; this spec still says base_model: "
+        f"{record.base_model}. Set base_model: {lineage.get('to_base')} in "
+        f"{record.spec_path or 'the spec'} to retrain on the new base"
+    )
 
 
 def _latest(service: TuningService, record: RunRecord) -> RunRecord:

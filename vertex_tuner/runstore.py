@@ -747,11 +747,13 @@ class RunStore:
         reason: str = "",
         max_attempts: int = 20,
         checkpoint: str | None = None,
+        smoke: dict[str, Any] | None = None,
     ) -> AliasEntry:
         """Point ``name@alias`` at ``run_id`` (None: back to the previous one), keeping history.
 
         ``checkpoint``: serve that checkpoint of the run instead of its final model; a rollback
-        goes back to the run and checkpoint the alias served before.
+        goes back to the run and checkpoint the alias served before. ``smoke``: the smoke
+        test's result, kept in the move's history event.
 
         Read-modify-write with a generation precondition, retried on a lost race, so two
         promoters can never lose each other's update; a write whose answer was lost is not
@@ -783,6 +785,8 @@ class RunStore:
             current: dict[str, Any] = {"run_id": target, "set_at": now, "history": history}
             if served is not None:
                 event["checkpoint"] = current["checkpoint"] = served
+            if smoke is not None:
+                event["smoke"] = smoke
             history.append(event)
             doc["aliases"][alias] = current
             body = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
@@ -793,6 +797,34 @@ class RunStore:
                 continue
             return AliasEntry(alias, target, now, tuple(history), served)
         raise VertexTunerError(f"could not update {name}@{alias}: too many concurrent updates")
+
+    def refuse_move(
+        self, name: str, alias: str, event: dict[str, Any], *, max_attempts: int = 20
+    ) -> None:
+        """Keep a move that was refused (its smoke test failed) in the alias file's
+        ``refused`` list, beside the history of moves that happened; the alias is unchanged."""
+        key = f"aliases/{name}.json"
+        for _ in range(max_attempts):
+            found = self._retried(lambda: self.blobs.read(key))
+            doc: dict[str, Any] = self._alias_doc(key, found[0]) if found else {"aliases": {}}
+            refused = doc.setdefault("refused", {})
+            if not isinstance(refused, dict):
+                refused = doc["refused"] = {}
+            refused.setdefault(alias, []).append({"at": iso(self.clock()), **event})
+            body = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+            try:
+                self._write_cas(key, body, found[1] if found else 0, _equal_to(body))
+            except PreconditionFailed:
+                continue
+            return
+        raise VertexTunerError(f"could not update {name}@{alias}: too many concurrent updates")
+
+    def refused_moves(self, name: str) -> dict[str, tuple[dict[str, Any], ...]]:
+        """Moves of ``name``'s aliases that were refused, per alias, oldest first."""
+        key = f"aliases/{name}.json"
+        found = self.blobs.read(key)
+        refused = self._alias_doc(key, found[0]).get("refused") if found else None
+        return {a: tuple(v) for a, v in refused.items()} if isinstance(refused, dict) else {}
 
 
 _FINGERPRINTS = "fingerprints/"

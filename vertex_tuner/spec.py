@@ -223,6 +223,40 @@ class JudgeSpec(_Model):
         return v
 
 
+ThinkingLevel = Literal["minimal", "low", "medium", "high"]
+
+
+class GenerationSpec(_Model):
+    """How every evaluated model is called, and how services call the promoted one.
+
+    Stored with each verdict and returned by :func:`vertex_tuner.resolve`, so a service calls
+    the model the way it was evaluated. Google advises thinking off or at its lowest for
+    supervised-tuned models: ``thinking_budget: 0`` on 2.5 models, ``thinking_level: minimal``
+    on 3.x.
+    """
+
+    temperature: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)] = 0.0
+    max_output_tokens: Annotated[int, Field(ge=1, le=65_536)] | None = None
+    thinking_budget: Annotated[int, Field(ge=-1, le=32_768)] | None = Field(
+        default=None, description="Gemini 2.5: tokens of thinking; 0 off, -1 dynamic"
+    )
+    thinking_level: ThinkingLevel | None = Field(
+        default=None, description="Gemini 3.x: minimal, low, medium or high"
+    )
+
+    @model_validator(mode="after")
+    def _one_thinking_setting(self) -> GenerationSpec:
+        if self.thinking_budget is not None and self.thinking_level is not None:
+            raise ValueError(
+                "set thinking_budget (Gemini 2.5) or thinking_level (Gemini 3.x), not both"
+            )
+        return self
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that are set, as the generator takes them (and verdicts record them)."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class EvaluationSpec(_Model):
     holdout: float | str | None = None
     metrics: list[str] = Field(default_factory=lambda: ["exact_match", "rouge_l"])
@@ -240,6 +274,10 @@ class EvaluationSpec(_Model):
     confidence: Annotated[float, Field(gt=0.5, lt=1.0, allow_inf_nan=False)] = Field(
         default=0.95,
         description="Confidence of the paired bootstrap intervals and of significant(...)",
+    )
+    generation: GenerationSpec = Field(
+        default_factory=GenerationSpec,
+        description="How every target is called (and how services call the promoted model)",
     )
 
     @model_validator(mode="before")
@@ -578,6 +616,66 @@ def _dotted(path: tuple[str | int, ...]) -> str:
     return out
 
 
+def retarget(
+    spec: JobSpec, base_model: str, *, today: dt.date | None = None
+) -> tuple[JobSpec, list[str]]:
+    """The spec on another Gemini base (``retrain --base-model``), checked against that base's
+    rules, and what had to change to fit it.
+
+    Hyperparameters are kept: Google publishes a mapping only from Gemini 1.5 Flash to 2.5
+    Flash (its migration notebook), and advises against assuming legacy settings carry over,
+    so the change is said rather than guessed. A thinking setting the new base does not take
+    is mapped to the one it does at the same intent (see :func:`models.carry_thinking`); an
+    adapter size it does not offer is an error, to be chosen by the user.
+    """
+    file = display_path(spec.spec_path)
+    flag = f"--base-model {base_model}"
+
+    def refuse(message: str, hint: str | None = None) -> SpecError:
+        return SpecError(f"{flag}: {message}", location=Location(file), hint=hint)
+
+    try:
+        names.model(base_model)
+    except ValueError as exc:
+        raise refuse(str(exc)) from None
+    info = models.model_info(base_model)
+    if info is None or models.is_tuned_model_name(base_model) or "@" in base_model:
+        raise refuse(
+            "re-tuning needs a Gemini base from vertex-tuner's model table",
+            hint="use one of " + ", ".join(sorted(models.MODELS)),
+        )
+    if spec.is_continuous:
+        raise refuse(
+            f"{spec.name} continues from a tuned model ({spec.base_model}); re-tuning starts "
+            "over on a Gemini base",
+            hint=f"set base_model: {base_model} in {file} (the tuned model's data is not reused)",
+        )
+    if base_model == spec.base_model:
+        raise refuse(f"{spec.name} is already tuned on {base_model}")
+    changes = [
+        f"base_model {spec.base_model} → {base_model}",
+        "hyperparameters kept as the spec sets them: Google publishes no mapping from "
+        f"{spec.base_model} to {base_model}",
+    ]
+    body = spec.model_dump(mode="json")
+    body["base_model"] = base_model
+    if spec.evaluation is not None:
+        carried, change = models.carry_thinking(spec.evaluation.generation.settings(), info)
+        body["evaluation"]["generation"] = carried
+        if change:
+            changes.append(f"evaluation.generation: {change}")
+    try:
+        moved = JobSpec.model_validate({**body, "spec_path": spec.spec_path})
+    except ValidationError as exc:
+        raise refuse(str(exc)) from None
+    try:
+        _check_model_rules(moved, file, {}, models.today() if today is None else today)
+    except SpecError as exc:
+        problem = exc.problems[0][1]
+        raise SpecError(f"{flag}: {problem}", location=exc.location, hint=exc.hint) from None
+    return moved, changes
+
+
 def display_path(path: Path) -> str:
     """A path as messages show it: relative to the working folder when it is inside it."""
     try:
@@ -815,6 +913,14 @@ def _check_model_rules(
     retirement = models.retirement(info, today)
     if retirement.retired:
         raise error(("base_model",), retirement.message)
+    if spec.evaluation is not None:
+        generation = spec.evaluation.generation
+        problem = models.thinking_problem(
+            info, budget=generation.thinking_budget, level=generation.thinking_level
+        )
+        if problem is not None:
+            setting, message, hint = problem
+            raise error(("evaluation", "generation", setting), message, hint)
     size = spec.hyperparameters.adapter_size
     if size is not None and size not in info.adapter_sizes:
         allowed = ", ".join(str(s) for s in info.adapter_sizes)

@@ -254,6 +254,30 @@ class FakeTuner(Tuner):
         if fault is not None:
             raise fault.error
 
+    def add_model(self, name: str) -> None:
+        """Make a tuned model exist without a job of this fake (one tuned before it, or
+        elsewhere), so that deleting it succeeds."""
+        model_id = name.split("@", 1)[0]
+        with self.lock:
+            self._versions[model_id] = max(self._versions.get(model_id, 0), 1)
+
+    def model_exists(self, name: str) -> bool:
+        with self.lock:
+            return name.split("@", 1)[0] in self._versions
+
+    def delete_model(self, name: str) -> None:
+        """Delete the whole model (every version), as Vertex does; NotFoundError when it is
+        not there (never made, or deleted before)."""
+        model_id = name.split("@", 1)[0]
+        fault = self._faults.record("delete_model", model_id)
+        if fault is not None and not fault.after_effect:
+            raise fault.error
+        with self.lock:
+            if self._versions.pop(model_id, None) is None:
+                raise NotFoundError(f"no model {model_id}")
+        if fault is not None:
+            raise fault.error
+
 
 def _public(job: Job) -> Job:
     """A job as Vertex shows it: the tuned model appears only once the job has succeeded."""
@@ -383,6 +407,8 @@ class FakeGenerator(Generator):
         self.queues: dict[str, list[str]] = {}
         self._faults = _Faults()
         self.history = self._faults.calls
+        #: (model, settings) of every call: temperature, max output tokens, thinking.
+        self.settings: list[tuple[str, dict[str, Any]]] = []
         self.lock = threading.Lock()
 
     def enqueue(self, model: str, *texts: str) -> None:
@@ -401,11 +427,20 @@ class FakeGenerator(Generator):
         temperature: float | None = 0.0,
         max_output_tokens: int | None = None,
         response_schema: Mapping[str, Any] | None = None,
+        thinking_budget: int | None = None,
+        thinking_level: str | None = None,
     ) -> Generation:
         fault = self._faults.record("generate", (model, list(contents)))
         if fault is not None:
             raise fault.error
+        settings = {
+            "temperature": temperature,
+            "max_output_tokens": max_output_tokens,
+            "thinking_budget": thinking_budget,
+            "thinking_level": thinking_level,
+        }
         with self.lock:
+            self.settings.append((model, {k: v for k, v in settings.items() if v is not None}))
             queue = self.queues.get(model)
             text = queue.pop(0) if queue else None
         if text is None:

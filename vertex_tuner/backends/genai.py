@@ -496,6 +496,15 @@ class GenaiTuner(Tuner):
         except Exception as exc:
             raise translate(exc, what=f"cancel {name}") from exc
 
+    def delete_model(self, name: str) -> None:
+        # google-genai's models.delete deletes the whole model, so it is sent without the @V
+        # (Vertex deletes one version only through models.deleteVersion, which the SDK lacks).
+        model = model_without_version(name)
+        try:
+            self.client.models.delete(model=model, config={"http_options": self._options()})
+        except Exception as exc:
+            raise translate(exc, what=f"delete {model}") from exc
+
 
 class GenaiGenerator(Generator):
     """generateContent through google-genai.
@@ -538,6 +547,8 @@ class GenaiGenerator(Generator):
         temperature: float | None = 0.0,
         max_output_tokens: int | None = None,
         response_schema: Mapping[str, Any] | None = None,
+        thinking_budget: int | None = None,
+        thinking_level: str | None = None,
     ) -> Generation:
         from google.genai import types
 
@@ -547,6 +558,7 @@ class GenaiGenerator(Generator):
             max_output_tokens=max_output_tokens,
             response_mime_type="application/json" if response_schema is not None else None,
             response_schema=dict(response_schema) if response_schema is not None else None,
+            thinking_config=thinking_config(thinking_budget, thinking_level),
             http_options=http_options(timeout=int(self.timeout_s * 1000)),
         )
         try:
@@ -664,3 +676,31 @@ class GenaiTokenCounter(TokenCounter):
 
         result: int = retrying(self.retry, sleep=self.sleep)(once)
         return result
+
+
+def thinking_config(budget: int | None, level: str | None) -> Any:
+    """A ``ThinkingConfig`` for the settings that are set; None leaves the model's default."""
+    from google.genai import types
+
+    if budget is None and level is None:
+        return None
+    return types.ThinkingConfig(
+        thinking_budget=budget,
+        thinking_level=types.ThinkingLevel(level.upper()) if level is not None else None,
+    )
+
+
+def service_client(project: str | None, location: str | None, options: Any = None) -> Any:
+    """A google-genai client as a service builds one to call a tuned model: Application
+    Default Credentials, the endpoint's own location, v1beta1 even when
+    GOOGLE_GENAI_API_VERSION says otherwise (``options``: more ``HttpOptions``)."""
+    from google import genai
+
+    return genai.Client(
+        vertexai=True, project=project, location=location, http_options=http_options(options)
+    )
+
+
+def model_without_version(name: str) -> str:
+    """``projects/P/locations/L/models/ID@V`` → ``projects/P/locations/L/models/ID``."""
+    return name.split("@", 1)[0]

@@ -183,6 +183,15 @@ class Tuner(ABC):
     def cancel(self, name: str) -> None:
         """Ask Vertex to cancel a job (best effort: the job goes through CANCELLING)."""
 
+    @abstractmethod
+    def delete_model(self, name: str) -> None:
+        """Delete a tuned model: ``projects/…/models/ID``, every version of it (an ``@V`` in
+        ``name`` is dropped, since Vertex deletes whole models), and its deployments.
+
+        NotFoundError when there is no such model. Safe to repeat: a repeat after a lost answer
+        finds the model gone.
+        """
+
 
 @dataclass(frozen=True)
 class ObjectInfo:
@@ -266,11 +275,15 @@ class Generator(ABC):
         temperature: float | None = 0.0,
         max_output_tokens: int | None = None,
         response_schema: Mapping[str, Any] | None = None,
+        thinking_budget: int | None = None,
+        thinking_level: str | None = None,
     ) -> Generation:
         """Generate one reply. ``model`` is a base model id or ``projects/…/endpoints/ID``.
 
         ``contents`` is Gemini ``contents`` JSON (``[{"role": "user", "parts": [{"text": …}]}]``).
         ``response_schema``: a Vertex ``Schema`` the reply follows; the reply is then JSON.
+        ``thinking_budget`` (Gemini 2.5) and ``thinking_level`` (3.x: ``minimal``, ``low``,
+        ``medium``, ``high``) set the model's thinking; unset, the model's default.
         """
 
 

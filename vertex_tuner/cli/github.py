@@ -40,6 +40,12 @@ def error_annotation(outcome: RetrainOutcome) -> str:
     return f"::error title={title}::{escape_data(text)}"
 
 
+def warning_annotations(outcome: RetrainOutcome) -> list[str]:
+    """``::warning title=…::…`` for each of the outcome's warnings (a base retiring soon)."""
+    title = escape_property(f"retrain {outcome.spec_path}")
+    return [f"::warning title={title}::{escape_data(w)}" for w in outcome.warnings]
+
+
 def _code(text: str) -> str:
     return "`" + text.replace("`", "'") + "`"
 
@@ -62,6 +68,16 @@ def summary_section(outcome: RetrainOutcome, report_markdown: str | None = None)
         lines.append(
             f"- estimate: ~{estimate.billable_tokens:,} billable tokens{cost}; uploaded "
             f"{outcome.bytes_uploaded:,} bytes"
+        )
+        lines.append("")
+    for warning in outcome.warnings:
+        lines.extend([f"> [!WARNING]\n> {' '.join(warning.splitlines())}", ""])
+    if outcome.record is not None and outcome.record.lineage:
+        lineage = outcome.record.lineage
+        lines.append(
+            f"- re-tuned on {_code(str(lineage.get('to_base')))} from "
+            f"{_code(str(lineage.get('from_base')))}, against run "
+            f"{_code(str(lineage.get('replaces') or 'none'))}: {lineage.get('reason')}"
         )
         lines.append("")
     if report_markdown:

@@ -177,7 +177,7 @@ def submit(
     One job per change: an unchanged spec and dataset reuses (or attaches to) the job that
     already has its fingerprint. With --evaluate and --promote it runs the whole loop.
     """
-    from vertex_tuner import release
+    from vertex_tuner import api, release
     from vertex_tuner.cli._progress import ConsoleObserver
     from vertex_tuner.tuning.preparation import prepare, require_valid
     from vertex_tuner.wiring import evaluator_for, open_context, service_for
@@ -245,6 +245,9 @@ def submit(
                     alias=promote_alias,
                     if_gate=True,
                     gate=release.spec_gate(spec),
+                    generation=release.spec_generation(spec),
+                    smoke=api.smoke_test_for(ctx),
+                    actor=release.default_actor(),
                 )
                 stderr_console().print(
                     f"promoted {spec.name}@{promote_alias} -> {promotion.record.run_id}",

@@ -6,6 +6,7 @@ Each parses its flags, calls one function of :mod:`vertex_tuner.release` (or
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -215,6 +216,13 @@ def _render_checkpoints(
     help="Also set the alias on the model version in the Vertex Model Registry "
     "(needs the 'registry' extra).",
 )
+@click.option(
+    "--no-smoke-test",
+    "no_smoke_test",
+    is_flag=True,
+    help="Move the alias without first calling the model the way a service will (the alias "
+    "history says it was skipped).",
+)
 @store_options
 @handle_errors
 def promote(
@@ -224,11 +232,17 @@ def promote(
     if_gate: bool,
     checkpoint: str | None,
     mirror_vertex: bool,
+    no_smoke_test: bool,
     registry: str | None,
     sandbox: bool,
     as_json: bool,
 ) -> None:
-    """Point NAME@ALIAS at RUN (default: NAME's newest successful run)."""
+    """Point NAME@ALIAS at RUN (default: NAME's newest successful run).
+
+    Before the alias moves, the model it would serve is called once the way a service calls
+    it (the run's first held-out prompt, its evaluated generation settings, the endpoint's own
+    region); if that fails the alias stays where it was (exit 6).
+    """
     from vertex_tuner import api
 
     if mirror_vertex and checkpoint:
@@ -246,6 +260,7 @@ def promote(
         registry=registry,
         sandbox=sandbox,
         checkpoint=checkpoint,
+        smoke_test=not no_smoke_test,
     )
     if mirror_vertex:
         from vertex_tuner.backends.model_registry import mirror_alias
@@ -277,6 +292,7 @@ def aliases(name: str, registry: str | None, sandbox: bool, as_json: bool) -> No
 
     with open_run_store(registry, sandbox=sandbox) as runs:
         entries = runs.aliases(name)
+        refused = runs.refused_moves(name) if entries or as_json else {}
     if as_json:
         echo_json(
             {
@@ -285,6 +301,8 @@ def aliases(name: str, registry: str | None, sandbox: bool, as_json: bool) -> No
                     a: {"run_id": e.run_id, "set_at": e.set_at, "history": list(e.history)}
                     for a, e in entries.items()
                 },
+                # Moves a smoke test refused, per alias: the alias did not move.
+                "refused": {a: list(moves) for a, moves in refused.items()},
             }
         )
         return
@@ -311,6 +329,10 @@ def _print_alias(promotion: Promotion, as_json: bool) -> None:
     )
     if promotion.verdict:
         click.echo(f"on the passing verdict {promotion.verdict}")
+    if promotion.smoke is not None:
+        smoke = promotion.smoke
+        where = f" in {smoke.location}" if smoke.location else ""
+        click.echo(f"smoke test{where}: {smoke.detail} ({smoke.prompt or 'no call'})")
 
 
 @click.command()
@@ -330,9 +352,22 @@ def _print_alias(promotion: Promotion, as_json: bool) -> None:
     help="Submit again when the last job for the same data and spec failed.",
 )
 @click.option(
+    "--base-model",
+    metavar="MODEL",
+    help="Re-tune the same data on this Gemini base; evaluated against what NAME@production "
+    "serves with the spec's gate, and promoted only if it passes. The run records the lineage.",
+)
+@click.option(
     "--out",
     metavar="DIR",
     help="Write DIR/<spec>/outcome.json, record.json, evaluation.json and report/ per spec.",
+)
+@click.option(
+    "--no-smoke-test",
+    "no_smoke_test",
+    is_flag=True,
+    help="Move the alias without first calling the model the way a service will (the alias "
+    "history says it was skipped).",
 )
 @handle_errors
 def retrain(
@@ -344,13 +379,16 @@ def retrain(
     location: str | None,
     wait_timeout: str,
     retry_failed: bool,
+    base_model: str | None,
     out: str | None,
+    no_smoke_test: bool,
 ) -> None:
     """Retrain each SPEC: submit, wait, evaluate, and promote NAME@production on a passing gate.
 
     An unchanged spec and dataset is a no-op (its job is reused), and nothing is evaluated when
-    NAME@production already serves the run. Outcomes: promoted, unchanged and running (exit 0);
-    gate-failed (5), over-budget (3), failed (1), interrupted (130). Under GitHub Actions each
+    NAME@production already serves the run. A promotion is smoke-tested first (see promote).
+    Outcomes: promoted, unchanged and running (exit 0); gate-failed (5), smoke-failed (6),
+    over-budget (3), failed (1), interrupted (130). Under GitHub Actions each
     spec adds a section to the job summary and its outcome, message, run_id and spec_name to the
     step's outputs.
     """
@@ -374,6 +412,8 @@ def retrain(
                 wait_timeout=timeout,
                 retry_failed=retry_failed,
                 observer=observer,
+                smoke_test=not no_smoke_test,
+                base_model=base_model,
             )
         finally:
             observer.close()
@@ -382,9 +422,12 @@ def retrain(
         github.append_summary(github.summary_section(outcome, report))
         github.append_outputs(github.step_outputs(outcome))
         _render_outcome(outcome)
+        # Workflow commands are read from stdout; with --json, stdout is the document.
+        stream = sys.stderr if as_json else sys.stdout
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            for annotation in github.warning_annotations(outcome):
+                print(annotation, file=stream, flush=True)
         if not outcome.ok:
-            # Workflow commands are read from stdout; with --json, stdout is the document.
-            stream = sys.stderr if as_json else sys.stdout
             print(github.error_annotation(outcome), file=stream, flush=True)
         if outcome.exit_code == EXIT_INTERRUPTED:
             break
@@ -406,6 +449,8 @@ def _render_outcome(outcome: RetrainOutcome) -> None:
     name = outcome.spec_name or outcome.spec_path
     line = github.final_line(outcome, markdown=False)
     console.print(f"[bold]{escape(name)}[/]: [{colour}]{escape(line)}[/]")
+    for warning in outcome.warnings:
+        console.print(f"  [yellow]warning:[/] {escape(warning)}")
     if outcome.error:
         console.print(f"  [dim]error:[/] {escape(outcome.error)}")
     if outcome.hint:

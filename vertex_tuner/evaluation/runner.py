@@ -13,7 +13,7 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,6 +21,7 @@ import orjson
 
 from vertex_tuner import models
 from vertex_tuner.errors import BackendError, DatasetError, NotFoundError, VertexTunerError
+from vertex_tuner.evaluation import verdicts
 from vertex_tuner.evaluation.holdout import HeldOutExample, parse_holdout
 from vertex_tuner.events import (
     GenerationFailed,
@@ -45,6 +46,14 @@ if TYPE_CHECKING:
 MAX_FAILED_SHARE = 0.05
 
 
+class GenerationSettings(Protocol):
+    """How the evaluated models are called; the spec's ``evaluation.generation`` is one."""
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that are set, named as :meth:`Generator.generate` takes them."""
+        ...
+
+
 class EvaluationSettings(Protocol):
     """What an evaluation needs to know; a spec's ``evaluation:`` section is one.
 
@@ -65,6 +74,8 @@ class EvaluationSettings(Protocol):
     def confidence(self) -> float: ...
     @property
     def judge(self) -> JudgeSettings | None: ...
+    @property
+    def generation(self) -> GenerationSettings: ...
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,8 @@ class Target:
     role: str
     model: str
     run_id: str | None = None
+    #: What generateContent is called with (temperature, max output tokens, thinking).
+    generation: Mapping[str, Any] = field(default_factory=lambda: dict(verdicts.DEFAULT_GENERATION))
 
 
 class Evaluator:
@@ -122,10 +135,19 @@ class Evaluator:
         return parse_holdout(data.splitlines(), source=source), hashlib.sha256(data).hexdigest()
 
     def targets(
-        self, record: RunRecord, against: Sequence[str], checkpoint: str | None = None
+        self,
+        record: RunRecord,
+        against: Sequence[str],
+        checkpoint: str | None = None,
+        generation: Mapping[str, Any] | None = None,
     ) -> list[Target]:
         """The tuned endpoint (or that of one of the run's checkpoints) plus the requested
-        comparison targets that exist."""
+        comparison targets that exist.
+
+        Tuned and base are called with ``generation`` (the spec's settings); production the
+        way it is served: with the settings its own verdict recorded (a production model on
+        another base may not take the new settings at all)."""
+        settings = dict(verdicts.DEFAULT_GENERATION if generation is None else generation)
         endpoint = record.endpoint
         if checkpoint is not None:
             endpoint = checkpoint_endpoint(record, checkpoint)
@@ -134,17 +156,23 @@ class Evaluator:
                 f"run {record.run_id} has no tuned endpoint (state {record.state})",
                 hint=f"wait for the job first: vertex-tuner wait {record.job_name}",
             )
-        out = [Target("tuned", endpoint, record.run_id)]
+        out = [Target("tuned", endpoint, record.run_id, settings)]
         for role in against:
             if role == "base":
-                out.append(Target("base", self._original_base(record)))
+                out.append(Target("base", self._original_base(record), None, settings))
             elif role == "production":
                 entry = self.runs.aliases(record.spec_name).get("production")
                 if entry is None:
                     continue
                 production = self.runs.get(entry.run_id)
-                if production.endpoint:
-                    out.append(Target("production", production.endpoint, production.run_id))
+                served = (
+                    checkpoint_endpoint(production, entry.checkpoint)
+                    if entry.checkpoint is not None
+                    else production.endpoint
+                )
+                if served:
+                    used = verdicts.served_generation(production, served)
+                    out.append(Target("production", served, production.run_id, used))
             else:
                 raise VertexTunerError(
                     f"unknown comparison target {role!r}; use base and/or production"
@@ -235,7 +263,7 @@ class Evaluator:
     def _generate(self, target: Target, example: HeldOutExample) -> tuple[Generation, bool]:
         """The target's answer to one example, and whether it came from the cache."""
         model = target.model
-        settings = {"temperature": 0.0}
+        settings = dict(target.generation)
         key = None
         if self.cache is not None:
             key = self.cache.key(model, example.contents, example.system_instruction, settings)
@@ -250,10 +278,7 @@ class Evaluator:
 
         generation = retrying(self.retry, sleep=self.sleep, before_sleep=before_sleep)(
             lambda: self.generator.generate(
-                model,
-                example.contents,
-                system_instruction=example.system_instruction,
-                temperature=0.0,
+                model, example.contents, system_instruction=example.system_instruction, **settings
             )
         )
         if self.cache is not None and key is not None:
@@ -352,7 +377,7 @@ class Evaluator:
         # A metric missing an option (or given a bad schema) fails before any prompt is sent.
         options: dict[str, Any] = {"json_schema": json_schema, "label_field": settings.label_field}
         check_metric_options(settings.metrics, options)
-        targets = self.targets(record, against, checkpoint)
+        targets = self.targets(record, against, checkpoint, settings.generation.settings())
         outputs, outputs_usage = self.generate_all(
             targets, examples, concurrency=settings.concurrency
         )
@@ -414,7 +439,12 @@ class Evaluator:
             },
             "max_examples": settings.max_examples,
             "confidence": confidence,
-            "generation": {"temperature": 0.0},
+            "generation": dict(targets[0].generation),
+            **{
+                f"{t.role}_generation": dict(t.generation)
+                for t in targets[1:]
+                if t.generation != targets[0].generation
+            },
             "judge": None
             if settings.judge is None or not judged
             else {

@@ -5,10 +5,12 @@ the run record lists them as short entries, oldest first::
 
     {"id": "2026-12-02T101500Z-1a2b3c4d", "created_at": "...", "passed": true | false | null,
      "gate": "tuned.rouge_l >= base.rouge_l", "targets": ["tuned", "base"],
-     "tuned": "projects/.../endpoints/...", "holdout_sha256": "…", "examples": 31}
+     "tuned": "projects/.../endpoints/...", "holdout_sha256": "…", "examples": 31,
+     "generation": {"temperature": 0.0, "thinking_budget": 0}}
 
-Each is bound to what it judged: the run, the tuned endpoint, the held-out set's SHA-256 and
-the gate's normalised text (the full document adds the metric options and settings). A
+Each is bound to what it judged: the run, the tuned endpoint, the held-out set's SHA-256, the
+gate's normalised text and the generation settings the models were called with (the full
+document adds the metric options and settings). A
 re-evaluation adds an entry; none is ever replaced, so a failed verdict cannot be turned into a
 pass by evaluating again with a weaker comparison: ``promote --if-gate`` takes the **latest**
 verdict that compared the tuned model against ``base`` on the run's held-out set, with the
@@ -19,7 +21,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vertex_tuner.records import RunRecord
+
+#: How models were called before ``evaluation.generation`` existed (and when it is left unset).
+DEFAULT_GENERATION: Mapping[str, Any] = {"temperature": 0.0}
+#: The generation settings a verdict records, named as ``Generator.generate`` takes them.
+GENERATION_KEYS = frozenset(
+    {"temperature", "max_output_tokens", "thinking_budget", "thinking_level"}
+)
 
 
 def entry(doc: Mapping[str, Any], verdict_id: str) -> dict[str, Any]:
@@ -36,7 +48,26 @@ def entry(doc: Mapping[str, Any], verdict_id: str) -> dict[str, Any]:
         "checkpoint": binding.get("checkpoint"),
         "holdout_sha256": binding.get("holdout_sha256"),
         "examples": binding.get("examples"),
+        "generation": binding.get("generation") or dict(DEFAULT_GENERATION),
     }
+
+
+def served_generation(record: RunRecord, endpoint: str) -> dict[str, Any]:
+    """The generation settings ``endpoint`` (the run's, or one of its checkpoints') was last
+    evaluated with: how services should call it. The default when it never was."""
+    found: Any = None
+    for item in reversed(record.evaluations):
+        if item.get("tuned") == endpoint and isinstance(item.get("generation"), Mapping):
+            found = item["generation"]
+            break
+    else:
+        binding = (record.evaluation or {}).get("binding") or {}
+        if binding.get("tuned") == endpoint and isinstance(binding.get("generation"), Mapping):
+            found = binding["generation"]
+    if found is None:
+        return dict(DEFAULT_GENERATION)
+    # Only the settings this version knows: a record is data, never a list of arguments.
+    return {k: v for k, v in found.items() if k in GENERATION_KEYS}
 
 
 @dataclass(frozen=True)
@@ -59,12 +90,16 @@ def choose(
     tuned: str | None,
     holdout_sha256: str | None,
     gate: str | None = None,
+    generation: Mapping[str, Any] | None = None,
 ) -> Choice:
     """The latest entry that compared against base, on this held-out set, for this tuned
-    endpoint, with ``gate`` (normalised) when given. Older entries never outrank it."""
+    endpoint, with ``gate`` (normalised) and ``generation`` settings when given. Older entries
+    never outrank it."""
     passed_over: list[str] = []
     for item in reversed(history):
-        why = _mismatch(item, tuned=tuned, holdout_sha256=holdout_sha256, gate=gate)
+        why = _mismatch(
+            item, tuned=tuned, holdout_sha256=holdout_sha256, gate=gate, generation=generation
+        )
         if why is None:
             return Choice(dict(item), tuple(passed_over))
         passed_over.append(f"{item.get('id')}: {why}")
@@ -72,7 +107,12 @@ def choose(
 
 
 def _mismatch(
-    item: Mapping[str, Any], *, tuned: str | None, holdout_sha256: str | None, gate: str | None
+    item: Mapping[str, Any],
+    *,
+    tuned: str | None,
+    holdout_sha256: str | None,
+    gate: str | None,
+    generation: Mapping[str, Any] | None,
 ) -> str | None:
     if item.get("gate") is None:
         return "it had no gate"
@@ -84,4 +124,7 @@ def _mismatch(
         return "it used another held-out set"
     if gate is not None and item.get("gate") != gate:
         return f"its gate {item.get('gate')!r} is not the spec's {gate!r}"
+    used = item.get("generation") or DEFAULT_GENERATION
+    if generation is not None and dict(used) != dict(generation):
+        return f"it called the models with {dict(used)}, not the spec's {dict(generation)}"
     return None

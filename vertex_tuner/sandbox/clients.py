@@ -15,15 +15,19 @@ if TYPE_CHECKING:
     from vertex_tuner.sandbox.info import SandboxInfo
 
 
-def genai_client(info: SandboxInfo) -> Any:
+def genai_client(
+    info: SandboxInfo, *, project: str | None = None, location: str | None = None
+) -> Any:
+    """A google-genai client for the emulator (``project``/``location``: another one's paths,
+    as a service calling a model served elsewhere builds its client)."""
     from google import genai
     from google.genai import types
     from google.oauth2.credentials import Credentials
 
     return genai.Client(
         vertexai=True,
-        project=info.project,
-        location=info.location,
+        project=project or info.project,
+        location=location or info.location,
         credentials=Credentials(token="sandbox-token"),  # type: ignore[no-untyped-call]
         # Pinned to v1beta1 whatever GOOGLE_GENAI_API_VERSION says, as for the cloud.
         http_options=types.HttpOptions(

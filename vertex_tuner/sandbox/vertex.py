@@ -27,6 +27,7 @@ Routes (``v1`` and ``v1beta1``)::
     POST   /{v}/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent
     POST   /{v}/projects/{p}/locations/{l}/publishers/google/models/{model}:countTokens
     POST   /{v}/projects/{p}/locations/{l}/endpoints/{id}:generateContent
+    DELETE /{v}/projects/{p}/locations/{l}/models/{id}
     GET    /sandbox/stats, /sandbox/health      (never faulted)
 """
 
@@ -78,6 +79,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         re.compile(_PREFIX + r"/endpoints/(?P<endpoint>\d+):generateContent$"),
         "generate_tuned",
     ),
+    ("DELETE", re.compile(_PREFIX + r"/models/(?P<model>[^/:]+)$"), "delete_model"),
 ]
 _WORD = re.compile(r"[a-z0-9]+")
 #: What marks a judge request (vertex_tuner.evaluation.judge sends it; the emulator imports none
@@ -90,6 +92,10 @@ _JUDGE_SECTIONS = ("REFERENCE", "RESPONSE 1", "RESPONSE 2")
 _ROOT = "generate_content_request"
 _FILTER = re.compile(r'labels\.([a-z0-9_-]+)\s*=\s*"?([^"\s]*)"?')
 MAX_REMEMBERED_EXAMPLES = 5000
+#: The metadata type of a models.delete Operation, per API version (``DeleteOperationMetadata``).
+DELETE_METADATA_TYPE = (
+    "type.googleapis.com/google.cloud.aiplatform.{version}.DeleteOperationMetadata"
+)
 _GENERIC_REPLIES = (
     "Thank you for contacting us. We have received your request and will get back to you as "
     "soon as possible.",
@@ -670,14 +676,17 @@ class VertexEmulator:
         if endpoint is not None:
             with self.lock:
                 target = self.endpoints.get(endpoint)
+                tuned = self.models.get(str(target.get("model"))) if target else None
             if target is None:
                 raise ApiError(404, "NOT_FOUND", f"Endpoint {endpoint} not found.")
+            _check_thinking(body, str((tuned or {}).get("base") or ""))
             text = self._nearest(target.get("examples", []), prompt)
             version = f"tuned-{target['model']}@{target['version']}"
         else:
             assert model is not None
             if models.model_info(model) is None and not model.startswith("gemini-"):
                 raise ApiError(404, "NOT_FOUND", f"Publisher model {model} not found.")
+            _check_thinking(body, model)
             judged = _judge_answer(body, prompt)
             # Generic on purpose: a base model that has not learned the task's voice or format.
             text = judged or _GENERIC_REPLIES[zlib.crc32(prompt.encode()) % len(_GENERIC_REPLIES)]
@@ -735,6 +744,43 @@ class VertexEmulator:
             "promptTokensDetails": [{"modality": "TEXT", "tokenCount": total}],
         }
 
+    # --- models ----------------------------------------------------------------------------
+
+    def delete_model(
+        self, project: str, location: str, model_id: str, version: str = "v1beta1"
+    ) -> dict[str, Any]:
+        """models.delete: the model, every version of it and every endpoint it is deployed to
+        (checkpoint endpoints too) are gone at once, answered with an Operation already done.
+
+        Whether Vertex deletes a tuned Gemini model while it is deployed to its endpoint, and
+        undeploys it, is an assumption (docs/sandbox.md); its generic rule refuses a deployed
+        model.
+        """
+        name = f"projects/{project}/locations/{location}/models/{model_id}"
+        if "@" in model_id:
+            # The method's name is a model, not a version (models.deleteVersion takes those).
+            raise ApiError(
+                400, "INVALID_ARGUMENT", f"Model name {name} must not name a version (@)."
+            )
+        with self.lock:
+            if model_id not in self.models:
+                raise ApiError(404, "NOT_FOUND", f"Model {name} not found.")
+            del self.models[model_id]
+            for endpoint_id in [e for e, t in self.endpoints.items() if t["model"] == model_id]:
+                del self.endpoints[endpoint_id]
+            operation_id = self._new_id()
+            self._save()
+        now = _iso(self.clock())
+        return {
+            "name": f"projects/{project}/locations/{location}/operations/{operation_id}",
+            "metadata": {
+                "@type": DELETE_METADATA_TYPE.format(version=version),
+                "genericMetadata": {"createTime": now, "updateTime": now},
+            },
+            "done": True,
+            "response": {"@type": "type.googleapis.com/google.protobuf.Empty"},
+        }
+
     def stats(self, injected: dict[str, int]) -> dict[str, Any]:
         with self.lock:
             return {
@@ -760,6 +806,9 @@ class _Handler(FaultyHandler):
 
     def do_POST(self) -> None:
         self._dispatch("POST")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
 
     def _dispatch(self, verb: str) -> None:
         parsed = urllib.parse.urlsplit(self.path)
@@ -812,6 +861,8 @@ class _Handler(FaultyHandler):
     ) -> dict[str, Any]:
         emulator = self.server.emulator
         version = p["version"]
+        if name == "delete_model":
+            return emulator.delete_model(p["project"], p["location"], p["model"], version)
         if name == "create":
             return emulator.create(p["project"], p["location"], body, version)
         if name == "list":
@@ -831,6 +882,36 @@ class _Handler(FaultyHandler):
         if name == "count_tokens":
             return emulator.count_tokens(body, model=p["model"], api_version=version)
         return emulator.generate(body, endpoint=p["endpoint"], api_version=version)
+
+
+def _check_thinking(body: dict[str, Any], base: str) -> None:
+    """Refuse a thinking setting the model's family does not take, as Vertex does: a
+    ``thinkingLevel`` before Gemini 3, a ``thinkingBudget`` from Gemini 3.5 on, either on a
+    model that does not think. A tuned endpoint is held to its base's rule (an assumption:
+    docs/sandbox.md). The families are read from the model table's ``thinking`` column, the
+    one piece of the code under test this check shares."""
+    config = (body.get("generationConfig") or {}).get("thinkingConfig") or {}
+    info = models.model_info(base) if base else None
+    if info is None or not isinstance(config, dict):
+        return
+    if config.get("thinkingBudget") is not None and "budget" not in info.thinking:
+        raise ApiError(
+            400,
+            "INVALID_ARGUMENT",
+            f"thinking_budget is not supported by {info.id}; use thinking_level instead."
+            if info.thinking
+            else f"Thinking is not supported by {info.id}.",
+        )
+    if config.get("thinkingLevel") not in (None, "THINKING_LEVEL_UNSPECIFIED") and (
+        "level" not in info.thinking
+    ):
+        raise ApiError(
+            400,
+            "INVALID_ARGUMENT",
+            f"thinking_level is not supported by {info.id}."
+            if info.thinking
+            else f"Thinking is not supported by {info.id}.",
+        )
 
 
 def _validate_generate(body: Any, version: str) -> dict[str, Any]:

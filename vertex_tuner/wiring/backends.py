@@ -7,6 +7,7 @@ same code either way.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,9 @@ class Backends:
     description: str
     #: countTokens, for exact counts near the limits and the calibrated estimate.
     counter: TokenCounter | None = None
+    #: ``service_generator(project, location)``: generateContent through a client built the
+    #: way a service builds one (:func:`vertex_tuner.genai_client_for`), for smoke tests.
+    service_generator: Callable[[str | None, str | None], Generator] | None = None
 
 
 def cloud_backends(project: str | None, location: str) -> Backends:
@@ -62,6 +66,7 @@ def cloud_backends(project: str | None, location: str) -> Backends:
         GenaiTokenCounter,
         GenaiTuner,
         http_options,
+        service_client,
     )
 
     def client_for(where: str) -> Any:
@@ -84,6 +89,7 @@ def cloud_backends(project: str | None, location: str) -> Backends:
         is_sandbox=False,
         description=f"Google Cloud project {project}, {location}",
         counter=GenaiTokenCounter(client),
+        service_generator=lambda p, where: GenaiGenerator(service_client(p, where)),
     )
 
 
@@ -104,4 +110,7 @@ def sandbox_backends(info: SandboxInfo) -> Backends:
         description=f"sandbox at {info.vertex_base_url} (local emulators, not Google Cloud)",
         # The emulator counts with its own tokenizer, and has no quota to pace.
         counter=GenaiTokenCounter(client, source="the sandbox emulator", per_minute=None),
+        service_generator=lambda p, where: GenaiGenerator(
+            genai_client(info, project=p, location=where)
+        ),
     )
