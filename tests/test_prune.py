@@ -19,8 +19,8 @@ from sandbox_support import example, write_spec
 
 from vertex_tuner.backends.fake import FakeGenerator, FakeStorage, FakeTuner
 from vertex_tuner.cli import cli
-from vertex_tuner.cli.prune import PruneRow, blind_spots, choose, delete_unused
 from vertex_tuner.errors import BackendError, TransientBackendError, VertexTunerError
+from vertex_tuner.pruning import PruneRow, blind_spots, choose, delete_unused
 from vertex_tuner.records import RunRecord
 from vertex_tuner.retry import RetryOptions
 from vertex_tuner.runstore import AliasEntry, LocalBlobStore, RunStore
@@ -200,7 +200,7 @@ def contexts(monkeypatch: pytest.MonkeyPatch, tuner: FakeTuner) -> list[tuple[st
         )
         yield Context(backends, RunStore(LocalBlobStore(Path(registry))))
 
-    monkeypatch.setattr("vertex_tuner.wiring.open_context", open_context)
+    monkeypatch.setattr("vertex_tuner.api.open_context", open_context)
     return opened
 
 

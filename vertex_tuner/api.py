@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vertex_tuner import registry, release
+from vertex_tuner import pruning, registry, release
 from vertex_tuner.errors import ConfigurationError, VertexTunerError
 from vertex_tuner.release import Promotion, RetrainOutcome, SmokeResult
 from vertex_tuner.spec import JobSpec, load_spec, retarget
@@ -283,6 +283,42 @@ def rollback(
         return release.rollback(runs, name, alias=alias, actor=who)
 
 
+def prune(
+    name: str,
+    *,
+    keep: int = pruning.DEFAULT_KEEP,
+    delete: bool = False,
+    registry: str | None = None,
+    sandbox: bool = False,
+) -> pruning.Pruned:
+    """Which of NAME's tuned models no alias needs (see :mod:`vertex_tuner.pruning`); with
+    ``delete``, delete them, each in the project and region its run was tuned in. Nothing is
+    deleted while a problem is reported (the error names it)."""
+    with open_run_store(registry, sandbox=sandbox) as runs:
+        records, found = pruning.plan(name, runs, keep)
+    if not delete:
+        return found
+    if found.problems:
+        raise VertexTunerError(
+            f"nothing was deleted: {'; '.join(found.problems)}",
+            hint=f"repair or re-promote, then list again: vertex-tuner prune {name}",
+        )
+    rows = found.rows
+    by_run = {r.run_id: r for r in records}
+    places: dict[tuple[str | None, str | None], set[str]] = {}
+    for row in rows:
+        if row.action == "delete" and row.model_id:
+            places.setdefault(pruning.where(by_run[row.run_id]), set()).add(row.model_id)
+    for (project, location), models in places.items():
+        with open_context(
+            spec=None, sandbox=sandbox, registry=registry, project=project, location=location
+        ) as ctx:
+            rows = pruning.delete_unused(
+                name, keep, records, rows, runs=ctx.runs, tuner=ctx.backends.tuner, models=models
+            )
+    return pruning.Pruned(rows, [])
+
+
 check_gate = release.check_gate
 
 __all__ = [
@@ -292,6 +328,7 @@ __all__ = [
     "current_run",
     "evaluate_run",
     "promote",
+    "prune",
     "retrain",
     "rollback",
 ]

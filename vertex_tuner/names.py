@@ -36,6 +36,18 @@ _TUNED_MODEL = re.compile(
     r"(?:@[0-9]{1,10})?"
 )
 _ALIAS_REF = re.compile(r"[a-z][a-z0-9-]{0,47}@[a-z][a-z0-9-]{0,62}")
+_SPEC_NAME = re.compile(r"[a-z][a-z0-9-]{0,47}")
+
+
+def spec_name(value: str) -> str:
+    """A job spec's ``name``: it becomes the tuned model's display name, a label value and a
+    run-store key."""
+    if not _SPEC_NAME.fullmatch(value):
+        raise ValueError(
+            "must start with a lowercase letter and use only lowercase letters, digits "
+            "and '-' (at most 48 characters), e.g. support-tone"
+        )
+    return value
 
 
 def project(value: str) -> str:

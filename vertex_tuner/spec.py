@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
 
-_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,47}$")
 _LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -409,12 +408,7 @@ class JobSpec(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME_RE.fullmatch(v):
-            raise ValueError(
-                "must start with a lowercase letter and use only lowercase letters, digits "
-                "and '-' (at most 48 characters), e.g. support-tone"
-            )
-        return v
+        return names.spec_name(v)
 
     @field_validator("labels")
     @classmethod
