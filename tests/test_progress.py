@@ -59,6 +59,14 @@ SAMPLES: list[tuple[events.Event, str | None]] = [
     (events.GenerationProgress("base", 5, 5), "generated 5 answers from base (1 failed)"),
     (events.Step("support-tone", "evaluate", "r-1"), "support-tone: evaluate — r-1"),
     (
+        events.BatchState("tuned", "projects/p/batchPredictionJobs/[9]", "RUNNING", 40),
+        "tuned: batch job projects/p/batchPredictionJobs/[9] (40 prompts): RUNNING",
+    ),
+    (
+        events.BatchState("base", "jobs/1", "SUCCEEDED", 40, attached=True),
+        "base: attached to jobs/1 (40 prompts): SUCCEEDED",
+    ),
+    (
         events.LeaseWaiting("process 7 on [ci] (since 12:00:00Z)", 42.4),
         "another submit of this job is running: process 7 on [ci] (since 12:00:00Z); if it "
         "stops renewing its lease, it is taken over in 42s",

@@ -148,6 +148,19 @@ class GenerationFailed:
     error: str
 
 
+@dataclass(frozen=True)
+class BatchState:
+    """A target's batch prediction job was created, found, or moved to another state."""
+
+    target: str
+    job_name: str
+    state: str
+    #: Held-out prompts the job answers (the rest came from the cache).
+    requests: int
+    #: Whether this evaluation attached to a job an earlier one created.
+    attached: bool = False
+
+
 # --- the release loop ---------------------------------------------------------------------------
 
 
@@ -177,6 +190,7 @@ Event = (
     | Retried
     | GenerationProgress
     | GenerationFailed
+    | BatchState
     | Step
 )
 
@@ -195,6 +209,7 @@ class SilentObserver:
 
 
 __all__ = [
+    "BatchState",
     "CancelRequested",
     "CreateAmbiguous",
     "DatasetPrepared",

@@ -288,6 +288,41 @@ DISTILLATION_REGION = "us-central1"
 PREFERENCE_MAX_TOKENS = 128_000
 
 
+@dataclass(frozen=True)
+class InferencePrice:
+    """USD per one million tokens of generateContent on a base (and on models tuned on it:
+    "inference on tuned models is charged at the same rate as the base models")."""
+
+    input: float
+    output: float
+    confirmed: bool = False
+
+
+#: Online list prices (prompts up to 200K tokens), from the public price list at
+#: https://github.com/simonw/llm-prices (data/google.json), which transcribes Google's pricing
+#: page; UNCONFIRMED against the Vertex AI pricing page for each model. Batch prediction is
+#: :data:`BATCH_DISCOUNT` off ("Batch processing is offered at a 50% discounted rate compared
+#: to real-time inference", Vertex batch-prediction docs). Thinking tokens bill as output.
+#: 3.x models have no price here: their evaluation cost is said to be unknown.
+INFERENCE_PRICES: dict[str, InferencePrice] = {
+    "gemini-2.5-pro": InferencePrice(1.25, 10.0),
+    "gemini-2.5-flash": InferencePrice(0.30, 2.50),
+    "gemini-2.5-flash-lite": InferencePrice(0.10, 0.40),
+    "gemini-2.0-flash-001": InferencePrice(0.10, 0.40),
+    "gemini-2.0-flash-lite-001": InferencePrice(0.075, 0.30),
+}
+INFERENCE_PRICE_SOURCE = (
+    "public list prices (github.com/simonw/llm-prices, transcribing Google's pricing page), "
+    "unconfirmed for Vertex; batch 50% off"
+)
+BATCH_DISCOUNT = 0.5
+
+
+def inference_price(model_id: str) -> InferencePrice | None:
+    """The generateContent price of a base model id (None: not in the table)."""
+    return INFERENCE_PRICES.get(model_id.rsplit("/", 1)[-1])
+
+
 def model_info(model_id: str) -> ModelInfo | None:
     """The table row for a base model id (a ``publishers/google/models/`` prefix is fine)."""
     short = model_id.rsplit("/", 1)[-1]

@@ -48,6 +48,7 @@ from vertex_tuner.retry import RetryOptions, retrying
 if TYPE_CHECKING:
     from vertex_tuner.backends.interface import Generator
     from vertex_tuner.dataset import PreparedDataset
+    from vertex_tuner.evaluation.cost import EvaluationCost
     from vertex_tuner.evaluation.results import EvaluationResult
     from vertex_tuner.evaluation.runner import Evaluator
     from vertex_tuner.records import RunRecord
@@ -112,11 +113,16 @@ def evaluate_run(
     *,
     against: tuple[str, ...] | list[str] = ("base", PRODUCTION),
     checkpoint: str | None = None,
+    mode: str | None = None,
+    fresh: bool = False,
+    resume: bool = False,
 ) -> EvaluationResult:
     """Evaluate one run as its spec says, on the held-out set uploaded with the run.
 
-    ``checkpoint``: that checkpoint's endpoint stands for the tuned model. The result is
-    stored with the run record (see :meth:`Evaluator.evaluate`).
+    ``checkpoint``: that checkpoint's endpoint stands for the tuned model. ``mode``
+    (``online``, ``batch``, ``auto``) overrides ``evaluation.mode``; ``fresh`` generates every
+    answer again; ``resume`` only attaches to the batch jobs an earlier evaluation created.
+    The result is stored with the run record (see :meth:`Evaluator.evaluate`).
     """
     if spec.evaluation is None:
         raise SpecError(
@@ -136,6 +142,42 @@ def evaluate_run(
         against=list(against),
         json_schema=schema,
         checkpoint=checkpoint,
+        staging=staging_uri(spec),
+        mode=mode,
+        fresh=fresh,
+        resume=resume,
+    )
+
+
+def staging_uri(spec: JobSpec) -> str:
+    """Where a spec's files go in Cloud Storage (datasets, batch evaluation requests)."""
+    return f"gs://{spec.gcp.bucket}/{spec.gcp.prefix}"
+
+
+def evaluation_estimate(
+    evaluator: Evaluator,
+    spec: JobSpec,
+    record: RunRecord,
+    *,
+    against: tuple[str, ...] | list[str] = ("base", PRODUCTION),
+    checkpoint: str | None = None,
+    mode: str | None = None,
+    fresh: bool = False,
+) -> EvaluationCost:
+    """What evaluating the run would send and cost, sending nothing."""
+    if spec.evaluation is None:
+        raise SpecError(
+            f"{spec.spec_path}: the spec has no evaluation section",
+            hint="add evaluation: {holdout: 0.1, metrics: [exact_match, rouge_l]}",
+        )
+    return evaluator.dry_run(
+        record,
+        spec.evaluation,
+        against=list(against),
+        checkpoint=checkpoint,
+        staging=staging_uri(spec),
+        mode=mode,
+        fresh=fresh,
     )
 
 
@@ -556,6 +598,7 @@ class RetrainOutcome:
             "gate": self.evaluation.verdict.to_json()
             if self.evaluation and self.evaluation.verdict
             else None,
+            "evaluation_estimate": self.evaluation.estimate if self.evaluation else None,
             "error": self.error,
             "hint": self.hint,
             "warnings": list(self.warnings),
@@ -677,6 +720,8 @@ def retrain(
         observer.notify(Step(spec.name, "evaluate", record.run_id))
         try:
             result = evaluate_run(evaluator, spec, record)
+        except BudgetExceeded as exc:
+            return failure("over-budget", "evaluation refused: over its budget", exc)
         except VertexTunerError as exc:
             return failure("failed", "evaluation failed", exc)
         state["evaluation"] = result

@@ -278,6 +278,28 @@ class EvaluationSpec(_Model):
         default_factory=GenerationSpec,
         description="How every target is called (and how services call the promoted model)",
     )
+    mode: Literal["online", "batch", "auto"] = Field(
+        default="online",
+        description="online: generateContent per prompt; batch: Vertex batch prediction (half "
+        "the price, off the online quota); auto: batch from batch_threshold requests",
+    )
+    batch_threshold: Annotated[int, Field(ge=1)] = Field(
+        default=1000, description="mode auto: batch when the evaluation sends this many requests"
+    )
+    batch_timeout: float = Field(
+        default=24 * 3600.0, description="How long to follow batch jobs (e.g. 24h)"
+    )
+    max_qps: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        default=None, description="Online: at most this many requests a second, all targets"
+    )
+    max_cost_usd: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        default=None, description="Refuse an evaluation estimated above this (nothing is sent)"
+    )
+
+    @field_validator("batch_timeout", mode="before")
+    @classmethod
+    def _batch_timeout(cls, v: Any) -> float:
+        return parse_duration(v)
 
     @model_validator(mode="before")
     @classmethod
@@ -907,6 +929,20 @@ def _check_model_rules(
     retirement = models.retirement(info, today)
     if retirement.retired:
         raise error(("base_model",), retirement.message)
+    if spec.evaluation is not None and spec.evaluation.max_cost_usd is not None:
+        judge = spec.evaluation.judge
+        for model_id, where in (
+            (info.id, ("base_model",)),
+            *(((judge.model, ("evaluation", "judge", "model")),) if judge else ()),
+        ):
+            if models.inference_price(model_id) is None:
+                raise error(
+                    ("evaluation", "max_cost_usd"),
+                    f"evaluation.max_cost_usd cannot be held: vertex-tuner has no price for "
+                    f"{model_id} ({'.'.join(where)})",
+                    "remove evaluation.max_cost_usd, or use a model with a price in the table "
+                    "(vertex_tuner/models.py, INFERENCE_PRICES)",
+                )
     if spec.evaluation is not None:
         generation = spec.evaluation.generation
         problem = models.thinking_problem(

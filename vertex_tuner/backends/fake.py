@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from vertex_tuner.backends.interface import (
+    BatchJob,
+    BatchPredictor,
     Checkpoint,
     DataStats,
     Generation,
@@ -508,3 +510,118 @@ class FakeTokenCounter(TokenCounter):
             return self.counter(model, contents, system_instruction, tools)
         chars = sum(len(t) for t in _texts([*contents, system_instruction or {}]))
         return -(-chars // self.CHARS_PER_TOKEN)
+
+
+class FakeBatchPredictor(BatchPredictor):
+    """Batch prediction in memory: a job reads its requests from a :class:`FakeStorage`,
+    answers each with a :class:`Generator` (``model_for`` maps the job's model, a tuned model's
+    resource name, to what the generator answers as), and writes Vertex's output lines.
+
+    A job is RUNNING for ``polls`` reads, then SUCCEEDED (``fail_line(key)`` makes a line's
+    request fail, as a partial failure does).
+    """
+
+    def __init__(
+        self,
+        storage: FakeStorage,
+        generator: Generator,
+        *,
+        model_for: Callable[[str], str] | None = None,
+        polls: int = 1,
+    ) -> None:
+        self.storage = storage
+        self.generator = generator
+        self.model_for = model_for or (lambda model: model)
+        self.polls = polls
+        self.jobs: dict[str, BatchJob] = {}
+        self.sources: dict[str, tuple[str, str]] = {}
+        self.reads: dict[str, int] = {}
+        self.failing: set[str] = set()
+        self.created: list[str] = []
+        self._faults = _Faults()
+        self._ids = itertools.count(1)
+
+    def fail_next(self, method: str, error: Exception) -> None:
+        self._faults.fail_next(method, error)
+
+    def fail_line(self, key: str) -> None:
+        self.failing.add(key)
+
+    def _fault(self, method: str, argument: Any) -> None:
+        fault = self._faults.record(method, argument)
+        if fault is not None:
+            raise fault.error
+
+    def create(self, model: str, source_uri: str, dest_prefix: str, display_name: str) -> BatchJob:
+        self._fault("create", display_name)
+        name = f"projects/p/locations/us-central1/batchPredictionJobs/{next(self._ids)}"
+        job = BatchJob(name, display_name, JobState.PENDING, model)
+        self.jobs[name] = job
+        self.sources[name] = (source_uri, dest_prefix.rstrip("/"))
+        self.reads[name] = 0
+        self.created.append(name)
+        return job
+
+    def get(self, name: str) -> BatchJob:
+        self._fault("get", name)
+        job = self.jobs.get(name)
+        if job is None:
+            raise NotFoundError(f"no batch job {name}")
+        if job.state.is_terminal:
+            return job
+        self.reads[name] += 1
+        if self.reads[name] <= self.polls:
+            job = self.jobs[name] = replace(job, state=JobState.RUNNING)
+            return job
+        self.jobs[name] = job = self._run(job)
+        return job
+
+    def find(self, display_name: str) -> list[BatchJob]:
+        self._fault("find", display_name)
+        return [j for j in reversed(self.jobs.values()) if j.display_name == display_name]
+
+    def cancel(self, name: str) -> None:
+        job = self.jobs[name]
+        if not job.state.is_terminal:
+            self.jobs[name] = replace(job, state=JobState.CANCELLED)
+
+    def _run(self, job: BatchJob) -> BatchJob:
+        import orjson
+
+        source, dest = self.sources[job.name]
+        try:
+            data, _ = self.storage.read(source)
+        except NotFoundError as exc:
+            return replace(job, state=JobState.FAILED, error=str(exc))
+        out: list[bytes] = []
+        succeeded = failed = 0
+        for raw in data.splitlines():
+            line = orjson.loads(raw)
+            request = line["request"]
+            key = str((request.get("labels") or {}).get("vt_key", ""))
+            if key in self.failing:
+                out.append(orjson.dumps({**line, "status": "Internal error"}))
+                failed += 1
+                continue
+            system = request.get("systemInstruction")
+            reply = self.generator.generate(
+                self.model_for(job.model),
+                request["contents"],
+                system_instruction=system["parts"][0]["text"] if system else None,
+            )
+            response = {
+                "candidates": [{"content": {"role": "model", "parts": [{"text": reply.text}]}}],
+                "usageMetadata": {
+                    "promptTokenCount": reply.input_tokens,
+                    "candidatesTokenCount": reply.output_tokens,
+                },
+            }
+            out.append(orjson.dumps({**line, "response": response, "status": ""}))
+            succeeded += 1
+        folder = f"{dest}/prediction-model-{job.name.rsplit('/', 1)[-1]}"
+        self.storage.write(
+            f"{folder}/predictions.jsonl", b"\n".join(out) + b"\n", if_generation_match=None
+        )
+        return replace(
+            job, state=JobState.SUCCEEDED, output_dir=folder, succeeded=succeeded, failed=failed
+        )

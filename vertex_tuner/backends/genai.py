@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from vertex_tuner.backends.interface import (
+    BatchJob,
+    BatchPredictor,
     Checkpoint,
     DataStats,
     Generation,
@@ -704,3 +706,64 @@ def service_client(project: str | None, location: str | None, options: Any = Non
 def model_without_version(name: str) -> str:
     """``projects/P/locations/L/models/ID@V`` → ``projects/P/locations/L/models/ID``."""
     return name.split("@", 1)[0]
+
+
+class GenaiBatchPredictor(BatchPredictor):
+    """Batch prediction through google-genai's ``client.batches``."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def create(self, model: str, source_uri: str, dest_prefix: str, display_name: str) -> BatchJob:
+        from google.genai import types
+
+        try:
+            job = self.client.batches.create(
+                model=model,
+                src=source_uri,
+                config=types.CreateBatchJobConfig(display_name=display_name, dest=dest_prefix),
+            )
+        except Exception as exc:
+            raise translate(exc, what=f"create the batch job {display_name}") from exc
+        return _batch_job(job)
+
+    def get(self, name: str) -> BatchJob:
+        try:
+            return _batch_job(self.client.batches.get(name=name))
+        except Exception as exc:
+            raise translate(exc, what=f"read the batch job {name}") from exc
+
+    def find(self, display_name: str) -> list[BatchJob]:
+        from google.genai import types
+
+        # Vertex filters on the display name; the exact match is checked here as well.
+        config = types.ListBatchJobsConfig(filter=f'display_name="{display_name}"', page_size=50)
+        try:
+            found = [_batch_job(j) for j in self.client.batches.list(config=config)]
+        except Exception as exc:
+            raise translate(exc, what=f"list the batch jobs named {display_name}") from exc
+        return [j for j in found if j.display_name == display_name]
+
+    def cancel(self, name: str) -> None:
+        try:
+            self.client.batches.cancel(name=name)
+        except Exception as exc:
+            raise translate(exc, what=f"cancel the batch job {name}") from exc
+
+
+def _batch_job(job: Any) -> BatchJob:
+    stats = job.completion_stats
+    dest = job.dest
+    output = getattr(job, "output_info", None)
+    directory = getattr(output, "gcs_output_directory", None) if output else None
+    return BatchJob(
+        name=job.name or "",
+        display_name=job.display_name or "",
+        state=JobState.parse(_state(job.state)),
+        model=job.model or "",
+        output_dir=directory or (dest.gcs_uri if dest else None),
+        succeeded=int(stats.successful_count or 0) if stats else 0,
+        failed=int(stats.failed_count or 0) if stats else 0,
+        incomplete=int(stats.incomplete_count or 0) if stats else 0,
+        error=job.error.message if job.error else None,
+    )

@@ -308,3 +308,41 @@ class TokenCounter(ABC):
     ) -> int:
         """Total tokens of ``contents`` (Gemini ``Content`` JSON) with a system instruction
         (a ``Content``) and tools (``Tool`` JSON), as base model ``model`` counts them."""
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """A Vertex batch prediction job, as far as evaluation needs it."""
+
+    name: str
+    display_name: str
+    state: JobState
+    model: str
+    #: The folder the job writes ``predictions*.jsonl`` to (``outputInfo.gcsOutputDirectory``).
+    output_dir: str | None = None
+    succeeded: int = 0
+    failed: int = 0
+    incomplete: int = 0
+    error: str | None = None
+
+
+class BatchPredictor(ABC):
+    """Vertex batch prediction for Gemini: a JSONL of ``{"request": GenerateContentRequest}``
+    lines in Cloud Storage in, a JSONL of requests and responses out."""
+
+    @abstractmethod
+    def create(self, model: str, source_uri: str, dest_prefix: str, display_name: str) -> BatchJob:
+        """Create a job. ``model``: a base model id, or a tuned model's resource name
+        (``projects/…/models/ID[@V]``: batch prediction takes the model, not its endpoint)."""
+
+    @abstractmethod
+    def get(self, name: str) -> BatchJob:
+        """Read a job by its full resource name; NotFoundError when there is none."""
+
+    @abstractmethod
+    def find(self, display_name: str) -> list[BatchJob]:
+        """Jobs with exactly this display name, newest first."""
+
+    @abstractmethod
+    def cancel(self, name: str) -> None:
+        """Ask Vertex to cancel a job (best effort)."""

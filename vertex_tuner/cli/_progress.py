@@ -25,6 +25,7 @@ from rich.progress import (
 )
 
 from vertex_tuner.events import (
+    BatchState,
     CancelRequested,
     CreateAmbiguous,
     DatasetPrepared,
@@ -153,6 +154,9 @@ class ConsoleObserver:
                         f"[yellow]{target}: held-out example {index} got no answer: "
                         f"{escape(error)}[/]"
                     )
+            case BatchState(target=target, job_name=name, state=state, requests=n, attached=a):
+                how = "attached to" if a else "batch job"
+                self._say(f"{escape(target)}: {how} {escape(name)} ({n} prompts): {escape(state)}")
             case Step(spec=spec, step=step, detail=detail):
                 self.close()
                 self._say(

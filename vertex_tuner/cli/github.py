@@ -72,6 +72,7 @@ def summary_section(outcome: RetrainOutcome, report_markdown: str | None = None)
         lines.append("")
     for warning in outcome.warnings:
         lines.extend([f"> [!WARNING]\n> {' '.join(warning.splitlines())}", ""])
+    lines.extend(_evaluation_cost(outcome))
     if outcome.record is not None and outcome.record.lineage:
         lineage = outcome.record.lineage
         lines.append(
@@ -89,6 +90,20 @@ def summary_section(outcome: RetrainOutcome, report_markdown: str | None = None)
         lines.extend(["```", ""])
     lines.append(final_line(outcome))
     return "\n".join(lines) + "\n\n"
+
+
+def _evaluation_cost(outcome: RetrainOutcome) -> list[str]:
+    """The evaluation's requests and estimated cost, as the summary's bullet."""
+    evaluation = outcome.evaluation
+    cost = evaluation.estimate if evaluation else {}
+    if evaluation is None or cost.get("cost_usd") is None:
+        return []
+    modes = ", ".join(sorted(set((evaluation.binding.get("modes") or {}).values())))
+    return [
+        f"- evaluation: {cost.get('requests', 0):,} requests ({modes}), "
+        f"≈ ${cost['cost_usd']:,.4f} (at most ${cost.get('cost_high_usd') or 0:,.4f})",
+        "",
+    ]
 
 
 def final_line(outcome: RetrainOutcome, *, markdown: bool = True) -> str:

@@ -35,6 +35,7 @@ from vertex_tuner.cli.options import (
 )
 
 if TYPE_CHECKING:
+    from vertex_tuner.evaluation.cost import EvaluationCost
     from vertex_tuner.evaluation.results import EvaluationResult
     from vertex_tuner.release import Promotion, RetrainOutcome
     from vertex_tuner.runstore import RunStore
@@ -65,6 +66,18 @@ def render_result(
 
     console = stderr_console()
     console.print(evaluation_table(result))
+    estimate = result.estimate
+    if estimate:
+        modes = sorted(set((result.binding.get("modes") or {}).values())) or ["online"]
+        high, central = estimate.get("cost_high_usd"), estimate.get("cost_usd")
+        cost = (
+            f"estimated ${central:,.4f} (at most ${high:,.4f})"
+            if central is not None and high is not None
+            else "cost unknown (no price for " + ", ".join(estimate.get("unpriced") or []) + ")"
+        )
+        console.print(
+            f"[dim]{estimate.get('requests', 0)} requests ({', '.join(modes)}), {cost}[/]"
+        )
     if result.verdict is not None:
         # The explanation starts with "passed:" or "failed:".
         colour = "green" if result.verdict.passed else "red"
@@ -89,6 +102,30 @@ def render_result(
     help="Evaluate every checkpoint endpoint of the run on the same held-out set (reports in "
     "DIR/<checkpoint>/); exits 5 unless at least one passes the gate.",
 )
+@click.option(
+    "--mode",
+    type=click.Choice(["online", "batch", "auto"]),
+    help="online: generateContent per prompt; batch: Vertex batch prediction (half the price, "
+    "off the online quota); auto: batch from evaluation.batch_threshold requests. Default: "
+    "evaluation.mode.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Show the requests, tokens and cost per target (and the judge's), and send nothing.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Attach to the batch jobs an earlier evaluation of the run created (after a timeout "
+    "or Ctrl-C); creates none.",
+)
+@click.option(
+    "--no-cache",
+    "no_cache",
+    is_flag=True,
+    help="Generate every answer afresh (the cache otherwise answers what it has).",
+)
 @handle_errors
 def evaluate(
     ref: str,
@@ -100,6 +137,10 @@ def evaluate(
     against: str,
     report: str | None,
     checkpoints: bool,
+    mode: str | None,
+    dry_run: bool,
+    resume: bool,
+    no_cache: bool,
 ) -> None:
     """Compare the tuned model with the base and production models on held-out examples.
 
@@ -132,22 +173,54 @@ def evaluate(
                         hint="run evaluate with the spec file instead of the run id",
                     )
                 spec = load(record.spec_path, sandbox)
-            if checkpoints:
+            if dry_run:
+                cost = release.evaluation_estimate(
+                    evaluator_for(ctx, observer),
+                    spec,
+                    record,
+                    against=targets,
+                    mode=mode,
+                    fresh=no_cache,
+                )
+            elif checkpoints:
                 each = release.evaluate_checkpoints(
                     evaluator_for(ctx, observer), spec, record, against=targets
                 )
             else:
                 result = release.evaluate_run(
-                    evaluator_for(ctx, observer), spec, record, against=targets
+                    evaluator_for(ctx, observer),
+                    spec,
+                    record,
+                    against=targets,
+                    mode=mode,
+                    fresh=no_cache,
+                    resume=resume,
                 )
             history = trend(ctx.runs, spec.name) if report else []
     finally:
         observer.close()
+    if dry_run:
+        _render_estimate(cost, record.run_id, as_json=as_json, budget=spec.evaluation)
+        return
     if checkpoints:
         _render_checkpoints(each, as_json=as_json, report=report, history=history)
         return
     render_result(result, as_json=as_json, report=report, history=history)
     release.check_gate(result)
+
+
+def _render_estimate(cost: EvaluationCost, run_id: str, *, as_json: bool, budget: Any) -> None:
+    """``evaluate --dry-run``: what would be sent and what it would cost."""
+    limit = budget.max_cost_usd if budget is not None else None
+    if as_json:
+        echo_json({"dry_run": True, "run": run_id, **cost.to_json(), "max_cost_usd": limit})
+        return
+    click.echo(f"evaluation of run {run_id} (dry run: nothing was sent)")
+    click.echo(cost.describe())
+    if limit is not None:
+        high = cost.cost_high_usd
+        verdict = "within" if high is not None and high <= limit else "over"
+        click.echo(f"evaluation.max_cost_usd ${limit:,.2f}: {verdict} budget")
 
 
 def trend(runs: RunStore, spec_name: str) -> list[dict[str, Any]]:

@@ -61,6 +61,10 @@ class GenerationCache:
             output_tokens=data.get("output_tokens"),
         )
 
+    def has(self, key: str) -> bool:
+        """Whether an answer is stored (for estimates; not counted as a hit or a miss)."""
+        return self._path(key).is_file()
+
     def put(self, key: str, generation: Generation) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,9 @@ class EvaluationResult:
     #: Tokens the evaluation itself spent, per target (and ``judge``): ``{"prompt": n,
     #: "output": n}``; empty when the backend reports none.
     usage: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: What the evaluation was estimated to cost before it ran (see :mod:`.cost`), and how each
+    #: target was asked (``online`` or ``batch``).
+    estimate: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-ready data with the stable keys shown in the module docstring."""
@@ -105,6 +108,7 @@ class EvaluationResult:
                 for pair, by_metric in self.comparisons.items()
             },
             "usage": {role: dict(u) for role, u in self.usage.items()},
+            "estimate": dict(self.estimate),
             "examples": [
                 {
                     "index": e.index,
@@ -162,6 +166,7 @@ class EvaluationResult:
                     str(role): {str(k): int(v) for k, v in u.items()}
                     for role, u in (doc.get("usage") or {}).items()
                 },
+                estimate=dict(doc.get("estimate") or {}),
             )
         except KeyError as exc:
             raise ValueError(f"not an evaluation result: {exc.args[0]!r} is missing") from None

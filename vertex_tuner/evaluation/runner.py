@@ -9,6 +9,7 @@ under the one retry policy (429 and 5xx, honouring ``Retry-After``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,7 +21,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from vertex_tuner import models
-from vertex_tuner.errors import BackendError, DatasetError, NotFoundError, VertexTunerError
+from vertex_tuner.errors import (
+    BackendError,
+    BudgetExceeded,
+    DatasetError,
+    NotFoundError,
+    VertexTunerError,
+)
 from vertex_tuner.evaluation import verdicts
 from vertex_tuner.evaluation.holdout import HeldOutExample, parse_holdout
 from vertex_tuner.events import (
@@ -33,9 +40,11 @@ from vertex_tuner.events import (
 from vertex_tuner.retry import RetryOptions, retrying
 
 if TYPE_CHECKING:
-    from vertex_tuner.backends.interface import Generation, Generator, Storage
+    from vertex_tuner.backends.interface import BatchPredictor, Generation, Generator, Storage
     from vertex_tuner.evaluation.cache import GenerationCache
+    from vertex_tuner.evaluation.cost import EvaluationCost
     from vertex_tuner.evaluation.judge import JudgeResult, JudgeSettings
+    from vertex_tuner.evaluation.pacing import Pacer
     from vertex_tuner.evaluation.results import EvaluationResult, TargetResult
     from vertex_tuner.records import RunRecord
     from vertex_tuner.runstore import RunStore
@@ -76,6 +85,16 @@ class EvaluationSettings(Protocol):
     def judge(self) -> JudgeSettings | None: ...
     @property
     def generation(self) -> GenerationSettings: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def batch_threshold(self) -> int: ...
+    @property
+    def batch_timeout(self) -> float: ...
+    @property
+    def max_qps(self) -> float | None: ...
+    @property
+    def max_cost_usd(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -87,6 +106,11 @@ class Target:
     run_id: str | None = None
     #: What generateContent is called with (temperature, max output tokens, thinking).
     generation: Mapping[str, Any] = field(default_factory=lambda: dict(verdicts.DEFAULT_GENERATION))
+    #: What batch prediction takes for it: a base model id or a tuned model's resource name
+    #: (None: online only, e.g. a checkpoint, which has no model name of its own).
+    batch_model: str | None = None
+    #: The base model whose price applies (a tuned model is billed as its base).
+    priced_as: str | None = None
 
 
 class Evaluator:
@@ -101,8 +125,10 @@ class Evaluator:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         observer: Observer | None = None,
+        batch: BatchPredictor | None = None,
     ) -> None:
         self.generator = generator
+        self.batch = batch
         self.runs = runs
         self.storage = storage
         self.cache = cache
@@ -156,10 +182,13 @@ class Evaluator:
                 f"run {record.run_id} has no tuned endpoint (state {record.state})",
                 hint=f"wait for the job first: vertex-tuner wait {record.job_name}",
             )
-        out = [Target("tuned", endpoint, record.run_id, settings)]
+        tuned_model = record.tuned_model if checkpoint is None else None
+        priced = self._priced_as(record)
+        out = [Target("tuned", endpoint, record.run_id, settings, tuned_model, priced)]
         for role in against:
             if role == "base":
-                out.append(Target("base", self._original_base(record), None, settings))
+                base = self._original_base(record)
+                out.append(Target("base", base, None, settings, base, base))
             elif role == "production":
                 entry = self.runs.aliases(record.spec_name).get("production")
                 if entry is None:
@@ -172,12 +201,21 @@ class Evaluator:
                 )
                 if served:
                     used = verdicts.served_generation(production, served)
-                    out.append(Target("production", served, production.run_id, used))
+                    model = production.tuned_model if entry.checkpoint is None else None
+                    priced = self._priced_as(production)
+                    out.append(Target("production", served, production.run_id, used, model, priced))
             else:
                 raise VertexTunerError(
                     f"unknown comparison target {role!r}; use base and/or production"
                 )
         return out
+
+    def _priced_as(self, record: RunRecord) -> str | None:
+        """The base whose price a run's model is billed at (None when it cannot be found)."""
+        try:
+            return self._original_base(record)
+        except NotFoundError:
+            return None
 
     def _original_base(self, record: RunRecord) -> str:
         """The Gemini base model under a chain of continuous-tuning runs.
@@ -216,10 +254,25 @@ class Evaluator:
     # --- running ------------------------------------------------------------------------
 
     def generate_all(
-        self, targets: Sequence[Target], examples: Sequence[HeldOutExample], *, concurrency: int
+        self,
+        targets: Sequence[Target],
+        examples: Sequence[HeldOutExample],
+        *,
+        concurrency: int,
+        fresh: bool = False,
+        max_qps: float | None = None,
     ) -> tuple[dict[str, list[str | None]], dict[str, dict[str, int]]]:
         """Every example against every target; ``None`` where generation failed for good. Also
-        the tokens each target's answers cost (answers from the cache cost nothing)."""
+        the tokens each target's answers cost (answers from the cache cost nothing; ``fresh``:
+        the cache is not read, only written).
+
+        One :class:`~vertex_tuner.evaluation.pacing.Pacer` paces every target (they draw on
+        the same base-model quota): at most ``concurrency`` calls at once, halved on a burst
+        of 429s and grown back by one per window of successes, and at most ``max_qps``
+        requests a second, retries included."""
+        from vertex_tuner.evaluation.pacing import Pacer
+
+        pacer = Pacer.build(max(1, concurrency), max_qps, sleep=self.sleep)
         jobs = [(t, e) for t in targets for e in examples]
         outputs: dict[str, list[str | None]] = {t.role: [None] * len(examples) for t in targets}
         usage = {t.role: {"prompt": 0, "output": 0} for t in targets}
@@ -230,13 +283,13 @@ class Evaluator:
         ) -> tuple[str, int, Generation | None, bool]:
             target, example = pair
             try:
-                generation, cached = self._generate(target, example)
+                generation, cached = self._generate(target, example, fresh=fresh, pacer=pacer)
             except VertexTunerError as exc:
                 self.observer.notify(GenerationFailed(target.role, example.index, str(exc)))
                 return target.role, example.index, None, False
             return target.role, example.index, generation, cached
 
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        with ThreadPoolExecutor(max_workers=pacer.workers) as pool:
             for role, index, generation, cached in pool.map(run, jobs):
                 if generation is not None:
                     outputs[role][index] = generation.text
@@ -260,14 +313,35 @@ class Evaluator:
                     "evaluate again (answers that came back are cached)",
                 )
 
-    def _generate(self, target: Target, example: HeldOutExample) -> tuple[Generation, bool]:
+    def _cache_key(self, target: Target, example: HeldOutExample) -> str | None:
+        if self.cache is None:
+            return None
+        return self.cache.key(
+            target.model, example.contents, example.system_instruction, dict(target.generation)
+        )
+
+    def _cached(self, target: Target, example: HeldOutExample) -> Generation | None:
+        key = self._cache_key(target, example)
+        return self.cache.get(key) if self.cache is not None and key is not None else None
+
+    def _has_cached(self, target: Target, example: HeldOutExample) -> bool:
+        key = self._cache_key(target, example)
+        return self.cache is not None and key is not None and self.cache.has(key)
+
+    def _generate(
+        self,
+        target: Target,
+        example: HeldOutExample,
+        *,
+        fresh: bool = False,
+        pacer: Pacer | None = None,
+    ) -> tuple[Generation, bool]:
         """The target's answer to one example, and whether it came from the cache."""
         model = target.model
         settings = dict(target.generation)
-        key = None
-        if self.cache is not None:
-            key = self.cache.key(model, example.contents, example.system_instruction, settings)
-            hit = self.cache.get(key)
+        key = self._cache_key(target, example)
+        if not fresh:
+            hit = self._cached(target, example)
             if hit is not None:
                 return hit, True
 
@@ -276,14 +350,192 @@ class Evaluator:
             call = f"generate ({target.role}, example {example.index})"
             self.observer.notify(Retried(call, str(exc), state.attempt_number))
 
-        generation = retrying(self.retry, sleep=self.sleep, before_sleep=before_sleep)(
-            lambda: self.generator.generate(
+        def attempt() -> Generation:
+            return self.generator.generate(
                 model, example.contents, system_instruction=example.system_instruction, **settings
             )
+
+        # The retry policy wraps the pacer: each attempt takes a slot and a token, a 429
+        # reaches the window at once, and a call waiting out its backoff holds no slot.
+        generation = retrying(self.retry, sleep=self.sleep, before_sleep=before_sleep)(
+            attempt if pacer is None else functools.partial(pacer.call, attempt)
         )
         if self.cache is not None and key is not None:
             self.cache.put(key, generation)
         return generation, False
+
+    # --- batch prediction --------------------------------------------------------------------
+
+    def choose_mode(
+        self,
+        settings: EvaluationSettings,
+        targets: Sequence[Target],
+        examples: Sequence[HeldOutExample],
+        *,
+        staging: str | None,
+        mode: str | None = None,
+    ) -> dict[str, str]:
+        """``online`` or ``batch`` per target: ``mode`` (a flag) or ``evaluation.mode``; auto
+        is batch from ``batch_threshold`` requests. A target batch prediction cannot take (a
+        checkpoint) is online."""
+        wanted = mode or settings.mode
+        if wanted == "auto":
+            requests = len(targets) * len(examples)
+            wanted = "batch" if requests >= settings.batch_threshold else "online"
+        if wanted == "batch" and (self.batch is None or self.storage is None or not staging):
+            raise VertexTunerError(
+                "batch evaluation needs Vertex batch prediction and a Cloud Storage staging "
+                "folder (gcp.bucket, gcp.prefix)",
+                hint="evaluate with --mode online",
+            )
+        return {
+            t.role: "batch" if wanted == "batch" and t.batch_model else "online" for t in targets
+        }
+
+    def generate_batch(
+        self,
+        record: RunRecord,
+        targets: Sequence[Target],
+        examples: Sequence[HeldOutExample],
+        *,
+        staging: str,
+        timeout: float,
+        resume: bool = False,
+        fresh: bool = False,
+    ) -> tuple[dict[str, list[str | None]], dict[str, dict[str, int]]]:
+        """Every example against every target through one batch job per target (what the
+        cache answers is not asked again, unless ``fresh``); the answers join the cache."""
+        from vertex_tuner.evaluation.batch import BatchGenerations, BatchTarget
+
+        assert self.batch is not None and self.storage is not None
+        outputs: dict[str, list[str | None]] = {t.role: [None] * len(examples) for t in targets}
+        usage = {t.role: {"prompt": 0, "output": 0} for t in targets}
+        asks: list[BatchTarget] = []
+        for target in targets:
+            pending = []
+            for example in examples:
+                hit = None if fresh else self._cached(target, example)
+                if hit is None:
+                    pending.append(example)
+                else:
+                    outputs[target.role][example.index] = hit.text
+            if pending:
+                assert target.batch_model is not None
+                asks.append(
+                    BatchTarget(target.role, target.batch_model, target.generation, pending)
+                )
+        runner = BatchGenerations(
+            self.batch,
+            self.storage,
+            retry=self.retry,
+            sleep=self.sleep,
+            observer=self.observer,
+            resume_command=f"vertex-tuner evaluate {record.spec_path or record.run_id} --resume",
+        )
+        answered = runner.run(
+            record.run_id, asks, staging=staging, timeout=timeout, resume=resume, fresh=fresh
+        )
+        by_role = {t.role: t for t in targets}
+        for role, answers in answered.items():
+            target = by_role[role]
+            for index, generation in answers.items():
+                if generation is None:
+                    self.observer.notify(
+                        GenerationFailed(role, index, "the batch job answered no text")
+                    )
+                    continue
+                outputs[role][index] = generation.text
+                usage[role]["prompt"] += generation.input_tokens or 0
+                usage[role]["output"] += generation.output_tokens or 0
+                key = self._cache_key(target, examples[index])
+                if self.cache is not None and key is not None:
+                    self.cache.put(key, generation)
+        return outputs, usage
+
+    def estimate(
+        self,
+        settings: EvaluationSettings,
+        targets: Sequence[Target],
+        examples: Sequence[HeldOutExample],
+        modes: Mapping[str, str],
+        *,
+        fresh: bool = False,
+    ) -> EvaluationCost:
+        """The evaluation's tokens and cost before any prompt is sent (see
+        :mod:`vertex_tuner.evaluation.cost`): what the cache answers costs nothing."""
+        from vertex_tuner.evaluation.cost import EvaluationCost, judge_cost, target_cost
+
+        parts = []
+        for target in targets:
+            asked = [e for e in examples if fresh or not self._has_cached(target, e)]
+            parts.append(
+                target_cost(
+                    target.role,
+                    target.model,
+                    target.priced_as or target.model,
+                    modes[target.role],
+                    asked,
+                    len(examples) - len(asked),
+                    target.generation,
+                )
+            )
+        judge = None
+        if "judge" in settings.metrics and settings.judge is not None and len(targets) > 1:
+            samples = settings.judge.samples or len(examples)
+            judge = judge_cost(
+                settings.judge.model,
+                settings.judge.rubric,
+                examples[:samples],
+                len(targets) - 1,
+                targets[0].generation,
+            )
+        unpriced = sorted(
+            {p.priced_as for p in [*parts, *([judge] if judge else [])] if p.cost_usd is None}
+        )
+        return EvaluationCost(parts, judge, unpriced=unpriced)
+
+    def dry_run(
+        self,
+        record: RunRecord,
+        settings: EvaluationSettings,
+        *,
+        against: Sequence[str] = ("base", "production"),
+        checkpoint: str | None = None,
+        staging: str | None = None,
+        mode: str | None = None,
+        fresh: bool = False,
+    ) -> EvaluationCost:
+        """What :meth:`evaluate` would send and cost, sending nothing (``evaluate --dry-run``)."""
+        examples, _ = self.load_holdout(record)
+        if settings.max_examples is not None:
+            examples = examples[: settings.max_examples]
+        targets = self.targets(record, against, checkpoint, settings.generation.settings())
+        modes = self.choose_mode(settings, targets, examples, staging=staging, mode=mode)
+        return self.estimate(settings, targets, examples, modes, fresh=fresh)
+
+    def check_budget(self, settings: EvaluationSettings, cost: EvaluationCost) -> None:
+        """BudgetExceeded (exit 3) when the upper end is over ``evaluation.max_cost_usd``, or
+        cannot be known; nothing has been sent."""
+        budget = settings.max_cost_usd
+        if budget is None:
+            return
+        high = cost.cost_high_usd
+        if high is None:
+            raise BudgetExceeded(
+                f"the evaluation's cost cannot be estimated (no price for "
+                f"{', '.join(cost.unpriced)}), so it cannot be held to evaluation.max_cost_usd "
+                f"${budget:,.2f}; nothing was sent",
+                hint="remove evaluation.max_cost_usd, or evaluate fewer examples "
+                "(evaluation.max_examples)",
+            )
+        if high > budget:
+            raise BudgetExceeded(
+                f"the evaluation is estimated at up to ${high:,.4f} (central "
+                f"${cost.cost_usd or 0:,.4f}), over evaluation.max_cost_usd ${budget:,.2f}; "
+                f"nothing was sent\n{cost.describe()}",
+                hint="lower evaluation.max_examples, use mode batch (half the price), or raise "
+                "evaluation.max_cost_usd",
+            )
 
     def _judge(
         self,
@@ -355,11 +607,19 @@ class Evaluator:
         holdout_file: Path | None = None,
         json_schema: dict[str, Any] | None = None,
         checkpoint: str | None = None,
+        staging: str | None = None,
+        mode: str | None = None,
+        fresh: bool = False,
+        resume: bool = False,
     ) -> EvaluationResult:
         """Run the held-out set, score it, judge the gate, and store the result with the run.
 
         ``checkpoint``: evaluate that checkpoint's endpoint as the tuned model instead of the
-        run's final one (the verdict records which)."""
+        run's final one (the verdict records which). ``staging`` (``gs://bucket/prefix``):
+        where batch prediction's request files go; ``mode`` overrides ``evaluation.mode``;
+        ``fresh``: generate every answer again; ``resume``: only attach to batch jobs an
+        earlier evaluation created. The cost is estimated, and held to
+        ``evaluation.max_cost_usd``, before any prompt is sent."""
         from vertex_tuner.evaluation.gate import parse_gate
         from vertex_tuner.evaluation.metrics import PAIRWISE, check_metric_options, compute_metrics
         from vertex_tuner.evaluation.results import (
@@ -378,9 +638,31 @@ class Evaluator:
         options: dict[str, Any] = {"json_schema": json_schema, "label_field": settings.label_field}
         check_metric_options(settings.metrics, options)
         targets = self.targets(record, against, checkpoint, settings.generation.settings())
+        modes = self.choose_mode(settings, targets, examples, staging=staging, mode=mode)
+        cost = self.estimate(settings, targets, examples, modes, fresh=fresh)
+        self.check_budget(settings, cost)
+        batched = [t for t in targets if modes[t.role] == "batch"]
         outputs, outputs_usage = self.generate_all(
-            targets, examples, concurrency=settings.concurrency
+            [t for t in targets if modes[t.role] == "online"],
+            examples,
+            concurrency=settings.concurrency,
+            fresh=fresh,
+            max_qps=settings.max_qps,
         )
+        if batched:
+            assert staging is not None
+            answers, used = self.generate_batch(
+                record,
+                batched,
+                examples,
+                staging=staging,
+                timeout=settings.batch_timeout,
+                resume=resume,
+                fresh=fresh,
+            )
+            outputs.update(answers)
+            outputs_usage.update(used)
+        outputs = {t.role: outputs[t.role] for t in targets}
         self._check_failures(outputs)
         references = [e.reference for e in examples]
         target_results: dict[str, TargetResult] = {}
@@ -439,6 +721,7 @@ class Evaluator:
             },
             "max_examples": settings.max_examples,
             "confidence": confidence,
+            "modes": modes,
             "generation": dict(targets[0].generation),
             **{
                 f"{t.role}_generation": dict(t.generation)
@@ -480,6 +763,7 @@ class Evaluator:
             binding=binding,
             comparisons=comparisons,
             usage=_usage(outputs_usage, judged),
+            estimate=cost.to_json(),
         )
         self._keep(record, result)
         return result

@@ -217,5 +217,10 @@ def evaluator_for(ctx: Context, observer: Observer | None = None) -> Evaluator:
     namespace = "sandbox" if b.is_sandbox else f"{b.project}/{b.location}"
     cache = GenerationCache(home() / "cache" / "generations", namespace)
     return Evaluator(
-        generator=b.generator, runs=ctx.runs, storage=b.storage, cache=cache, observer=observer
+        generator=b.generator,
+        runs=ctx.runs,
+        storage=b.storage,
+        cache=cache,
+        observer=observer,
+        batch=b.batch,
     )

@@ -11,7 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vertex_tuner.backends.interface import Generator, Storage, TokenCounter, Tuner
+from vertex_tuner.backends.interface import (
+    BatchPredictor,
+    Generator,
+    Storage,
+    TokenCounter,
+    Tuner,
+)
 from vertex_tuner.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -38,6 +44,8 @@ class Backends:
     #: ``service_generator(project, location)``: generateContent through a client built the
     #: way a service builds one (:func:`vertex_tuner.genai_client_for`), for smoke tests.
     service_generator: Callable[[str | None, str | None], Generator] | None = None
+    #: Vertex batch prediction, for evaluations in batch mode.
+    batch: BatchPredictor | None = None
 
 
 def cloud_backends(project: str | None, location: str) -> Backends:
@@ -62,6 +70,7 @@ def cloud_backends(project: str | None, location: str) -> Backends:
 
     from vertex_tuner.backends.gcs import GcsStorage
     from vertex_tuner.backends.genai import (
+        GenaiBatchPredictor,
         GenaiGenerator,
         GenaiTokenCounter,
         GenaiTuner,
@@ -90,13 +99,19 @@ def cloud_backends(project: str | None, location: str) -> Backends:
         description=f"Google Cloud project {project}, {location}",
         counter=GenaiTokenCounter(client),
         service_generator=lambda p, where: GenaiGenerator(service_client(p, where)),
+        batch=GenaiBatchPredictor(client),
     )
 
 
 def sandbox_backends(info: SandboxInfo) -> Backends:
     """The same adapters and the same clients, pointed at the sandbox's emulators."""
     from vertex_tuner.backends.gcs import GcsStorage
-    from vertex_tuner.backends.genai import GenaiGenerator, GenaiTokenCounter, GenaiTuner
+    from vertex_tuner.backends.genai import (
+        GenaiBatchPredictor,
+        GenaiGenerator,
+        GenaiTokenCounter,
+        GenaiTuner,
+    )
     from vertex_tuner.sandbox.clients import genai_client, storage_client
 
     client = genai_client(info)
@@ -113,4 +128,5 @@ def sandbox_backends(info: SandboxInfo) -> Backends:
         service_generator=lambda p, where: GenaiGenerator(
             genai_client(info, project=p, location=where)
         ),
+        batch=GenaiBatchPredictor(client),
     )
