@@ -2,8 +2,9 @@
 
 Reads ``aiplatform.v1beta1.json`` and ``aiplatform.v1.json`` from the discovery cache that ships
 with google-api-python-client, keeps the transitive closure of the schemas referenced from
-``TuningJob`` and ``GenerateContentRequest``, and writes them, stripped of descriptions (output-
-only fields keep ``"readOnly": true``), to ``vertex_tuner/sandbox/contract/``. The sandbox
+the ``ROOTS`` (``TuningJob``, ``GenerateContentRequest``, ``BatchPredictionJob``, …), and
+writes them, stripped of descriptions (output-only fields keep ``"readOnly": true``), to
+``vertex_tuner/sandbox/contract/``. The sandbox
 validates requests against these files; tests/test_contract.py checks they are current.
 
     .venv/bin/python scripts/extract_vertex_schema.py
@@ -17,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 VERSIONS = {"v1beta1": "GoogleCloudAiplatformV1beta1", "v1": "GoogleCloudAiplatformV1"}
-ROOTS = ("TuningJob", "GenerateContentRequest", "CountTokensRequest", "CountTokensResponse")
+ROOTS = (
+    "TuningJob",
+    "GenerateContentRequest",
+    "CountTokensRequest",
+    "CountTokensResponse",
+    "BatchPredictionJob",
+)
 OUT = Path(__file__).resolve().parent.parent / "vertex_tuner" / "sandbox" / "contract"
 COMMAND = ".venv/bin/python scripts/extract_vertex_schema.py"
 _KEEP = ("type", "format", "$ref", "enum")

@@ -28,6 +28,11 @@ Routes (``v1`` and ``v1beta1``)::
     POST   /{v}/projects/{p}/locations/{l}/publishers/google/models/{model}:countTokens
     POST   /{v}/projects/{p}/locations/{l}/endpoints/{id}:generateContent
     DELETE /{v}/projects/{p}/locations/{l}/models/{id}
+    POST   /{v}/projects/{p}/locations/{l}/batchPredictionJobs
+    GET    /{v}/projects/{p}/locations/{l}/batchPredictionJobs[?pageSize&pageToken&filter]
+    GET    /{v}/projects/{p}/locations/{l}/batchPredictionJobs/{id}
+    POST   /{v}/projects/{p}/locations/{l}/batchPredictionJobs/{id}:cancel
+    DELETE /{v}/projects/{p}/locations/{l}/batchPredictionJobs/{id}
     GET    /sandbox/stats, /sandbox/health      (never faulted)
 """
 
@@ -80,6 +85,12 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         "generate_tuned",
     ),
     ("DELETE", re.compile(_PREFIX + r"/models/(?P<model>[^/:]+)$"), "delete_model"),
+    # Batch prediction (vertex_tuner.sandbox.batch).
+    ("POST", re.compile(_PREFIX + r"/batchPredictionJobs$"), "batch_create"),
+    ("GET", re.compile(_PREFIX + r"/batchPredictionJobs$"), "batch_list"),
+    ("GET", re.compile(_PREFIX + r"/batchPredictionJobs/(?P<id>\d+)$"), "batch_get"),
+    ("POST", re.compile(_PREFIX + r"/batchPredictionJobs/(?P<id>\d+):cancel$"), "batch_cancel"),
+    ("DELETE", re.compile(_PREFIX + r"/batchPredictionJobs/(?P<id>\d+)$"), "batch_delete"),
 ]
 _WORD = re.compile(r"[a-z0-9]+")
 #: What marks a judge request (vertex_tuner.evaluation.judge sends it; the emulator imports none
@@ -191,6 +202,9 @@ class VertexEmulator:
         self.requests: Counter[str] = Counter()
         self.jobs_created = 0
         self._random = secrets.SystemRandom()
+        from vertex_tuner.sandbox.batch import BatchJobs  # batch.py builds on this module
+
+        self.batches = BatchJobs(self)
         self._load()
 
     # --- persistence ----------------------------------------------------------------------
@@ -206,6 +220,7 @@ class VertexEmulator:
         self.jobs = doc.get("jobs", {})
         self.models = doc.get("models", {})
         self.endpoints = doc.get("endpoints", {})
+        self.batches.jobs = doc.get("batchPredictionJobs", {})
 
     def _save(self) -> None:
         path = self._state_file()
@@ -219,6 +234,7 @@ class VertexEmulator:
                     "jobs": self.jobs,
                     "models": self.models,
                     "endpoints": self.endpoints,
+                    "batchPredictionJobs": self.batches.jobs,
                 }
             )
         )
@@ -881,7 +897,34 @@ class _Handler(FaultyHandler):
             return emulator.generate(body, model=p["model"], api_version=version)
         if name == "count_tokens":
             return emulator.count_tokens(body, model=p["model"], api_version=version)
+        if name.startswith("batch_"):
+            return self._handle_batch(name, p, body, query)
         return emulator.generate(body, endpoint=p["endpoint"], api_version=version)
+
+    def _handle_batch(
+        self, name: str, p: dict[str, str], body: dict[str, Any], query: dict[str, list[str]]
+    ) -> dict[str, Any]:
+        """batchPredictionJobs; the ``batch-line`` fault reaches the lines a request answers."""
+        batches, faults, version = self.server.emulator.batches, self.server.faults, p["version"]
+        if name == "batch_create":
+            return batches.create(p["project"], p["location"], body, version)
+        if name == "batch_list":
+            ignore = faults.spec.list_filter == "ignore"
+            if ignore and (query.get("filter") or [""])[0]:
+                faults.count("list-filter")
+            return batches.list_jobs(
+                p["project"],
+                p["location"],
+                query,
+                version,
+                ignore_filter=ignore,
+                line_fault=faults.line_fails,
+            )
+        if name == "batch_get":
+            return batches.get(p["id"], version, faults.line_fails)
+        if name == "batch_cancel":
+            return batches.cancel(p["id"], faults.line_fails)
+        return batches.delete(p["project"], p["location"], p["id"], version, faults.line_fails)
 
 
 def _check_thinking(body: dict[str, Any], base: str) -> None:
