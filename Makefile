@@ -21,6 +21,7 @@ bench:
 	$(BIN)/python benchmarks/bench_validate.py
 	$(BIN)/python benchmarks/bench_sandbox_startup.py
 	$(BIN)/python benchmarks/bench_submit.py
+	$(BIN)/python benchmarks/bench_eval.py
 
 demo:
 	$(BIN)/vertex-tuner submit jobs/support_tone.yaml --sandbox

@@ -258,3 +258,24 @@ def test_output_lines_are_read_by_key_and_thoughts_are_not_answers() -> None:
     assert batch.generation_config(
         {"temperature": 0.2, "max_output_tokens": 9, "thinking_level": "minimal"}
     ) == {"temperature": 0.2, "maxOutputTokens": 9, "thinkingConfig": {"thinkingLevel": "MINIMAL"}}
+
+
+def test_retrain_stops_over_the_evaluation_budget_before_any_prompt(tmp_path: Path) -> None:
+    from test_release import SPEC, Loop
+
+    from vertex_tuner.spec import load_spec
+
+    loop = Loop(tmp_path)
+    loop.spec()
+    text = SPEC.format(budget=50).replace(
+        "  holdout: 0.2\n", "  holdout: 0.2\n  max_cost_usd: 1e-9\n"
+    )
+    (tmp_path / "spec.yaml").write_text(text)
+    outcome = loop.retrain(load_spec(tmp_path / "spec.yaml", environ={}))
+    assert (outcome.outcome, outcome.exit_code) == ("over-budget", 3)
+    assert outcome.message == "evaluation refused: over its budget"
+    assert outcome.error is not None and "nothing was sent" in outcome.error
+    assert loop.generator.history == []
+    assert loop.runs.aliases("support-tone") == {}
+    evaluate_step = next(e for e in loop.events.seen if getattr(e, "step", None) == "evaluate")
+    assert "requests (online), ≈ $" in evaluate_step.detail  # type: ignore[attr-defined]

@@ -95,6 +95,16 @@ class EvaluationCost:
             "note": self.note,
         }
 
+    def summary(self) -> str:
+        """One line: requests, how they are sent, and the cost with its upper end."""
+        modes = ", ".join(sorted({t.mode for t in self.targets})) or "online"
+        if self.cost_usd is None or self.cost_high_usd is None:
+            cost = f"cost unknown (no price for {', '.join(self.unpriced)})"
+        else:
+            cost = f"≈ ${self.cost_usd:,.4f} (at most ${self.cost_high_usd:,.4f})"
+        judge = f" + {self.judge.requests} judge" if self.judge else ""
+        return f"{self.requests} requests{judge} ({modes}), {cost}"
+
     def describe(self) -> str:
         """One line per part, for a plan or ``--dry-run``."""
         lines = []
