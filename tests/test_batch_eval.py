@@ -167,27 +167,14 @@ def test_a_batch_still_running_at_the_timeout_is_resumed_not_created_again(
 ) -> None:
     world = World(tmp_path, polls=10**6)
     settings = EvaluationSpec(**SETTINGS, mode="batch", batch_timeout="3s")
-    clock = iter(range(10**6))
-    world.evaluator.clock = lambda: float(next(clock))
-    import vertex_tuner.evaluation.batch as module
-
-    original = module.BatchGenerations.__init__
-
-    def fake_clock(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        self.clock = lambda: float(len(world.sleeps) * 2)
-
-    module.BatchGenerations.__init__ = fake_clock  # type: ignore[method-assign]
-    try:
-        with pytest.raises(WaitTimeout) as caught:
-            world.evaluate(settings)
-        assert caught.value.hint is not None and "--resume" in caught.value.hint
-        created = list(world.batch.created)
-        assert len(created) == 3 and world.runs.get("r1").evaluations == []
-        world.batch.polls = 0
-        result = world.evaluate(settings, resume=True)
-    finally:
-        module.BatchGenerations.__init__ = original  # type: ignore[method-assign]
+    world.evaluator.clock = lambda: 1_700_000_000.0 + 2 * len(world.sleeps)
+    with pytest.raises(WaitTimeout) as caught:
+        world.evaluate(settings)
+    assert caught.value.hint is not None and "--resume" in caught.value.hint
+    created = list(world.batch.created)
+    assert len(created) == 3 and world.runs.get("r1").evaluations == []
+    world.batch.polls = 0
+    result = world.evaluate(settings, resume=True)
     assert world.batch.created == created
     assert result.targets["tuned"].metrics["exact_match"] == 1.0
 
@@ -279,3 +266,20 @@ def test_retrain_stops_over_the_evaluation_budget_before_any_prompt(tmp_path: Pa
     assert loop.runs.aliases("support-tone") == {}
     evaluate_step = next(e for e in loop.events.seen if getattr(e, "step", None) == "evaluate")
     assert "requests (online), ≈ $" in evaluate_step.detail  # type: ignore[attr-defined]
+
+
+def test_ctrl_c_while_following_detaches_and_says_how_to_attach(tmp_path: Path) -> None:
+    from vertex_tuner.errors import EXIT_INTERRUPTED, Detached
+
+    world = World(tmp_path, polls=10**6)
+
+    def interrupt(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    world.evaluator.sleep = interrupt
+    with pytest.raises(Detached) as caught:
+        world.evaluate(EvaluationSpec(**SETTINGS, mode="batch"))
+    assert caught.value.exit_code == EXIT_INTERRUPTED
+    assert "keep running in Vertex" in caught.value.message
+    assert caught.value.hint is not None and caught.value.hint.endswith("--resume")
+    assert len(world.batch.created) == 3 and world.runs.get("r1").evaluations == []

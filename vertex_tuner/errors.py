@@ -13,6 +13,7 @@ callers never need to import a Google exception type::
     ├── SmokeTestFailed           the model to promote did not answer a service's call
     ├── NotFoundError             a run, job, alias or object does not exist
     ├── ConfigurationError        credentials, project or sandbox are missing or broken
+    ├── Detached                  interrupted while following work that keeps running
     └── BackendError              a cloud call failed
         ├── TransientBackendError     worth retrying (429, 5xx, reset, timeout)
         │   └── AmbiguousCreateError  a create may or may not have happened
@@ -197,6 +198,13 @@ class WaitTimeout(BackendError):
     def __init__(self, message: str, *, job_name: str, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.job_name = job_name
+
+
+class Detached(VertexTunerError):
+    """Ctrl-C (or SIGTERM) while following work that keeps running in Vertex: nothing is lost,
+    and the hint says how to attach again."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 class LeaseLost(VertexTunerError):

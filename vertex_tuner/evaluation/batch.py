@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from vertex_tuner.backends.interface import Generation
-from vertex_tuner.errors import BackendError, NotFoundError, WaitTimeout
+from vertex_tuner.errors import BackendError, Detached, NotFoundError, WaitTimeout
 from vertex_tuner.events import BatchState, Observer, Retried, SilentObserver
 from vertex_tuner.retry import RetryOptions, retrying
 
@@ -148,7 +148,15 @@ class BatchGenerations:
         still attached to."""
         staging = staging.rstrip("/")
         jobs = {t.role: self._start(run_id, t, staging, resume, fresh) for t in targets}
-        finished = self._follow(jobs, {t.role: len(t.examples) for t in targets}, timeout)
+        try:
+            finished = self._follow(jobs, {t.role: len(t.examples) for t in targets}, timeout)
+        except KeyboardInterrupt:
+            names = ", ".join(j.name for j in jobs.values())
+            raise Detached(
+                f"detached; the batch jobs ({names}) keep running in Vertex, and no verdict "
+                "was stored",
+                hint=f"attach to them with: {self.resume_command}",
+            ) from None
         return {t.role: self._read(finished[t.role], t) for t in targets}
 
     def _start(

@@ -429,6 +429,7 @@ class Evaluator:
             self.storage,
             retry=self.retry,
             sleep=self.sleep,
+            clock=self.clock,
             observer=self.observer,
             resume_command=f"vertex-tuner evaluate {record.spec_path or record.run_id} --resume",
         )
