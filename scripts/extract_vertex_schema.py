@@ -2,7 +2,8 @@
 
 Reads ``aiplatform.v1beta1.json`` and ``aiplatform.v1.json`` from the discovery cache that ships
 with google-api-python-client, keeps the transitive closure of the schemas referenced from
-the ``ROOTS`` (``TuningJob``, ``GenerateContentRequest``, ``BatchPredictionJob``, …), and
+the ``ROOTS`` (``TuningJob``, ``GenerateContentRequest``, ``BatchPredictionJob``, …, and for
+v1beta1 the ``BETA_ROOTS`` of ``validateReinforcementTuningReward``), and
 writes them, stripped of descriptions (output-only fields keep ``"readOnly": true``), to
 ``vertex_tuner/sandbox/contract/``. The sandbox
 validates requests against these files; tests/test_contract.py checks they are current.
@@ -24,6 +25,11 @@ ROOTS = (
     "CountTokensRequest",
     "CountTokensResponse",
     "BatchPredictionJob",
+)
+#: Roots of methods only v1beta1 has (v1 publishes no reinforcement tuning).
+BETA_ROOTS = (
+    "ValidateReinforcementTuningRewardRequest",
+    "ValidateReinforcementTuningRewardResponse",
 )
 OUT = Path(__file__).resolve().parent.parent / "vertex_tuner" / "sandbox" / "contract"
 COMMAND = ".venv/bin/python scripts/extract_vertex_schema.py"
@@ -65,7 +71,8 @@ def _refs(node: Any) -> list[str]:
 def extract(version: str, doc: dict[str, Any] | None = None) -> dict[str, Any]:
     """The contract for one API version: revision, root schema names, and the closure."""
     doc = doc if doc is not None else discovery_document(version)
-    roots = [VERSIONS[version] + name for name in ROOTS]
+    names = ROOTS + (BETA_ROOTS if version == "v1beta1" else ())
+    roots = [VERSIONS[version] + name for name in names]
     schemas: dict[str, Any] = {}
     pending = list(roots)
     while pending:

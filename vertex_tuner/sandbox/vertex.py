@@ -24,6 +24,7 @@ Routes (``v1`` and ``v1beta1``)::
     GET    /{v}/projects/{p}/locations/{l}/tuningJobs[?pageSize&pageToken&filter]
     GET    /{v}/projects/{p}/locations/{l}/tuningJobs/{id}
     POST   /{v}/projects/{p}/locations/{l}/tuningJobs/{id}:cancel
+    POST   /v1beta1/projects/{p}/locations/{l}/tuningJobs:validateReinforcementTuningReward
     POST   /{v}/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent
     POST   /{v}/projects/{p}/locations/{l}/publishers/google/models/{model}:countTokens
     POST   /{v}/projects/{p}/locations/{l}/endpoints/{id}:generateContent
@@ -69,6 +70,12 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(_PREFIX + r"/tuningJobs$"), "list"),
     ("GET", re.compile(_PREFIX + r"/tuningJobs/(?P<id>\d+)$"), "get"),
     ("POST", re.compile(_PREFIX + r"/tuningJobs/(?P<id>\d+):cancel$"), "cancel"),
+    # Reinforcement tuning (vertex_tuner.sandbox.reinforcement).
+    (
+        "POST",
+        re.compile(_PREFIX + r"/tuningJobs:validateReinforcementTuningReward$"),
+        "validate_reward",
+    ),
     (
         "POST",
         re.compile(_PREFIX + r"/publishers/google/models/(?P<model>[^/:]+):generateContent$"),
@@ -205,6 +212,9 @@ class VertexEmulator:
         from vertex_tuner.sandbox.batch import BatchJobs  # batch.py builds on this module
 
         self.batches = BatchJobs(self)
+        from vertex_tuner.sandbox.reinforcement import ReinforcementTuning
+
+        self.reinforcement = ReinforcementTuning(self)
         self._load()
 
     # --- persistence ----------------------------------------------------------------------
@@ -279,6 +289,8 @@ class VertexEmulator:
             method, spec_key = "preference", "preferenceOptimizationSpec"
         elif "distillationSpec" in body:
             method, spec_key, train_key = "distillation", "distillationSpec", "promptDatasetUri"
+        elif "reinforcementTuningSpec" in body:
+            method, spec_key = "reinforcement", "reinforcementTuningSpec"
         spec = body.get(spec_key)
         if not isinstance(spec, dict) or not spec.get(train_key):
             raise ApiError(400, "INVALID_ARGUMENT", f"{spec_key}.{train_key} is required")
@@ -302,6 +314,8 @@ class VertexEmulator:
                 raise ApiError(
                     400, "INVALID_ARGUMENT", f"Base model {base_model} is not supported for tuning."
                 )
+        if method == "reinforcement":
+            self.reinforcement.check_create(body)
         with self.lock:
             self.jobs_created += 1
             job_id = self._new_id()
@@ -353,7 +367,10 @@ class VertexEmulator:
         """Read and check the dataset once (what Vertex does while PROCESSING_DATASET)."""
         if record["outcome"] is not None:
             return dict(record["outcome"])
-        outcome = self._check_dataset(record)
+        if record["method"] == "reinforcement":
+            outcome = self.reinforcement.process(record)
+        else:
+            outcome = self._check_dataset(record)
         with self.lock:
             record["outcome"] = outcome
             if not outcome.get("error"):
@@ -494,6 +511,8 @@ class VertexEmulator:
             return {"preferenceOptimizationDataStats": stats}
         if method == "distillation":
             return {"distillationDataStats": {"trainingDatasetStats": stats}}
+        if method == "reinforcement":
+            return {"reinforcementTuningDataStats": stats}
         return {"supervisedTuningDataStats": stats}
 
     def _spec_key(self, record: dict[str, Any]) -> str:
@@ -501,6 +520,7 @@ class VertexEmulator:
             "supervised": "supervisedTuningSpec",
             "preference": "preferenceOptimizationSpec",
             "distillation": "distillationSpec",
+            "reinforcement": "reinforcementTuningSpec",
         }[record["method"]]
 
     def _make_model(self, record: dict[str, Any], outcome: dict[str, Any]) -> None:
@@ -531,7 +551,8 @@ class VertexEmulator:
         # Every epoch's checkpoint is deployed to an endpoint of its own, as Vertex does; the
         # stand-in answers the same from each (it is not a model).
         checkpoint_endpoints = []
-        for epoch in range(max(int(outcome.get("epochs", 0) or 0), 1)):
+        count = outcome.get("checkpoint_count", outcome.get("epochs", 0))  # RFT: by steps
+        for epoch in range(max(int(count or 0), 1)):
             checkpoint_id = self._new_id()
             self.endpoints[checkpoint_id] = {**self.endpoints[endpoint_id], "checkpoint": epoch + 1}
             checkpoint_endpoints.append(checkpoint_id)
@@ -550,6 +571,8 @@ class VertexEmulator:
         """The checkpoints so far: one per completed epoch while TUNING (each with its own
         endpoint), all of them once the job succeeded; only the last with
         exportLastCheckpointOnly."""
+        if record["method"] == "reinforcement":
+            return self.reinforcement.checkpoints(record, state, progress)
         outcome = record.get("outcome") or {}
         endpoints = list(outcome.get("checkpointEndpoints") or [])
         if not endpoints or state not in ("JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"):
@@ -893,6 +916,8 @@ class _Handler(FaultyHandler):
             return emulator.get(p["id"], version)
         if name == "cancel":
             return emulator.cancel(p["id"])
+        if name == "validate_reward":
+            return emulator.reinforcement.validate_reward(body, version)
         if name == "generate_base":
             return emulator.generate(body, model=p["model"], api_version=version)
         if name == "count_tokens":
