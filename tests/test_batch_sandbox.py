@@ -70,7 +70,7 @@ def test_batch_and_online_give_the_same_metrics(use_sandbox: SandboxInfo, tmp_pa
 
 
 def test_a_budget_too_small_sends_nothing(use_sandbox: SandboxInfo, tmp_path: Path) -> None:
-    spec = write_spec(tmp_path / "budget", name="e2e-eval-budget")
+    spec = write_spec(tmp_path / "budget", name="e2e-eval-budget", bucket="eval-budget")
     spec.write_text(
         spec.read_text().replace("evaluation: {", "evaluation: {max_cost_usd: 0.0000001, ")
     )

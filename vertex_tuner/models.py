@@ -287,6 +287,13 @@ DISTILLATION_REGION = "us-central1"
 #: Preference tuning: max input tokens + max completion tokens.
 PREFERENCE_MAX_TOKENS = 128_000
 
+#: Reinforcement tuning (Pre-GA): input tokens per prompt, training prompts, validation prompts
+#: ("Max 5,000 training examples"; validation 500 on the en/ja pages, uncertain) — the RFT
+#: dataset page (docs.cloud.google.com/…/reinforcement-tuning/…/tuning-dataset).
+REINFORCEMENT_MAX_TOKENS = 32_768
+REINFORCEMENT_MAX_EXAMPLES = 5_000
+REINFORCEMENT_MAX_VALIDATION = 500
+
 
 @dataclass(frozen=True)
 class InferencePrice:

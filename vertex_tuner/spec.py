@@ -9,6 +9,7 @@ line and the field path, and says what is allowed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import difflib
 import hashlib
@@ -105,6 +106,143 @@ class Hyperparameters(_Model):
         default=None, description="Preference tuning only: weight of the KL penalty"
     )
     export_last_checkpoint_only: bool | None = None
+    # Reinforcement tuning only (refused for the other methods, where google-genai drops them).
+    samples_per_prompt: Annotated[int, Field(ge=1, le=256)] | None = Field(
+        default=None, description="Reinforcement: answers sampled per prompt per step (16)"
+    )
+    batch_size: Annotated[int, Field(ge=1, le=8192)] | None = Field(
+        default=None, description="Reinforcement: prompts per step (32)"
+    )
+    max_output_tokens: Annotated[int, Field(ge=1, le=32_768)] | None = Field(
+        default=None, description="Reinforcement: longest sampled answer, thinking included"
+    )
+    thinking_level: Literal["minimal", "high"] | None = Field(
+        default=None, description="Reinforcement on 3.x: thinking while sampling (high)"
+    )
+    evaluate_interval: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Reinforcement: steps between evaluations (once per epoch)"
+    )
+    checkpoint_interval: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Reinforcement: steps between checkpoints (once per epoch)"
+    )
+
+
+#: Hyperparameters only reinforcement tuning takes (google-genai routes them into
+#: reinforcementTuningSpec only; for the other methods it drops them or sends them nowhere).
+REINFORCEMENT_HYPERPARAMETERS = (
+    "samples_per_prompt",
+    "batch_size",
+    "max_output_tokens",
+    "thinking_level",
+    "evaluate_interval",
+    "checkpoint_interval",
+)
+
+
+class StringMatchReward(_Model):
+    """Compare the (parsed) answer with an expression that may name ``{{references.KEY}}``."""
+
+    expression: str
+    operation: Literal["exact", "partial", "regex"] = "exact"
+    correct: Annotated[float, Field(ge=-1, le=1)] = 1.0
+    wrong: Annotated[float, Field(ge=-1, le=1)] = 0.0
+    #: Match the value of this first-level key of a JSON answer instead of the whole answer.
+    json_key: str | None = None
+
+
+class JudgeReward(_Model):
+    """An autorater: a Gemini model scores each answer by a prompt file; the number it answers
+    (extracted by ``parse``) is the reward."""
+
+    model: str = judging.DEFAULT_MODEL
+    prompt: str = Field(description="A file with {{prompt}}, {{response}}, {{references.KEY}}")
+    parse: str = Field(default=r"(-?\d+(?:\.\d+)?)", description="Regex: the score's group")
+    samples: Annotated[int, Field(ge=1, le=8)] | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        return names.model(v)
+
+
+class CloudRunReward(_Model):
+    uri: str
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        if not re.fullmatch(r"https://[a-z0-9.-]+(?:/[A-Za-z0-9._~/-]*)?", v):
+            raise ValueError(f"{v!r} is not an https:// Cloud Run URL")
+        return v
+
+
+class RewardSpec(_Model):
+    """One reward: a pre-parse, then exactly one scorer."""
+
+    name: str | None = Field(default=None, description="Shown per reward in reward test")
+    parse: dict[Literal["regex"], str] | None = Field(
+        default=None, description="Extract from the answer first (the last match wins)"
+    )
+    string_match: StringMatchReward | None = None
+    code: str | None = Field(default=None, description="A .py file defining evaluate()")
+    judge: JudgeReward | None = None
+    cloud_run: CloudRunReward | None = None
+
+    @model_validator(mode="after")
+    def _one_scorer(self) -> RewardSpec:
+        _check_one_scorer(self)
+        return self
+
+
+_SCORERS = ("string_match", "code", "judge", "cloud_run")
+_REFERENCE_RE = re.compile(r"\{\{\s*references\.([A-Za-z0-9_.-]+?)\s*\}\}")
+#: string_match.operation → google-genai's MatchOperation.
+_MATCH_OPERATIONS = {"exact": "EXACT_MATCH", "partial": "PARTIAL_MATCH", "regex": "REGEX_CONTAINS"}
+
+
+def _check_one_scorer(reward: RewardSpec) -> None:
+    found = [k for k in _SCORERS if getattr(reward, k)]
+    if len(found) != 1:
+        raise ValueError(
+            "a reward has exactly one of string_match, code, judge or cloud_run"
+            + (f" (this one has {', '.join(found)})" if found else "")
+        )
+
+
+class WeightedReward(_Model):
+    weight: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    reward: RewardSpec
+
+
+class RewardsSpec(RewardSpec):
+    """``reward:`` of a reinforcement spec: one reward, or ``weighted:`` several, and the test
+    cases ``vertex-tuner reward test`` runs before any step is paid for."""
+
+    weighted: list[WeightedReward] | None = Field(
+        default=None, description="Several rewards, combined as Σ wᵢ·rᵢ / Σ wᵢ (at most 16)"
+    )
+    tests: str | None = Field(
+        default=None, description="JSONL of {example, response, expect: 1 | [low, high]}"
+    )
+
+    @model_validator(mode="after")
+    def _one_scorer(self) -> RewardsSpec:  # replaces RewardSpec's: weighted has none itself
+        if self.weighted is None:
+            _check_one_scorer(self)
+            return self
+        if any(getattr(self, k) for k in _SCORERS) or self.parse:
+            raise ValueError(
+                "weighted: lists the rewards; put parse and the scorer inside each one"
+            )
+        if not 1 <= len(self.weighted) <= 16:
+            raise ValueError("weighted: takes 1 to 16 rewards")
+        return self
+
+    def rewards(self) -> list[tuple[float, RewardSpec]]:
+        """Each reward with its weight (1 for a single one)."""
+        if self.weighted is not None:
+            return [(w.weight, w.reward) for w in self.weighted]
+        return [(1.0, self)]
 
 
 class DistillationSpec(_Model):
@@ -405,6 +543,9 @@ class JobSpec(_Model):
     dataset: DatasetSpec
     hyperparameters: Hyperparameters = Hyperparameters()
     distillation: DistillationSpec | None = None
+    reward: RewardsSpec | None = Field(
+        default=None, description="Reinforcement tuning: the reward and its test cases"
+    )
     gcp: GcpSpec = GcpSpec()
     labels: dict[str, str] = Field(default_factory=dict)
     budget: BudgetSpec = BudgetSpec()
@@ -458,6 +599,13 @@ class JobSpec(_Model):
             raise ValueError("method 'distillation' needs distillation.teacher_model")
         if self.method != "distillation" and self.distillation is not None:
             raise ValueError("the distillation section is only for method 'distillation'")
+        if self.method == "reinforcement" and self.reward is None:
+            raise ValueError(
+                "method 'reinforcement' needs a reward: section, e.g. reward: {string_match: "
+                "{expression: '{{references.answer}}'}, tests: rewards/cases.jsonl}"
+            )
+        if self.method != "reinforcement" and self.reward is not None:
+            raise ValueError("the reward section is only for method 'reinforcement'")
         # Settings a method does not take (beta outside preference, …) are refused by
         # _check_model_rules, which can point at the field's line.
         return self
@@ -487,10 +635,116 @@ class JobSpec(_Model):
             "method": self.method,
             "hyperparameters": self.hyperparameters.model_dump(mode="json"),
             "teacher_model": self.distillation.teacher_model if self.distillation else None,
+            # Only when set, so fingerprints of specs without it do not change.
+            **({"reward": self.reward_fingerprint()} if self.reward else {}),
             "kms_key_name": self.gcp.kms_key_name,
             # Only when set, so fingerprints of specs without it do not change.
             **({"base_checkpoint": self.base_checkpoint} if self.base_checkpoint else {}),
         }
+
+    def reward_payload(self) -> dict[str, Any]:
+        """The reward as google-genai's typed configs take it (field names of
+        ``SingleReinforcementTuningRewardConfig`` / ``CompositeReinforcementTuningRewardConfig``),
+        with the code and judge prompt files read in. ``{"single": {...}}`` or
+        ``{"composite": {...}}``."""
+        assert self.reward is not None
+        rewards = self.reward.rewards()
+        if self.reward.weighted is None:
+            return {"single": self._one_reward(rewards[0][1], "reward")}
+        return {
+            "composite": {
+                "weighted_reward_configs": [
+                    {"weight": w, "reward_config": self._one_reward(r, f"reward.weighted[{i}]")}
+                    for i, (w, r) in enumerate(rewards)
+                ]
+            }
+        }
+
+    def _one_reward(self, reward: RewardSpec, where: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if reward.name:
+            out["reward_name"] = reward.name
+        if reward.parse:
+            out["parse_response_config"] = {
+                "parse_type": "REGEX_EXTRACT",
+                "regex_extract_expression": reward.parse["regex"],
+            }
+        if reward.string_match is not None:
+            match = reward.string_match
+            expression = {"match_operation": _MATCH_OPERATIONS[match.operation]}
+            expression["expression"] = match.expression
+            scorer: dict[str, Any] = {
+                "correct_answer_reward": match.correct,
+                "wrong_answer_reward": match.wrong,
+            }
+            if match.json_key is not None:
+                scorer["json_match_expression"] = {
+                    "key_name": match.json_key,
+                    "value_string_match_expression": expression,
+                }
+            else:
+                scorer["string_match_expression"] = expression
+            out["string_match_reward_scorer"] = scorer
+        elif reward.code is not None:
+            snippet = self._reward_file(reward.code, f"{where}.code")
+            out["code_execution_reward_scorer"] = {"python_code_snippet": snippet}
+        elif reward.judge is not None:
+            judge = reward.judge
+            prompt = self._reward_file(judge.prompt, f"{where}.judge.prompt")
+            config: dict[str, Any] = {"autorater_model": judge.model}
+            if judge.samples is not None:
+                config["sampling_count"] = judge.samples
+            out["autorater_scorer"] = {
+                "autorater_prompt": prompt,
+                "autorater_config": config,
+                "autorater_response_parse_config": {
+                    "parse_type": "REGEX_EXTRACT",
+                    "regex_extract_expression": judge.parse,
+                },
+                "parsed_response_conversion_scorer": {},
+            }
+        elif reward.cloud_run is not None:
+            out["cloud_run_reward_scorer"] = {"cloud_run_uri": reward.cloud_run.uri}
+        return out
+
+    def _reward_file(self, path: str, field: str) -> str:
+        try:
+            return self.resolve_path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{field}: cannot read {path}: {exc}") from None
+
+    def reward_references(self) -> list[str]:
+        """The ``references`` keys the reward reads (``{{references.KEY}}`` in a string match
+        or in a judge prompt): every training example must have each. A code or Cloud Run
+        reward reads what it likes; its test cases are what check it."""
+        if self.reward is None:
+            return []
+        found: set[str] = set()
+        for _, reward in self.reward.rewards():
+            texts = [reward.string_match.expression] if reward.string_match else []
+            if reward.judge is not None:
+                # An unreadable prompt file is reported when the spec loads.
+                with contextlib.suppress(OSError, UnicodeDecodeError):
+                    texts.append(self.resolve_path(reward.judge.prompt).read_text("utf-8"))
+            for text in texts:
+                found.update(_REFERENCE_RE.findall(text))
+        return sorted(found)
+
+    def reward_fingerprint(self) -> dict[str, Any]:
+        """The reward as it changes a job: its settings, and the bytes of every file it reads
+        (a changed reward script or judge prompt is another job; the test cases are not)."""
+        assert self.reward is not None
+        body = self.reward.model_dump(mode="json", exclude={"tests"})
+        files = {}
+        for _, reward in self.reward.rewards():
+            for path in (reward.code, reward.judge.prompt if reward.judge else None):
+                if path:
+                    try:
+                        data = self.resolve_path(path).read_bytes()
+                    except OSError:
+                        data = b""
+                    files[path] = hashlib.sha256(data).hexdigest()
+        return {"settings": body, "files": files}
 
     def digest(self) -> str:
         """sha256 of the whole normalised spec (for the record, not the fingerprint)."""
@@ -843,6 +1097,7 @@ def _check_method_settings(
             f"{spec.method!r})",
             "remove hyperparameters.beta or set method: preference",
         )
+    _check_reinforcement_settings(spec, error)
     if spec.method == "distillation" and spec.budget.max_cost_usd is not None:
         # The dataset is prompts only: the teacher writes the answers during the job, so the
         # tokens the job bills are unknown before it runs and the local estimate would be $0.
@@ -864,6 +1119,84 @@ def _check_method_settings(
             "hyperparameters.export_last_checkpoint_only is not available for method "
             "'distillation'",
             "remove it: Vertex's distillation spec has no such setting",
+        )
+
+
+def _check_reward(
+    spec: JobSpec, error: Callable[[tuple[str, ...], str, str | None], SpecError]
+) -> None:
+    """The reward as google-genai's own typed configs read it (a setting they would not take
+    is an error here, at the reward's line), and its files readable."""
+    from vertex_tuner.backends.genai import check_reward_payload
+
+    try:
+        payload = spec.reward_payload()
+    except ValueError as exc:
+        raise error(("reward",), str(exc), "check the path, relative to the spec file") from None
+    problem = check_reward_payload(payload)
+    if problem is not None:
+        raise error(("reward",), f"google-genai does not take this reward: {problem}", None)
+    assert spec.reward is not None
+    if spec.reward.tests is not None and not spec.resolve_path(spec.reward.tests).is_file():
+        raise error(
+            ("reward", "tests"),
+            f"reward.tests: no such file {spec.reward.tests}",
+            "write one JSON object per line: {example, response, expect}",
+        )
+
+
+def _check_reinforcement_settings(
+    spec: JobSpec, error: Callable[[tuple[str, ...], str, str | None], SpecError]
+) -> None:
+    """What reinforcement tuning takes and the others do not, and the reverse; and the
+    documented limits of a step (batch_size × samples_per_prompt)."""
+    hp = spec.hyperparameters
+    if spec.method != "reinforcement":
+        for name in REINFORCEMENT_HYPERPARAMETERS:
+            if getattr(hp, name) is not None:
+                raise error(
+                    ("hyperparameters", name),
+                    f"hyperparameters.{name} is only for method 'reinforcement'; google-genai "
+                    f"would not send it for {spec.method!r}",
+                    f"remove hyperparameters.{name}",
+                )
+        return
+    if hp.export_last_checkpoint_only is not None:
+        # google-genai serializes it only into the supervised and preference specs.
+        raise error(
+            ("hyperparameters", "export_last_checkpoint_only"),
+            "hyperparameters.export_last_checkpoint_only is not sent for method 'reinforcement' "
+            "(google-genai drops it)",
+            "remove it; set checkpoint_interval to control checkpoints",
+        )
+    if spec.budget.max_cost_usd is not None:
+        raise error(
+            ("budget", "max_cost_usd"),
+            "budget.max_cost_usd cannot be held for reinforcement tuning: Google publishes no "
+            "price for it, so vertex-tuner has none to estimate with",
+            "remove budget.max_cost_usd; cap spending with a Cloud Billing budget instead",
+        )
+    batch, samples = hp.batch_size or 32, hp.samples_per_prompt or 16
+    product = batch * samples
+    if product % 16 or product > 8192:
+        which = "batch_size" if hp.batch_size is not None else "samples_per_prompt"
+        raise error(
+            ("hyperparameters", which),
+            f"batch_size × samples_per_prompt is {batch} × {samples} = {product}; Vertex needs "
+            "a multiple of 16, at most 8,192 (1,024 with images or other media)",
+            "e.g. batch_size: 32, samples_per_prompt: 16",
+        )
+    if (
+        hp.checkpoint_interval
+        and hp.evaluate_interval
+        and (hp.checkpoint_interval % hp.evaluate_interval)
+    ):
+        raise error(
+            ("hyperparameters", "checkpoint_interval"),
+            f"checkpoint_interval {hp.checkpoint_interval} is not a multiple of "
+            f"evaluate_interval {hp.evaluate_interval}; Google recommends checkpoint_interval = "
+            "evaluate_interval × N so every checkpoint has an evaluation",
+            f"e.g. checkpoint_interval: {hp.evaluate_interval * 2}",
         )
 
 
@@ -907,6 +1240,8 @@ def _check_model_rules(
 
     _check_method_settings(spec, error)
     _check_kms_region(spec, error)
+    if spec.reward is not None:
+        _check_reward(spec, error)
     if spec.base_checkpoint is not None and not spec.is_continuous:
         raise error(
             ("base_checkpoint",),
@@ -929,6 +1264,13 @@ def _check_model_rules(
     retirement = models.retirement(info, today)
     if retirement.retired:
         raise error(("base_model",), retirement.message)
+    if spec.hyperparameters.thinking_level is not None and "level" not in info.thinking:
+        raise error(
+            ("hyperparameters", "thinking_level"),
+            f"{info.id} takes no thinking_level (google-genai: 'use with earlier models shall "
+            "result in error')",
+            "remove hyperparameters.thinking_level, or tune a 3.x model",
+        )
     if spec.evaluation is not None and spec.evaluation.max_cost_usd is not None:
         judge = spec.evaluation.judge
         for model_id, where in (

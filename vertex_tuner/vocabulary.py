@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-Method = Literal["supervised", "preference", "distillation"]
+Method = Literal["supervised", "preference", "distillation", "reinforcement"]
 #: The tuning methods, in the order the docs list them.
 METHODS: tuple[str, ...] = get_args(Method)
 

@@ -37,6 +37,8 @@ from vertex_tuner.backends.interface import (
     JobState,
     ObjectInfo,
     ProgressCallback,
+    RewardScore,
+    RewardValidator,
     Storage,
     TokenCounter,
     Tuner,
@@ -625,3 +627,19 @@ class FakeBatchPredictor(BatchPredictor):
         return replace(
             job, state=JobState.SUCCEEDED, output_dir=folder, succeeded=succeeded, failed=failed
         )
+
+
+class FakeRewardValidator(RewardValidator):
+    """Rewards from a ``score(example, response_text, reward)`` function; the calls are kept."""
+
+    def __init__(self, score: Callable[[Mapping[str, Any], str, Mapping[str, Any]], float]) -> None:
+        self.score = score
+        self.calls: list[tuple[Mapping[str, Any], str]] = []
+
+    def validate_reward(
+        self, example: Mapping[str, Any], response: Mapping[str, Any], reward: Mapping[str, Any]
+    ) -> RewardScore:
+        text = "".join(str(p.get("text", "")) for p in response.get("parts") or [])
+        self.calls.append((example, text))
+        value = max(-1.0, min(1.0, self.score(example, text, reward)))
+        return RewardScore(value, {"reward": (value, None)})

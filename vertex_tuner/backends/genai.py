@@ -36,6 +36,8 @@ from vertex_tuner.backends.interface import (
     Generator,
     Job,
     JobState,
+    RewardScore,
+    RewardValidator,
     TokenCounter,
     Tuner,
     TuningRequest,
@@ -64,6 +66,7 @@ _METHODS = {
     "supervised": "SUPERVISED_FINE_TUNING",
     "preference": "PREFERENCE_TUNING",
     "distillation": "DISTILLATION",
+    "reinforcement": "REINFORCEMENT_TUNING",
 }
 LOGIN_HINT = (
     "run `gcloud auth application-default login`, check GOOGLE_CLOUD_PROJECT, "
@@ -406,6 +409,13 @@ def build_config(request: TuningRequest, *, timeout_s: float) -> Any:
         fields["beta"] = request.beta
     if request.method == "distillation":
         fields["base_teacher_model"] = request.teacher_model
+    if request.reinforcement is not None:
+        settings = dict(request.reinforcement)
+        fields.update(reward_configs(settings.pop("reward")))
+        level = settings.pop("thinking_level", None)
+        if level is not None:
+            fields["thinking_level"] = str(level).upper()
+        fields.update(settings)
     if request.checkpoint_id:
         fields["pre_tuned_model_checkpoint_id"] = request.checkpoint_id
     return types.CreateTuningJobConfig(**{k: v for k, v in fields.items() if v is not None})
@@ -767,3 +777,69 @@ def _batch_job(job: Any) -> BatchJob:
         incomplete=int(stats.incomplete_count or 0) if stats else 0,
         error=job.error.message if job.error else None,
     )
+
+
+def reward_configs(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A spec's reward payload (:meth:`vertex_tuner.spec.JobSpec.reward_payload`) as
+    google-genai's typed configs: ``{"reward_config": …}`` or ``{"composite_reward_config": …}``
+    (a dict would let a misspelt field through)."""
+    from google.genai import types
+
+    if "composite" in payload:
+        composite = types.CompositeReinforcementTuningRewardConfig.model_validate(
+            payload["composite"]
+        )
+        return {"composite_reward_config": composite}
+    single = types.SingleReinforcementTuningRewardConfig.model_validate(payload["single"])
+    return {"reward_config": single}
+
+
+def check_reward_payload(payload: Mapping[str, Any]) -> str | None:
+    """What google-genai's types refuse in a reward payload, or None."""
+    from pydantic import ValidationError
+
+    try:
+        reward_configs(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{where}: {first['msg']}"
+    return None
+
+
+class GenaiRewardValidator(RewardValidator):
+    """``client.tunings.validate_reward`` in ``projects/P/locations/L``."""
+
+    def __init__(self, client: Any, *, project: str, location: str) -> None:
+        self.client = client
+        self.parent = f"projects/{project}/locations/{location}"
+
+    def validate_reward(
+        self, example: Mapping[str, Any], response: Mapping[str, Any], reward: Mapping[str, Any]
+    ) -> RewardScore:
+        from google.genai import types
+
+        configs = reward_configs(reward)
+        single = configs.get("reward_config")
+        composite = configs.get("composite_reward_config")
+        try:
+            answer = self.client.tunings.validate_reward(
+                parent=self.parent,
+                sample_response=types.Content.model_validate(response),
+                example=types.ReinforcementTuningExample.model_validate(example),
+                single_reward_config=single,
+                composite_reward_config=composite,
+            )
+        except Exception as exc:
+            raise translate(exc, what="validate the reward") from exc
+        # Vertex answers in proto3 JSON, which leaves out a reward of 0: absent with no error
+        # means 0, not "not scored".
+        details: dict[str, tuple[float | None, str | None]] = {}
+        for name, info in (answer.reward_info_details or {}).items():
+            problem = info.error_status.message if info.error_status else None
+            value = info.reward if info.reward is not None or problem else 0.0
+            details[name] = (value, problem or info.user_requested_aux_info)
+        overall = answer.overall_reward
+        if overall is None and not answer.error:
+            overall = 0.0
+        return RewardScore(overall, details, answer.error or None)

@@ -162,6 +162,20 @@ class TuningRequest:
     service_account: str | None = None
     output_uri: str | None = None
     export_last_checkpoint_only: bool | None = None
+    #: Reinforcement tuning: the reward payload (see ``JobSpec.reward_payload``) and the
+    #: step settings (samples_per_prompt, batch_size, max_output_tokens, thinking_level,
+    #: evaluate_interval, checkpoint_interval), as google-genai names them.
+    reinforcement: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RewardScore:
+    """What Vertex's ``validateReinforcementTuningReward`` said of one (example, answer)."""
+
+    overall: float | None
+    #: reward name -> its reward (None when it failed), and its error or extra info.
+    details: Mapping[str, tuple[float | None, str | None]] = field(default_factory=dict)
+    error: str | None = None
 
 
 class Tuner(ABC):
@@ -346,3 +360,14 @@ class BatchPredictor(ABC):
     @abstractmethod
     def cancel(self, name: str) -> None:
         """Ask Vertex to cancel a job (best effort)."""
+
+
+class RewardValidator(ABC):
+    """Reinforcement rewards scored the way a tuning job scores them, with no job."""
+
+    @abstractmethod
+    def validate_reward(
+        self, example: Mapping[str, Any], response: Mapping[str, Any], reward: Mapping[str, Any]
+    ) -> RewardScore:
+        """Score ``response`` (a Gemini ``Content``) for ``example`` (a dataset line) with the
+        reward payload (``JobSpec.reward_payload``)."""

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "aliases": "vertex_tuner.cli.release:aliases",
     "retrain": "vertex_tuner.cli.release:retrain",
     "lifecycle": "vertex_tuner.cli.lifecycle:lifecycle",
+    "reward": "vertex_tuner.cli.reward:reward",
     "prune": "vertex_tuner.cli.prune:prune",
     "sandbox": "vertex_tuner.cli.sandbox:sandbox",
 }

@@ -71,7 +71,18 @@ CODES: dict[str, tuple[Kind, str]] = {
     "bad-file-uri": ("error", "`fileUri` is not a `gs://` object or an http(s) URL"),
     "bad-mime-type": ("error", "a MIME type Gemini tuning does not take"),
     "must-end-on-model": ("error", "a supervised example must end on the model's answer"),
-    "must-end-on-user": ("error", "a preference or distillation prompt must end on a user turn"),
+    "must-end-on-user": (
+        "error",
+        "a preference, distillation or reinforcement prompt must end on a user turn",
+    ),
+    "bad-references": (
+        "error",
+        "a reinforcement example's `references` is not an object of strings",
+    ),
+    "missing-reference": (
+        "error",
+        "the reward reads `{{references.KEY}}` and this example's references have no KEY",
+    ),
     "bad-completions": (
         "error",
         "preference `completions` are not `[{score, completion: model turn}]`",

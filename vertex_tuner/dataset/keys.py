@@ -101,6 +101,9 @@ def answer_key(example: Mapping[str, Any], method: str) -> bytes:
         return orjson.dumps(example.get("completions"), option=orjson.OPT_SORT_KEYS)
     if method == "distillation":
         return b""  # prompts only: the teacher writes the answers
+    if method == "reinforcement":
+        # Prompts and what the reward checks them against: the references are the "answer".
+        return orjson.dumps(example.get("references"), option=orjson.OPT_SORT_KEYS)
     contents = example.get("contents")
     if type(contents) is not list or not contents:
         return b""

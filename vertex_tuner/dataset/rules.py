@@ -93,10 +93,24 @@ def check_example(
             continue
         for j, part in enumerate(parts):
             images += _check_part(
-                part, f"{field}.parts[{j}]", role, err, text_only=method == "preference"
+                part,
+                f"{field}.parts[{j}]",
+                role,
+                err,
+                text_only=method == "preference",
+                no_functions=method == "reinforcement",
             )
     if method == "preference":
         _check_preference(example, contents, err)
+    elif method == "reinforcement":
+        if previous != "user":
+            err(
+                "must-end-on-user",
+                "a reinforcement prompt must end on a user turn (the model writes the answers "
+                "the reward scores)",
+                f"contents[{len(contents) - 1}].role",
+            )
+        _check_references(example.get("references"), err)
     elif method == "distillation":
         if previous != "user":
             err(
@@ -163,7 +177,33 @@ def _check_system(system: Any, err: Any) -> None:
             err("empty-text", "the system instruction is empty", f"{field}.parts[{j}].text")
 
 
-def _check_part(part: Any, field: str, role: str, err: Any, *, text_only: bool = False) -> int:
+def _check_references(references: Any, err: Any) -> None:
+    """Reinforcement tuning's ``references``: a map of strings to strings, which the reward's
+    ``{{references.KEY}}`` placeholders read (absent: the reward reads none)."""
+    if references is None:
+        return
+    if not isinstance(references, dict):
+        err("bad-references", "references must be an object of strings", "references")
+        return
+    for key, value in references.items():
+        if not isinstance(value, str):
+            err(
+                "bad-references",
+                f"references.{key} is {type(value).__name__}; Vertex takes strings only "
+                "(write numbers as text)",
+                f"references.{key}",
+            )
+
+
+def _check_part(
+    part: Any,
+    field: str,
+    role: str,
+    err: Any,
+    *,
+    text_only: bool = False,
+    no_functions: bool = False,
+) -> int:
     """Check one part; returns 1 for an image, else 0."""
     if not isinstance(part, dict):
         err("bad-part", f"{field} must be an object", field)
@@ -195,6 +235,9 @@ def _check_part(part: Any, field: str, role: str, err: Any, *, text_only: bool =
             "tuning data cannot inline files; upload it to Cloud Storage and use fileData",
             field,
         )
+        return 0
+    if no_functions and kind in FUNCTION_CALL_KEYS + FUNCTION_RESPONSE_KEYS:
+        err("bad-part", "reinforcement prompts take text and fileData parts only", field)
         return 0
     if kind in FUNCTION_CALL_KEYS:
         if role != "model":

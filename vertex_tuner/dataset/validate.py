@@ -20,7 +20,7 @@ only they, when counting.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -145,6 +145,7 @@ class Validator:
         columns: Mapping[str, str] | None = None,
         calibration_sample: int = CALIBRATION_SAMPLE,
         seed: int = CALIBRATION_SEED,
+        references: Collection[str] = (),
     ) -> None:
         info = models.model_info(model)
         if info is None:
@@ -166,9 +167,12 @@ class Validator:
         self.columns = dict(columns) if columns else None
         self.calibration_sample = calibration_sample
         self.seed = seed
-        self.limit = (
-            models.PREFERENCE_MAX_TOKENS if method == "preference" else info.max_tokens_per_example
-        )
+        self.limit = {
+            "preference": models.PREFERENCE_MAX_TOKENS,
+            "reinforcement": models.REINFORCEMENT_MAX_TOKENS,
+        }.get(method, info.max_tokens_per_example)
+        #: The ``references`` keys the reward reads: every example must have each.
+        self.references = tuple(sorted(set(references)))
 
     def _exact_work(self, path: Path, display: str, part: Part, *, sample: bool) -> ExactWork:
         """The near-limit examples of a scanned part (and, for training, the sample's lines)."""
@@ -331,6 +335,8 @@ class Validator:
             counts[role] = other.count
             exact.append(self._exact_work(value, str(value), other, sample=False))
         self._limits(counts, part, findings, display)
+        if self.references:
+            _missing_references(train, part.fmt or "", self.references, findings, display)
         stats = self._stats(part, counts, size, epochs, budget_usd, findings, display)
         stats.update(findings.totals())
         errors, warnings = findings.finish()
@@ -355,6 +361,9 @@ class Validator:
         self, counts: dict[str, int], part: Part, findings: FindingList, display: str
     ) -> None:
         n_validation, n_train = counts["validation"], counts["train"]
+        if self.method == "reinforcement":
+            self._reinforcement_limits(n_train, n_validation, findings, display)
+            return
         over_share = n_validation > VALIDATION_SHARE_FROM and n_validation > 0.3 * n_train
         if n_validation > models.MAX_VALIDATION_EXAMPLES or over_share:
             findings.add(
@@ -385,6 +394,32 @@ class Validator:
                 )
             )
 
+    @staticmethod
+    def _reinforcement_limits(
+        n_train: int, n_validation: int, findings: FindingList, display: str
+    ) -> None:
+        """Reinforcement tuning's own caps (``models.REINFORCEMENT_MAX_*``)."""
+        if n_train > models.REINFORCEMENT_MAX_EXAMPLES:
+            findings.add(
+                Finding(
+                    "error",
+                    "too-many-examples",
+                    f"{n_train:,} prompts; reinforcement tuning takes at most "
+                    f"{models.REINFORCEMENT_MAX_EXAMPLES:,} training examples",
+                    file=display,
+                )
+            )
+        if n_validation > models.REINFORCEMENT_MAX_VALIDATION:
+            findings.add(
+                Finding(
+                    "error",
+                    "too-many-validation-examples",
+                    f"{n_validation:,} validation prompts; reinforcement tuning takes at most "
+                    f"{models.REINFORCEMENT_MAX_VALIDATION:,}: lower dataset.validation",
+                    file=display,
+                )
+            )
+
     def _stats(
         self,
         part: Part,
@@ -398,7 +433,12 @@ class Validator:
         n_epochs = epochs or 1
         per_epoch = part.billable["train"]
         billable = per_epoch * n_epochs
-        cost = models.estimate_cost_usd(billable, self.model.id)
+        # Reinforcement tuning bills the answers sampled during the job, at no published price.
+        cost = (
+            None
+            if self.method == "reinforcement"
+            else models.estimate_cost_usd(billable, self.model.id)
+        )
         stats: dict[str, Any] = {
             "format": part.fmt,
             "model": self.model.id,
@@ -449,6 +489,41 @@ def validate_file(
     ``counter``: see :func:`count_exactly`)."""
     validator = Validator(model=model, method=method, fmt=fmt, columns=columns)
     return validator.run(path, display=str(path), counter=counter).report
+
+
+def _missing_references(
+    path: Path, fmt: str, keys: Sequence[str], findings: FindingList, display: str
+) -> None:
+    """A finding per example whose ``references`` lack a key the reward reads. A second pass
+    over the file, affordable because reinforcement datasets hold at most 5,000 prompts; lines
+    that are not objects were reported by the scan already."""
+    if fmt not in ("gemini", ""):
+        return
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(obj, dict):
+                continue
+            given = obj.get("references")
+            have = given if isinstance(given, dict) else {}
+            for key in keys:
+                if key not in have:
+                    findings.add(
+                        Finding(
+                            "error",
+                            "missing-reference",
+                            f"the reward reads {{{{references.{key}}}}}, and this example's "
+                            f"references have no {key!r}",
+                            line=number,
+                            field=f"references.{key}",
+                            file=display,
+                        )
+                    )
 
 
 def _sample_lines(part: Part, size: int, seed: int) -> tuple[int, ...]:

@@ -19,6 +19,7 @@ from vertex_tuner.backends.genai import request_body
 from vertex_tuner.backends.interface import Job, TuningRequest
 from vertex_tuner.events import Planned
 from vertex_tuner.records import Estimate
+from vertex_tuner.spec import REINFORCEMENT_HYPERPARAMETERS
 from vertex_tuner.vocabulary import (
     FINGERPRINT_LABEL_LENGTH,
     LABEL_FINGERPRINT,
@@ -179,7 +180,17 @@ def build_request(
         service_account=spec.gcp.service_account,
         output_uri=spec.gcp.output_uri,
         export_last_checkpoint_only=hp.export_last_checkpoint_only,
+        reinforcement=_reinforcement(spec),
     )
+
+
+def _reinforcement(spec: JobSpec) -> dict[str, Any] | None:
+    """The reward and step settings of a reinforcement spec, as the request carries them."""
+    if spec.method != "reinforcement":
+        return None
+    hp = spec.hyperparameters
+    settings = {name: getattr(hp, name) for name in REINFORCEMENT_HYPERPARAMETERS}
+    return {"reward": spec.reward_payload(), **{k: v for k, v in settings.items() if v is not None}}
 
 
 #: Epochs the estimate assumes when ``hyperparameters.epochs`` is unset. Vertex then picks its
@@ -203,6 +214,8 @@ def estimate(spec: JobSpec, prepared: PreparedDataset) -> Estimate:
     the estimate's ``note`` says so.
     """
     stats = prepared.report.stats
+    if spec.method == "reinforcement":
+        return reinforcement_estimate(spec, prepared)
     set_epochs = spec.hyperparameters.epochs
     epochs = int(set_epochs or stats.get("epochs") or ASSUMED_EPOCHS)
     calibration = stats.get("calibration")
@@ -232,6 +245,41 @@ def estimate(spec: JobSpec, prepared: PreparedDataset) -> Estimate:
         estimated_tokens=int(stats.get("billable_tokens", 0)),
         **common,
     )
+
+
+#: Vertex caps a reinforcement run at this many steps ("The total training run is capped at
+#: 500 steps", the RFT hyperparameters page); batch and samples default to 32 and 16.
+RFT_MAX_STEPS = 500
+RFT_DEFAULT_BATCH = 32
+RFT_DEFAULT_SAMPLES = 16
+RFT_DEFAULT_OUTPUT = 32_768
+
+
+def reinforcement_estimate(spec: JobSpec, prepared: PreparedDataset) -> Estimate:
+    """The size of a reinforcement run: steps, answers sampled, and an upper bound of the
+    tokens they read and write. Google publishes no price for it, so there is no cost.
+
+    Steps: ``ceil(prompts × epochs / batch_size)``, at most 500; Vertex's default epochs are
+    ``min(110 × batch / prompts, 10)`` (the hyperparameters page). Each step samples
+    ``batch_size × samples_per_prompt`` answers, each reading its prompt and writing at most
+    ``max_output_tokens`` (thinking included).
+    """
+    hp = spec.hyperparameters
+    stats = prepared.report.stats
+    prompts = max(1, int(prepared.train.examples or stats.get("examples", 0) or 1))
+    batch = hp.batch_size or RFT_DEFAULT_BATCH
+    samples = hp.samples_per_prompt or RFT_DEFAULT_SAMPLES
+    epochs = hp.epochs or max(1, min(round(110 * batch / prompts), 10))
+    steps = min(RFT_MAX_STEPS, -(-prompts * epochs // batch))
+    answers = steps * batch * samples
+    longest_prompt = int((stats.get("input_tokens") or {}).get("max", 0))
+    bound = answers * (longest_prompt + (hp.max_output_tokens or RFT_DEFAULT_OUTPUT))
+    note = (
+        f"reinforcement: {steps:,} steps × {batch} prompts × {samples} samples = {answers:,} "
+        f"sampled answers, at most {bound:,} tokens read and written; Google publishes no price "
+        "for reinforcement tuning, so there is no cost estimate"
+    )
+    return Estimate(billable_tokens=bound, epochs=int(epochs), cost_usd=None, note=note)
 
 
 def calibrated_note(calibration: dict[str, Any]) -> str:

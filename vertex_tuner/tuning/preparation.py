@@ -44,6 +44,7 @@ def prepare(
         columns={str(k): v for k, v in spec.dataset.columns.items()}
         if spec.dataset.columns
         else None,
+        references=spec.reward_references(),
     )
 
     def where(value: float | str | None) -> float | Path | None:

@@ -69,10 +69,11 @@ from vertex_tuner.tuning.recording import (
     pending_record,
     update_record,
 )
+from vertex_tuner.tuning.rewards import require_passing
 from vertex_tuner.vocabulary import FINGERPRINT_LABEL_LENGTH, LABEL_FINGERPRINT, LABEL_SPEC
 
 if TYPE_CHECKING:
-    from vertex_tuner.backends.interface import Storage, Tuner
+    from vertex_tuner.backends.interface import RewardValidator, Storage, Tuner
     from vertex_tuner.dataset import PreparedDataset
     from vertex_tuner.dataset.tokens import TokenCounter
     from vertex_tuner.runstore import RunStore
@@ -106,6 +107,7 @@ class TuningService:
         lease_ttl: float = DEFAULT_LEASE_TTL,
         monotonic: Callable[[], float] = time.monotonic,
         counter: TokenCounter | None = None,
+        rewards: RewardValidator | None = None,
     ) -> None:
         self.storage = storage
         self.tuner = tuner
@@ -126,6 +128,9 @@ class TuningService:
         #: Counts near-limit examples and a calibration sample exactly before a create (Vertex's
         #: countTokens); None: estimates only.
         self.counter = counter
+        #: Scores a reinforcement spec's reward test cases before a create (Vertex's
+        #: validateReinforcementTuningReward); None: code rewards run locally only.
+        self.rewards = rewards
 
     # --- public API ----------------------------------------------------------------------
 
@@ -206,6 +211,9 @@ class TuningService:
                         hint="raise budget.max_cost_usd, use fewer epochs or a smaller "
                         "dataset; nothing was uploaded",
                     )
+                if spec.method == "reinforcement":
+                    # A reward that scores its own test cases wrongly would waste every step.
+                    require_passing(spec, self.rewards)
                 plan, record, sent, created = self._create_under_lease(
                     spec, prepared, plan, force=force, retry_failed=retry_failed
                 )

@@ -205,6 +205,7 @@ def service_for(
         observer=observer,
         lease_ttl=lease_ttl(),
         counter=b.counter if exact_tokens else None,
+        rewards=b.rewards,
     )
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from vertex_tuner.backends.interface import (
     BatchPredictor,
     Generator,
+    RewardValidator,
     Storage,
     TokenCounter,
     Tuner,
@@ -46,6 +47,8 @@ class Backends:
     service_generator: Callable[[str | None, str | None], Generator] | None = None
     #: Vertex batch prediction, for evaluations in batch mode.
     batch: BatchPredictor | None = None
+    #: validateReinforcementTuningReward, for ``reward test`` and the check before a submit.
+    rewards: RewardValidator | None = None
 
 
 def cloud_backends(project: str | None, location: str) -> Backends:
@@ -72,6 +75,7 @@ def cloud_backends(project: str | None, location: str) -> Backends:
     from vertex_tuner.backends.genai import (
         GenaiBatchPredictor,
         GenaiGenerator,
+        GenaiRewardValidator,
         GenaiTokenCounter,
         GenaiTuner,
         http_options,
@@ -100,6 +104,7 @@ def cloud_backends(project: str | None, location: str) -> Backends:
         counter=GenaiTokenCounter(client),
         service_generator=lambda p, where: GenaiGenerator(service_client(p, where)),
         batch=GenaiBatchPredictor(client),
+        rewards=GenaiRewardValidator(client, project=project, location=location),
     )
 
 
@@ -109,6 +114,7 @@ def sandbox_backends(info: SandboxInfo) -> Backends:
     from vertex_tuner.backends.genai import (
         GenaiBatchPredictor,
         GenaiGenerator,
+        GenaiRewardValidator,
         GenaiTokenCounter,
         GenaiTuner,
     )
@@ -129,4 +135,5 @@ def sandbox_backends(info: SandboxInfo) -> Backends:
             genai_client(info, project=p, location=where)
         ),
         batch=GenaiBatchPredictor(client),
+        rewards=GenaiRewardValidator(client, project=info.project, location=info.location),
     )
