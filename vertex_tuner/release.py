@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from vertex_tuner.evaluation.runner import Evaluator
     from vertex_tuner.records import RunRecord
     from vertex_tuner.runstore import AliasEntry, RunStore
-    from vertex_tuner.spec import JobSpec
+    from vertex_tuner.spec import EvaluationSpec, JobSpec
     from vertex_tuner.tuning import Plan, TuningService
 
 Outcome = Literal[
@@ -124,21 +124,17 @@ def evaluate_run(
     answer again; ``resume`` only attaches to the batch jobs an earlier evaluation created.
     The result is stored with the run record (see :meth:`Evaluator.evaluate`).
     """
-    if spec.evaluation is None:
-        raise SpecError(
-            f"{spec.spec_path}: the spec has no evaluation section",
-            hint="add evaluation: {holdout: 0.1, metrics: [exact_match, rouge_l]}",
-        )
+    settings = _evaluation_of(spec)
     schema: dict[str, Any] | None = None
-    if spec.evaluation.json_schema:
-        path = spec.resolve_path(spec.evaluation.json_schema)
+    if settings.json_schema:
+        path = spec.resolve_path(settings.json_schema)
         try:
             schema = orjson.loads(path.read_bytes())
         except (OSError, orjson.JSONDecodeError) as exc:
             raise SpecError(f"evaluation.json_schema: cannot read {path}: {exc}") from None
     return evaluator.evaluate(
         record,
-        spec.evaluation,
+        settings,
         against=list(against),
         json_schema=schema,
         checkpoint=checkpoint,
@@ -147,6 +143,16 @@ def evaluate_run(
         fresh=fresh,
         resume=resume,
     )
+
+
+def _evaluation_of(spec: JobSpec) -> EvaluationSpec:
+    """The spec's evaluation section; a SpecError saying what to add when it has none."""
+    if spec.evaluation is None:
+        raise SpecError(
+            f"{spec.spec_path}: the spec has no evaluation section",
+            hint="add evaluation: {holdout: 0.1, metrics: [exact_match, rouge_l]}",
+        )
+    return spec.evaluation
 
 
 def staging_uri(spec: JobSpec) -> str:
@@ -165,14 +171,9 @@ def evaluation_estimate(
     fresh: bool = False,
 ) -> EvaluationCost:
     """What evaluating the run would send and cost, sending nothing."""
-    if spec.evaluation is None:
-        raise SpecError(
-            f"{spec.spec_path}: the spec has no evaluation section",
-            hint="add evaluation: {holdout: 0.1, metrics: [exact_match, rouge_l]}",
-        )
     return evaluator.dry_run(
         record,
-        spec.evaluation,
+        _evaluation_of(spec),
         against=list(against),
         checkpoint=checkpoint,
         staging=staging_uri(spec),

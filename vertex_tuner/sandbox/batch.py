@@ -33,7 +33,7 @@ import orjson
 from vertex_tuner import models
 from vertex_tuner.sandbox import contract
 from vertex_tuner.sandbox.contract import ContractError, snake
-from vertex_tuner.sandbox.vertex import DELETE_METADATA_TYPE, ApiError, VertexEmulator, _iso
+from vertex_tuner.sandbox.vertex import ApiError, VertexEmulator, _iso, deletion
 
 _ROOT = "batch_prediction_job"
 _PUBLISHER = re.compile(
@@ -237,16 +237,7 @@ class BatchJobs:
             del self.jobs[job_id]
             operation_id = self.emulator._new_id()
             self.emulator._save()
-        now = _iso(self.emulator.clock())
-        return {
-            "name": f"projects/{project}/locations/{location}/operations/{operation_id}",
-            "metadata": {
-                "@type": DELETE_METADATA_TYPE.format(version=version),
-                "genericMetadata": {"createTime": now, "updateTime": now},
-            },
-            "done": True,
-            "response": {"@type": "type.googleapis.com/google.protobuf.Empty"},
-        }
+        return deletion(project, location, operation_id, version, _iso(self.emulator.clock()))
 
     def _record(self, job_id: str) -> dict[str, Any]:
         if job_id not in self.jobs:

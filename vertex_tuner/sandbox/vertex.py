@@ -135,6 +135,22 @@ class ApiError(Exception):
         return {"error": {"code": self.http, "message": self.message, "status": self.status}}
 
 
+def deletion(
+    project: str, location: str, operation_id: str, version: str, now: str
+) -> dict[str, Any]:
+    """The finished long-running Operation a delete answers with (``DeleteOperationMetadata``,
+    an ``Empty`` response), as Vertex returns it."""
+    return {
+        "name": f"projects/{project}/locations/{location}/operations/{operation_id}",
+        "metadata": {
+            "@type": DELETE_METADATA_TYPE.format(version=version),
+            "genericMetadata": {"createTime": now, "updateTime": now},
+        },
+        "done": True,
+        "response": {"@type": "type.googleapis.com/google.protobuf.Empty"},
+    }
+
+
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1e6) % 1000000:06d}Z"
 
@@ -809,16 +825,7 @@ class VertexEmulator:
                 del self.endpoints[endpoint_id]
             operation_id = self._new_id()
             self._save()
-        now = _iso(self.clock())
-        return {
-            "name": f"projects/{project}/locations/{location}/operations/{operation_id}",
-            "metadata": {
-                "@type": DELETE_METADATA_TYPE.format(version=version),
-                "genericMetadata": {"createTime": now, "updateTime": now},
-            },
-            "done": True,
-            "response": {"@type": "type.googleapis.com/google.protobuf.Empty"},
-        }
+        return deletion(project, location, operation_id, version, _iso(self.clock()))
 
     def stats(self, injected: dict[str, int]) -> dict[str, Any]:
         with self.lock:
