@@ -383,3 +383,16 @@ def test_a_lease_ttl_setting_out_of_range_is_refused(
     assert lease_ttl() == 2.5
     monkeypatch.delenv("VERTEX_TUNER_LEASE_TTL")
     assert lease_ttl() == 60
+
+
+def test_a_renewed_lease_still_says_since_when_it_has_been_held(tmp_path: Path) -> None:
+    from vertex_tuner.runstore import LeaseHolder
+
+    runs = RunStore(LocalBlobStore(tmp_path / "runs"))
+    lease = runs.acquire_lease("fp", ttl=30)
+    renewed = runs.renew_lease(runs.renew_lease(lease))
+    found = runs.blobs.read(lease.key)
+    assert found is not None
+    holder = LeaseHolder.read(found[0], found[1])
+    assert holder.acquired_at is not None and renewed.renewals == 2
+    assert f"since {holder.acquired_at}" in holder.describe()

@@ -263,6 +263,9 @@ class Lease:
     generation: int
     ttl: float = DEFAULT_LEASE_TTL
     renewals: int = 0
+    #: When it was acquired (this process's clock), written with every renewal so waiters
+    #: always hear since when it has been held.
+    acquired: float | None = None
 
 
 @dataclass(frozen=True)
@@ -599,17 +602,20 @@ class RunStore:
         seen: tuple[int, float] | None = None  # (generation, when we first saw it)
         told: str | None = None
         while True:
-            body = _lease_body(owner, ttl, 0, self.clock())
+            stamp = self.clock()
+            body = _lease_body(owner, ttl, 0, stamp, stamp)
             current = self._retried(lambda: self.blobs.read(key))
             try:
                 if current is None:
-                    return Lease(key, owner, self._write_lease(key, body, owner, 0), ttl)
+                    generation = self._write_lease(key, body, owner, 0)
+                    return Lease(key, owner, generation, ttl, acquired=stamp)
                 now = self.clock()
                 if seen is None or seen[0] != current[1]:
                     seen = (current[1], now)
                 holder = LeaseHolder.read(current[0], current[1])
                 if now - seen[1] >= holder.ttl:
-                    return Lease(key, owner, self._write_lease(key, body, owner, current[1]), ttl)
+                    generation = self._write_lease(key, body, owner, current[1])
+                    return Lease(key, owner, generation, ttl, acquired=stamp)
             except PreconditionFailed:
                 seen = None  # someone else got there first; look again
                 continue
@@ -631,7 +637,7 @@ class RunStore:
         :class:`LeaseLost` when someone else took it over; a transient failure (after the
         retries) is raised as it is, and the caller decides how long it can go unrenewed.
         """
-        body = _lease_body(lease.owner, lease.ttl, lease.renewals + 1, self.clock())
+        body = _lease_body(lease.owner, lease.ttl, lease.renewals + 1, self.clock(), lease.acquired)
         try:
             generation = self._write_cas(lease.key, body, lease.generation, _equal_to(body))
         except PreconditionFailed:
@@ -887,7 +893,7 @@ def _equal_to(data: bytes) -> Callable[[bytes], bool]:
     return lambda found: found == data
 
 
-def _lease_body(owner: str, ttl: float, renewals: int, now: float) -> bytes:
+def _lease_body(owner: str, ttl: float, renewals: int, now: float, acquired: float | None) -> bytes:
     """A lease as its holder writes it. ``expires_at`` (the holder's clock plus ``ttl``) is
     kept for older versions, which compare it with their own clock; this one never reads it."""
     stamp = iso(now)
@@ -900,8 +906,8 @@ def _lease_body(owner: str, ttl: float, renewals: int, now: float) -> bytes:
         "renewed_at": stamp,
         "expires_at": now + ttl,
     }
-    if renewals == 0:
-        doc["acquired_at"] = stamp
+    if acquired is not None:
+        doc["acquired_at"] = iso(acquired)
     return orjson.dumps(doc)
 
 
