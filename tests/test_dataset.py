@@ -274,9 +274,24 @@ def test_a_worker_that_cannot_start_leaves_the_work_to_this_process(
 ) -> None:
     path = write_lines(tmp_path, [chat(i) for i in range(300)])
     monkeypatch.setattr(engine, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(scanning, "_can_fork", lambda: False)
     monkeypatch.setattr(scanning.sys, "executable", "")
     report = validate_file(path)
     assert report.ok and report.stats["examples"] == 300
+
+
+@pytest.mark.parametrize("fork", [True, False])
+def test_forked_and_new_interpreter_workers_read_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fork: bool
+) -> None:
+    rows: list[Any] = [chat(i) for i in range(300)]
+    rows[200] = b"{bad"
+    rows.append(chat(250))
+    path = write_lines(tmp_path, rows)
+    monkeypatch.setattr(scanning, "_can_fork", lambda: fork)
+    _, many = run_both_ways(path, tmp_path, monkeypatch, validation=0.2)
+    found = codes(many.report)
+    assert found["bad-json"] == [201] and found["duplicate"] == [301]
 
 
 def test_prepare_from_a_spec(tmp_path: Path) -> None:

@@ -213,12 +213,7 @@ def _fast(obj: dict[str, Any], fmt: str, method: str, limit: int) -> Any:
     found = check(obj, limit)
     if found is None:
         return None
-    key, answer, n_in, n_out, billable = found
-    media = (
-        scan._has_media(obj)
-        if type(key) is not list or type(answer) not in (list, type(None))
-        else False
-    )
+    key, answer, n_in, n_out, billable, media = found
     return (
         orjson.dumps(key, option=SORT),
         b"" if answer is None else orjson.dumps(answer, option=SORT),
@@ -277,12 +272,16 @@ def test_a_csv_row_is_read_the_same_on_both_paths(
     row = {"q": prompt, "a": response, "s": system}
     columns: dict[str, str | None] = {"prompt": "q", "response": "a", "system": "s"}
     found = fastpath.csv_row(row, columns, limit)
+    positions = fastpath.csv_positions(["s", "q", "a", "q"], columns)
+    assert positions is not None
+    assert fastpath.csv_fields([system, "", response, prompt], *positions, limit) == found
     if found is None:
         return
     example = formats.from_csv_row(row, columns)
     model = replace(FLASH, max_tokens_per_example=limit)
     assert check_example(example, method="supervised", model=model, line=1) == []
-    key, answer, *figures = found
+    key, answer, *figures, media = found
+    assert not media
     assert orjson.dumps(key) == keys.prompt_key(example, "supervised")
     assert orjson.dumps(answer) == keys.answer_key(example, "supervised")
     assert tuple(figures) == tokens.measure(example)
@@ -403,6 +402,7 @@ def _without_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fastpath, "CHECKS", {})
     monkeypatch.setattr(fastpath, "METHOD_CHECKS", {})
     monkeypatch.setattr(fastpath, "csv_row", lambda row, columns, limit: None)
+    monkeypatch.setattr(fastpath, "csv_positions", lambda header, columns: None)
 
 
 def _both_ways(path: Path, method: str, split: float | None) -> tuple[Any, Any]:
@@ -457,3 +457,68 @@ def test_a_csv_file_reads_the_same_with_and_without_the_fast_path(tmp_path: Path
     )
     fast, _ = _both_ways(path, "supervised", None)
     assert fast.report.stats["examples"] == 3
+
+
+def _nested(depth: int) -> Any:
+    """Objects ``depth`` deep: ``{"a": {"a": ... 1}}``."""
+    value: Any = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def _call(args: Any) -> dict[str, Any]:
+    return {"functionCall": {"name": "lookup", "args": args}}
+
+
+#: Lines whose one deep value (``depth`` levels) leaves the line ``depth + levels`` deep, where
+#: the fast path proves the depth by writing the value rather than walking it.
+_DEEP_LINES = {
+    "tools": (lambda v: {"contents": [_u("Hi"), _m("Yo")], "tools": [v]}, 2),
+    "call in a prompt turn": (
+        lambda v: {
+            "contents": [_u("Hi"), {"role": "model", "parts": [_call(v)]}, _u("And?"), _m("Ok")]
+        },
+        6,
+    ),
+    "call in the answer": (
+        lambda v: {"contents": [_u("Hi"), {"role": "model", "parts": [_call(v)]}]},
+        6,
+    ),
+    "file data": (
+        lambda v: {
+            "contents": [
+                {
+                    "role": "user",
+                    "parts": [{"fileData": {**_IMAGE["fileData"], "displayName": v}}],
+                },
+                _m("A cat."),
+            ]
+        },
+        6,
+    ),
+    "system instruction": (
+        lambda v: {
+            "systemInstruction": {"parts": [{"text": "Hi"}], "x": v},
+            "contents": [_u("a"), _m("b")],
+        },
+        2,
+    ),
+}
+
+
+@pytest.mark.parametrize("where", list(_DEEP_LINES))
+@pytest.mark.parametrize("over", [0, 1])
+def test_the_fast_path_declines_a_line_deeper_than_orjson_writes(where: str, over: int) -> None:
+    """At the limit a line takes the fast path as the full path reads it; one level deeper it
+    is left to the full path, which reports it."""
+    build, levels = _DEEP_LINES[where]
+    obj = build(_nested(254 - levels + over))
+    assert scan.nests_deeper(obj) == bool(over)
+    limit = FLASH.max_tokens_per_example
+    fast = _fast(obj, "gemini", "supervised", limit)
+    if over:
+        assert fast is None
+    else:
+        assert fast is not None
+        assert fast == _full(obj, "gemini", "supervised", limit)

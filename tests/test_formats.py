@@ -14,7 +14,7 @@ from dataset_support import codes
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from vertex_tuner.dataset import Validator, fastpath, formats, keys, reader, tokens
+from vertex_tuner.dataset import Validator, fastpath, formats, keys, reader, scan, tokens
 from vertex_tuner.dataset.gemini import SYSTEM_KEYS
 from vertex_tuner.dataset.rules import check_example
 from vertex_tuner.models import MODELS
@@ -464,7 +464,8 @@ def test_the_fast_path_never_disagrees_with_the_full_path(
     if fast is None:
         return  # the fast path may always decline
     assert full is not None, obj
-    key, texts, n_in, n_out, billable = fast
+    key, texts, n_in, n_out, billable, media = fast
+    assert media == scan._has_media(formats.convert(obj, fmt))
     assert (orjson.dumps(key), orjson.dumps(texts), n_in, n_out, billable) == full
 
 
@@ -498,7 +499,8 @@ def test_the_common_shapes_take_the_fast_path(obj: dict[str, Any]) -> None:
     assert fmt is not None
     fast = fastpath.CHECKS[fmt](obj, FLASH.max_tokens_per_example)
     assert fast is not None
-    key, texts, *figures = fast
+    key, texts, *figures, media = fast
+    assert not media
     assert (orjson.dumps(key), orjson.dumps(texts), *figures) == _full_path(
         obj, fmt, FLASH.max_tokens_per_example
     )

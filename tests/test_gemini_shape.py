@@ -117,7 +117,8 @@ def test_tokens_keys_and_the_fast_path_count_the_same_system(
     assert keys.prompt_key(example, "supervised") == keys.prompt_key(alone, "supervised")
     fast = fastpath.gemini(obj, FLASH.max_tokens_per_example)
     assert fast is not None
-    key, _texts, *figures = fast
+    key, _texts, *figures, media = fast
+    assert not media
     assert orjson.dumps(key) == keys.prompt_key(alone, "supervised")
     assert tuple(figures) == tokens.measure(alone)
 

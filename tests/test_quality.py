@@ -335,3 +335,29 @@ def test_leakage_counts_only_what_is_left_for_training(tmp_path: Path) -> None:
         .report
     )
     assert codes(report) == {"holdout-leakage": [2]}
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_answers_are_read_again_from_a_row_start_near_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Reading from the starts a scan kept gives each line's answer as reading from the top."""
+    from vertex_tuner.dataset import quality, reader, scan
+
+    monkeypatch.setattr(reader, "CHUNK", 256)
+    if kind == "csv":
+        path = tmp_path / "d.csv"
+        rows = [f'"Question {i}\nspans two lines",Answer {i}.\n' for i in range(200)]
+        path.write_text("\ufeffprompt,response\n" + "".join(rows), encoding="utf-8")
+        fmt = "csv"
+    else:
+        path = write_lines(tmp_path, [numbered(i) for i in range(200)])
+        fmt = "messages"
+    part = scan.scan(validator()._job(path, "d"))
+    assert part.count == 200 and len(part.starts) > 5
+    lines = {line for bucket in part.prompt_lines for line in bucket}
+    read = quality.answers_at(path, lines, fmt=fmt, method="supervised", columns=None)
+    near = quality.answers_at(
+        path, lines, fmt=fmt, method="supervised", columns=None, starts=part.starts
+    )
+    assert near == read and len(read) == 200

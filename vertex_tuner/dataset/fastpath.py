@@ -6,16 +6,19 @@ parsed object once and either proves the example passes every rule that
 ``None`` and leaves the line to the full path (convert, check, explain). They never decide that
 something is wrong; they only skip work when nothing is.
 
-A result is ``(prompt key, answer texts, input tokens, output tokens, billable tokens)``, equal to
-what :mod:`vertex_tuner.dataset.keys` and :func:`vertex_tuner.dataset.tokens.measure` give for the
-converted example (the tests hold them to that). Tokens are counted as
-:func:`vertex_tuner.dataset.tokens.text_tokens` does: ``ceil(len / 4)``, written out inline
-because this is the validator's hot loop.
+A result is ``(prompt key, answer texts, input tokens, output tokens, billable tokens, media)``,
+equal to what :mod:`vertex_tuner.dataset.keys` and :func:`vertex_tuner.dataset.tokens.measure`
+give for the converted example, and whether it holds a file (the tests hold them to that).
+Tokens are counted as :func:`vertex_tuner.dataset.tokens.text_tokens` does: ``ceil(len / 4)``,
+written out inline because this is the validator's hot loop.
 
 A Gemini line is written back as it is, so a field the check does not read (another key of the
 line, of a turn, of the system instruction) could nest deeper than orjson writes
 (:mod:`vertex_tuner.dataset.nesting`); such fields are walked, and a line too deep is left to the
-full path. Chat and text-pair lines keep only their texts: their other fields never matter.
+full path. Tools and the parts that are not text are not walked: they are only ever in a line
+whose prompt key (or answer) is their JSON, written at the depth they have in the line, and
+orjson refusing to write it leaves the line to the full path. Chat and text-pair lines keep only
+their texts: their other fields never matter.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from orjson import OPT_SORT_KEYS as SORT_KEYS
-from orjson import Fragment, dumps
+from orjson import Fragment, JSONEncodeError, dumps
 
 from vertex_tuner.dataset.gemini import FILE_DATA_KEYS, FUNCTION_CALL_KEYS, FUNCTION_RESPONSE_KEYS
 from vertex_tuner.dataset.nesting import MAX_DEPTH, nests_deeper
@@ -32,11 +35,11 @@ from vertex_tuner.dataset.rules import FILE_URI_PREFIXES, MEDIA_PREFIXES, MEDIA_
 from vertex_tuner.dataset.tokens import CHARS_PER_TOKEN, PADDING_PER_RECORD, TOKENS_PER_MEDIA_PART
 from vertex_tuner.models import MAX_IMAGES_PER_EXAMPLE, PREFERENCE_MAX_TOKENS
 
-#: (prompt key, answer, input tokens, output tokens, billable tokens). The keys are JSON values
-#: whose JSON (sorted, for preference completions) is what :mod:`vertex_tuner.dataset.keys`
-#: gives; an answer of None is the empty key. A key that is not a flat list of texts is an
-#: ``orjson.Fragment`` of its sorted JSON.
-FastResult = tuple["list[Any] | Fragment", Any, int, int, int]
+#: (prompt key, answer, input tokens, output tokens, billable tokens, media). The keys are JSON
+#: values whose JSON (sorted, for preference completions) is what :mod:`vertex_tuner.dataset.keys`
+#: gives; an answer of None is the empty key. A prompt key that is not a flat list of texts is an
+#: ``orjson.Fragment`` of its sorted JSON, so it needs no sorting. ``media``: a part holds a file.
+FastResult = tuple["list[Any] | Fragment", Any, int, int, int, bool]
 FastCheck = Callable[[dict[str, Any], int], "FastResult | None"]
 
 _ROUND = CHARS_PER_TOKEN - 1
@@ -52,8 +55,6 @@ _BARE_PREFERENCE_KEYS = frozenset(("contents", "completions"))
 _TURN_KEYS = frozenset(("role", "parts"))
 _SYSTEM_KEYS = _TURN_KEYS
 _COMPLETION_ITEM_KEYS = frozenset(("score", "completion"))
-#: How deep the value of a part (line, contents, turn, parts, part) may nest.
-_PART_VALUE_DEPTH = MAX_DEPTH - 5
 
 
 def _deep_beside(obj: dict[str, Any], known: frozenset[str], level: int) -> bool:
@@ -112,7 +113,7 @@ def messages(obj: dict[str, Any], limit: int) -> FastResult | None:
     if previous != "model" or n_in + n_out > limit:
         return None
     del key[mark:]
-    return key, [text], n_in, n_out, billable
+    return key, [text], n_in, n_out, billable, False
 
 
 def _exchange(s: Any, u: Any, a: Any, limit: int) -> FastResult | None:
@@ -156,7 +157,7 @@ def _one_exchange(system: str | None, prompt: str, answer: str, limit: int) -> F
         key = [1, system, "user", 1, prompt]
     if n_in + n_out > limit:
         return None
-    return key, [answer], n_in, n_out, n_in + n_out + PADDING_PER_RECORD
+    return key, [answer], n_in, n_out, n_in + n_out + PADDING_PER_RECORD, False
 
 
 def _text_parts(parts: Any) -> tuple[list[str], int] | None:
@@ -212,22 +213,24 @@ def _system_key(system_value: Any) -> tuple[list[Any], int] | None:
 
 
 def _gemini_exchange(system_value: Any, u: Any, m: Any, limit: int) -> FastResult | None:
-    """``[user, model]`` with one text part each, and at most a one-text system instruction,
-    unrolled: half the time of the general loop."""
+    """``[user, model]`` with one text part each, and at most a system instruction of text
+    parts, unrolled: half the time of the general loop."""
     prompt = _single_text(u, "user")
     answer = _single_text(m, "model") if prompt is not None else None
     if prompt is None or answer is None:
         return None
     if system_value is None:
         return _one_exchange(None, prompt, answer, limit)
-    if type(system_value) is not dict:
+    read = _system_key(system_value)
+    if read is None:
         return None
-    if len(system_value) != 1 and _deep_beside(system_value, _SYSTEM_KEYS, 2):
+    key, n_in = read
+    n_in += (len(prompt) + _ROUND) // CHARS_PER_TOKEN
+    n_out = (len(answer) + _ROUND) // CHARS_PER_TOKEN
+    if n_in + n_out > limit:
         return None
-    system = _only_text(system_value.get("parts"))
-    if system is None:
-        return None
-    return _one_exchange(system, prompt, answer, limit)
+    key += ("user", 1, prompt)
+    return key, [answer], n_in, n_out, n_in + n_out + PADDING_PER_RECORD, False
 
 
 def _file_data(value: Any) -> int | None:
@@ -243,48 +246,54 @@ def _file_data(value: Any) -> int | None:
         return None
     if type(mime) is not str or not (mime.startswith(MEDIA_PREFIXES) or mime in MEDIA_TYPES):
         return None
-    # Two keys that both hold strings nest no deeper; any other key is walked.
-    if len(value) != 2 and nests_deeper(value, _PART_VALUE_DEPTH):
-        return None
     return 1 if mime.startswith("image/") else 0
 
 
-def _mixed_parts(parts: Any, role: Any) -> tuple[int, str, int] | None:
-    """(tokens, role, images) of a turn's parts that are not all text: text, ``fileData``,
+def _turn_parts(parts: Any, role: Any) -> tuple[list[str] | None, int, str, int, int] | None:
+    """(texts, tokens, role, images, files) of a turn's parts: text, ``fileData``,
     ``functionCall`` and ``functionResponse`` (either spelling), each valid in a turn of
-    ``role`` (a turn of function responses may omit it: it is a user turn). None for anything
-    else, or anything the rules would report."""
+    ``role`` (a turn of function responses may omit it: it is a user turn); ``texts`` is None
+    unless every part is text. None for anything else, or anything the rules would report.
+    How deep the values nest is left to the caller, which writes them."""
     if type(parts) is not list or not parts:
         return None
-    n = images = 0
+    texts: list[str] | None = []
+    n = images = files = 0
     calls = responses = False
     for part in parts:
         if type(part) is not dict or len(part) != 1:
             return None
-        ((kind, value),) = part.items()
-        if kind == "text":
-            if type(value) is not str or not value or value.isspace():
+        text = part.get("text")
+        if type(text) is str:
+            if not text or text.isspace():
                 return None
-            n += (len(value) + _ROUND) // CHARS_PER_TOKEN
-        elif kind in FILE_DATA_KEYS:
+            if texts is not None:
+                texts.append(text)
+            n += (len(text) + _ROUND) // CHARS_PER_TOKEN
+            continue
+        texts = None
+        ((kind, value),) = part.items()
+        if kind in FILE_DATA_KEYS:
             image = _file_data(value)
             if image is None:
                 return None
             images += image
+            files += 1
             n += TOKENS_PER_MEDIA_PART
         elif kind in FUNCTION_CALL_KEYS or kind in FUNCTION_RESPONSE_KEYS:
             if type(value) is not dict or type(value.get("name")) is not str:
-                return None
-            if nests_deeper(value, _PART_VALUE_DEPTH):
                 return None
             if kind in FUNCTION_CALL_KEYS:
                 calls = True
             else:
                 responses = True
-            # As tokens.measure counts them: the part's printed size.
-            n += (len(repr(part)) + _ROUND) // CHARS_PER_TOKEN
+            try:
+                # As tokens.measure counts them: the part's printed size.
+                n += (len(repr(part)) + _ROUND) // CHARS_PER_TOKEN
+            except RecursionError:
+                return None  # far deeper than orjson writes: the full path says so
         else:
-            return None  # inline data (an error) or no kind Vertex knows
+            return None  # not text, inline data (an error) or no kind Vertex knows
     if role is None and responses:
         role = "user"
     if role == "model":
@@ -295,7 +304,7 @@ def _mixed_parts(parts: Any, role: Any) -> tuple[int, str, int] | None:
             return None
     else:
         return None
-    return n, role, images
+    return texts, n, role, images, files
 
 
 def _gemini_turns(obj: dict[str, Any], limit: int, *, supervised: bool) -> FastResult | None:
@@ -325,8 +334,6 @@ def _gemini_turns(obj: dict[str, Any], limit: int, *, supervised: bool) -> FastR
         obj, known, 1
     ):
         return None
-    if tools is not None and nests_deeper(tools, MAX_DEPTH - 1):
-        return None
     system = 0
     key: list[Any]
     if system_value is None:
@@ -337,29 +344,31 @@ def _gemini_turns(obj: dict[str, Any], limit: int, *, supervised: bool) -> FastR
             return None
         key, system = read
     flat = tools is None
-    seen = billable = n_out = images = 0
+    seen = billable = n_out = images = files = 0
     n_in = system
     previous = None
     last = len(contents) - 1
     answer: Any = None
+    texts: list[str] | None = None
     for i, content in enumerate(contents):
         if type(content) is not dict:
             return None
         if len(content) != 2 and _deep_beside(content, _TURN_KEYS, 3):
             return None
         role = content.get("role")
-        found = _text_parts(content.get("parts"))
-        texts: list[str] | None
-        if found is not None:
-            texts, n = found
+        parts = content.get("parts")
+        text = _only_text(parts)
+        if text is not None and (role == "user" or role == "model"):
+            texts = [text]  # the commonest turn, one text part, without a call
+            n = (len(text) + _ROUND) // CHARS_PER_TOKEN
         else:
-            mixed = _mixed_parts(content.get("parts"), role)
-            if mixed is None:
+            found = _turn_parts(parts, role)
+            if found is None:
                 return None
-            n, role, here = mixed
+            texts, n, role, here, held = found
             images += here
-            texts = None
-        if role == previous or (role != "user" and role != "model"):
+            files += held
+        if role == previous:
             return None
         previous = role
         if role == "model":
@@ -367,8 +376,7 @@ def _gemini_turns(obj: dict[str, Any], limit: int, *, supervised: bool) -> FastR
             n_out = n
             billable += n_in + n + PADDING_PER_RECORD
         if supervised and i == last:
-            # The answer key: the texts of a text-only turn, else the turn itself.
-            answer = texts if texts is not None else Fragment(dumps(content, option=SORT_KEYS))
+            answer = texts  # the answer key: a text-only turn's texts (else the turn, below)
         elif flat:
             if texts is None:
                 flat = False
@@ -377,16 +385,25 @@ def _gemini_turns(obj: dict[str, Any], limit: int, *, supervised: bool) -> FastR
         seen += n
     if previous != ("model" if supervised else "user"):
         return None
+    if not billable:
+        n_in = system + seen  # a prompt no model turn answers yet: all of it is input
     if n_in + n_out > limit or images > MAX_IMAGES_PER_EXAMPLE:
         return None
-    if not flat:
+    try:
+        if supervised and texts is None:
+            # Inside two lists, the turn is as deep as in the line (line, contents).
+            answer = Fragment(dumps([[contents[last]]], option=SORT_KEYS)[2:-2])
+        if flat:
+            return key, answer, n_in, n_out, billable, files > 0
         structured = {
             "system": system_value,
             "tools": tools,
             "contents": contents[:last] if supervised else contents,
         }
-        return Fragment(dumps(structured, option=SORT_KEYS)), answer, n_in, n_out, billable
-    return key, answer, n_in, n_out, billable
+        prompt = Fragment(dumps(structured, option=SORT_KEYS))
+    except JSONEncodeError:
+        return None  # nested deeper than orjson writes: the full path says so
+    return prompt, answer, n_in, n_out, billable, files > 0
 
 
 def gemini(obj: dict[str, Any], limit: int) -> FastResult | None:
@@ -395,11 +412,15 @@ def gemini(obj: dict[str, Any], limit: int) -> FastResult | None:
     if "completions" in obj:
         return None  # auto-detection calls it preference: the full path says so
     contents = obj.get("contents")
-    if type(contents) is list and len(contents) == 2 and len(obj) <= 2:
+    if type(contents) is list and len(contents) == 2 and "tools" not in obj:
+        # The system instruction as _gemini_turns reads it, and any other key walked.
         system_value = obj.get("systemInstruction")
-        if system_value is None:
+        if system_value is not None:
+            known = _CAMEL_LINE_KEYS
+        else:
             system_value = obj.get("system_instruction")
-        if len(obj) == 1 + (system_value is not None):
+            known = _BARE_LINE_KEYS if system_value is None else _SNAKE_LINE_KEYS
+        if len(obj) == 1 + (system_value is not None) or not _deep_beside(obj, known, 1):
             quick = _gemini_exchange(system_value, contents[0], contents[1], limit)
             if quick is not None:
                 return quick
@@ -470,7 +491,7 @@ def preference(obj: dict[str, Any], limit: int) -> FastResult | None:
     longest = max(a[1], b[1])
     if prompt + longest > PREFERENCE_MAX_TOKENS:
         return None
-    return key, completions, prompt, longest, prompt + longest
+    return key, completions, prompt, longest, prompt + longest, False
 
 
 def _completion(item: Any) -> tuple[int, int] | None:
@@ -524,7 +545,35 @@ def csv_row(
     prompt = row.get(columns["prompt"] or "", "")
     answer = row.get(columns["response"] or "", "")
     name = columns.get("system")
-    system = row.get(name) if name else None
+    return _csv_texts(prompt, answer, row.get(name) if name else None, limit)
+
+
+def csv_positions(
+    header: list[str], columns: Mapping[str, str | None]
+) -> tuple[int, int, int | None] | None:
+    """Where :func:`csv_fields` finds the prompt, the response and the system column in a
+    row's fields: where :func:`csv_row` finds them in the row as a dict (the last column of a
+    name). None when the prompt or the response is in none of them."""
+    at = {name: i for i, name in enumerate(header)}
+    prompt = at.get(columns["prompt"] or "")
+    answer = at.get(columns["response"] or "")
+    name = columns.get("system")
+    if prompt is None or answer is None:
+        return None
+    return prompt, answer, at.get(name) if name else None
+
+
+def csv_fields(
+    fields: list[str], prompt: int, answer: int, system: int | None, limit: int
+) -> FastResult | None:
+    """:func:`csv_row` for a row given as its fields, and its columns as
+    :func:`csv_positions` gives them: no dict per row."""
+    return _csv_texts(
+        fields[prompt], fields[answer], None if system is None else fields[system], limit
+    )
+
+
+def _csv_texts(prompt: str, answer: str, system: str | None, limit: int) -> FastResult | None:
     if not prompt or not answer or prompt.isspace() or answer.isspace():
         return None
     if system is not None and system.isspace():

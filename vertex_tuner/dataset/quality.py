@@ -3,22 +3,24 @@ training and held-out data, label skew, length outliers, and the token distribut
 
 They run after the scan, on the flat arrays a :class:`~vertex_tuner.dataset.scan.Part` keeps.
 Answers are not kept per example: an answer only matters when its prompt repeats, which is rare,
-so those few lines are read again (:func:`answers_at`).
+so those few lines are read again (:func:`answers_at`), each from a known row start near it.
 """
 
 from __future__ import annotations
 
 import itertools
 from array import array
+from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 
 from vertex_tuner.dataset import formats, keys
 from vertex_tuner.dataset.findings import Finding, FindingList, Severity
-from vertex_tuner.dataset.reader import iter_blocks, iter_csv_rows
+from vertex_tuner.dataset.reader import iter_blocks, iter_csv_fields
 from vertex_tuner.dataset.scan import LONG_TOKENS, Part, digests
 
 MIN_RECOMMENDED_EXAMPLES = 100
@@ -32,6 +34,15 @@ OUTLIER_FACTOR = 8
 OUTLIER_MIN_TOKENS = LONG_TOKENS
 
 
+class AnswerReader(Protocol):
+    """Reads the answer keys of some accepted examples again (:func:`answers_at`, its file and
+    format given)."""
+
+    def __call__(
+        self, lines: set[int], /, *, starts: Sequence[tuple[int, int]] = ()
+    ) -> dict[int, bytes]: ...
+
+
 def answers_at(
     path: Path,
     lines: set[int],
@@ -39,33 +50,83 @@ def answers_at(
     fmt: str,
     method: str,
     columns: Mapping[str, str] | None,
+    starts: Sequence[tuple[int, int]] = (),
 ) -> dict[int, bytes]:
-    """The answer key of the example on each of ``lines`` (examples the scan accepted)."""
+    """The answer key of the example on each of ``lines`` (examples the scan accepted).
+
+    ``starts`` are (line, byte offset) where a row starts, in line order (a part's
+    :attr:`~vertex_tuner.dataset.scan.Part.starts`): each line is read from the last of them
+    before it, a block or so, not from the top of a file that may be large.
+    """
     out: dict[int, bytes] = {}
+    header: list[str] = []
+    mapping: dict[str, str | None] = {}
     if fmt == "csv":
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        mapping = None
-        for line, row, _ in iter_csv_rows(path, delimiter=delimiter):
-            if row is None:
-                continue
-            if mapping is None:
-                mapping = formats.csv_columns(list(row), columns)
-            if line in lines:
-                out[line] = keys.answer_key(formats.from_csv_row(row, mapping), method)
-        return out
-    # A block at a time, never a line at a time: the wanted lines are few, the file large.
-    wanted = sorted(lines)
+        for _, fields, _ in iter_csv_fields(path, delimiter=delimiter):
+            header = fields or []
+            break
+        # The columns as a dict of a row has them: each name once, first place first.
+        mapping = formats.csv_columns(list(dict.fromkeys(header)), columns)
+    for line, offset, group in _from_starts(sorted(lines), starts):
+        if fmt != "csv":
+            _jsonl_answers(path, line, offset, group, fmt, method, out)
+            continue
+        rows = (
+            iter_csv_fields(path, delimiter=delimiter)
+            if offset == 0
+            else iter_csv_fields(
+                path, delimiter=delimiter, start=offset, first_line=line, header=header
+            )
+        )
+        wanted = set(group)
+        for number, fields, _ in rows:
+            if number > group[-1]:
+                break
+            if number in wanted and fields is not None:
+                row = dict(zip(header, fields, strict=True))
+                out[number] = keys.answer_key(formats.from_csv_row(row, mapping), method)
+    return out
+
+
+def _from_starts(
+    wanted: list[int], starts: Sequence[tuple[int, int]]
+) -> list[tuple[int, int, list[int]]]:
+    """(line, offset, lines): the ``wanted`` lines (sorted) grouped by the last of ``starts``
+    at or before each, where (1, 0) is the top of the file."""
+    lines_at = [line for line, _ in starts]
+    groups: list[tuple[int, int, list[int]]] = []
+    for line in wanted:
+        k = bisect_right(lines_at, line) - 1
+        begin, offset = starts[k] if k >= 0 else (1, 0)
+        if groups and groups[-1][0] == begin:
+            groups[-1][2].append(line)
+        else:
+            groups.append((begin, offset, [line]))
+    return groups
+
+
+def _jsonl_answers(
+    path: Path,
+    line: int,
+    offset: int,
+    wanted: list[int],
+    fmt: str,
+    method: str,
+    out: dict[int, bytes],
+) -> None:
+    """The answer keys of the JSONL lines ``wanted`` (sorted), read from ``line`` at byte
+    ``offset``: a block at a time, never a line at a time."""
     k = 0
-    for first, block in iter_blocks(path):
+    for first, block in iter_blocks(path, start=offset, first_line=line, ends=True):
         end = first + len(block)
         while k < len(wanted) and wanted[k] < end:
             raw = block[wanted[k] - first]
-            example = formats.convert(orjson.loads(raw.removesuffix(b"\r")), fmt)
+            example = formats.convert(orjson.loads(raw), fmt)
             out[wanted[k]] = keys.answer_key(example, method)
             k += 1
         if k == len(wanted):
-            break
-    return out
+            return
 
 
 def _repeats(prompts: bytearray, lines: array[int]) -> list[tuple[int, int]]:
@@ -81,7 +142,7 @@ def duplicates(
     part: Part,
     findings: FindingList,
     display: str,
-    read_answers: Callable[[set[int]], dict[int, bytes]],
+    read_answers: AnswerReader,
 ) -> None:
     """Warn about each example whose prompt an earlier line already had."""
     found = sorted(
@@ -92,7 +153,7 @@ def duplicates(
     )
     if not found:
         return
-    answers = read_answers({line for line, _ in found})
+    answers = read_answers({line for line, _ in found}, starts=part.starts)
     first: dict[int, int] = {}
     for line, digest in found:
         earlier = first.setdefault(digest, line)

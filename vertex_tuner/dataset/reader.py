@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 from typing import BinaryIO
 
@@ -46,14 +47,15 @@ class LongLine(bytes):
         return line
 
 
-def _chunks(f: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
-    """The bytes from ``start`` to ``end`` (the end of the file if None), :data:`CHUNK` at a
-    time, without the UTF-8 BOM that may open the file."""
+def _chunks(f: BinaryIO, start: int, end: int | None) -> Iterator[tuple[int, bytes]]:
+    """(offset, bytes) from ``start`` to ``end`` (the end of the file if None), :data:`CHUNK`
+    at a time, without the UTF-8 BOM that may open the file."""
     f.seek(start)
     remaining = None if end is None else end - start
     if start == 0:
         if f.read(len(BOM)) == BOM:
             remaining = None if remaining is None else remaining - len(BOM)
+            start = len(BOM)
         else:
             f.seek(0)
     while remaining is None or remaining > 0:
@@ -62,17 +64,44 @@ def _chunks(f: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
             return
         if remaining is not None:
             remaining -= len(chunk)
-        yield chunk
+        yield start, chunk
+        start += len(chunk)
+
+
+def _split(chunk: bytes, ends: bool) -> tuple[list[bytes], bytes]:
+    """The whole lines of a chunk and the piece after its last newline (empty if none).
+
+    With ``ends`` the lines keep their ``\\n``: ``BytesIO`` finds newlines with ``memchr``,
+    four times as fast as ``bytes.split`` compares byte by byte, and a parser takes the
+    ``\\n`` as whitespace.
+    """
+    if not ends:
+        lines = chunk.split(b"\n")
+        return lines, lines.pop()
+    lines = BytesIO(chunk).readlines()
+    if not lines or lines[-1].endswith(b"\n"):
+        return lines, b""
+    return lines, lines.pop()
 
 
 def iter_blocks(
-    path: Path, *, start: int = 0, end: int | None = None, first_line: int = 1
+    path: Path,
+    *,
+    start: int = 0,
+    end: int | None = None,
+    first_line: int = 1,
+    ends: bool = False,
+    marks: list[tuple[int, int]] | None = None,
 ) -> Iterator[tuple[int, list[bytes]]]:
     """(number of the first line, lines without their ``\\n``) for each chunk of the file.
 
     ``start``/``end`` read a byte range that begins at a line start (``split_ranges`` finds
     them); ``first_line`` is the number of the range's first line. Blank lines are included, so
-    numbers stay right; a line over :data:`MAX_LINE_BYTES` is a :class:`LongLine`.
+    numbers stay right; a line over :data:`MAX_LINE_BYTES` is a :class:`LongLine`, and always
+    the first line of its block. With ``ends`` each line keeps its ``\\n`` (the file's last
+    line may have none), which is quicker. ``marks`` is given (line, byte offset) of the first
+    line of each block that does not open with a :class:`LongLine`: where a later reader can
+    start.
     """
     limit = MAX_LINE_BYTES
     number = first_line
@@ -83,7 +112,7 @@ def iter_blocks(
     # The length so far of a line over the limit, while the rest of it is read and dropped.
     skipped: int | None = None
     with path.open("rb") as f:
-        for chunk in _chunks(f, start, end):
+        for offset, chunk in _chunks(f, start, end):
             if skipped is not None:
                 newline = chunk.find(b"\n")
                 if newline < 0:
@@ -93,8 +122,8 @@ def iter_blocks(
                 number += 1
                 skipped = None
                 chunk = chunk[newline + 1 :]
-            lines = chunk.split(b"\n")
-            rest = lines.pop()
+                offset += newline + 1
+            lines, rest = _split(chunk, ends)
             if not lines:  # no newline: the line goes on
                 held += len(rest)
                 if held > limit:
@@ -103,9 +132,11 @@ def iter_blocks(
                     tail.append(rest)
                 continue
             if tail:
-                size = held + len(lines[0])
+                size = held + len(lines[0]) - ends
                 tail.append(lines[0])
                 lines[0] = LongLine(size, limit) if size > limit else b"".join(tail)
+            if marks is not None and not isinstance(lines[0], LongLine):
+                marks.append((number, offset - held))
             tail, held = ([rest], len(rest)) if rest else ([], 0)
             yield number, lines
             number += len(lines)
@@ -180,6 +211,91 @@ class _LineTooLong(Exception):
         self.long = LongLine(size, limit)
 
 
+def _csv_lines(
+    path: Path,
+    bad_lines: list[int],
+    marks: list[tuple[int, int]],
+    start: int,
+    first_line: int,
+) -> Iterator[str]:
+    """The lines of a CSV file from ``start`` (each keeps its ``\\n``, which a quoted field may
+    hold), decoded a block at a time. The number of a line that is not UTF-8 goes to
+    ``bad_lines`` (it is decoded with replacement characters); a line over the limit raises
+    :class:`_LineTooLong`; ``marks`` is given each block's start (see :func:`iter_blocks`)."""
+    blocks = iter_blocks(path, start=start, first_line=first_line, ends=True, marks=marks)
+    for first, lines in blocks:
+        head = lines[0]
+        if isinstance(head, LongLine):
+            raise _LineTooLong(first, head.size, head.limit)
+        try:
+            texts = [line.decode("utf-8") for line in lines]
+        except UnicodeDecodeError:
+            texts = []
+            for number, line in enumerate(lines, first):
+                try:
+                    texts.append(line.decode("utf-8"))
+                except UnicodeDecodeError:
+                    bad_lines.append(number)
+                    texts.append(line.decode("utf-8", "replace"))
+        yield from texts
+
+
+def iter_csv_fields(
+    path: Path,
+    *,
+    delimiter: str,
+    start: int = 0,
+    first_line: int = 1,
+    header: list[str] | None = None,
+    starts: list[tuple[int, int]] | None = None,
+) -> Iterator[tuple[int, list[str] | None, str | LongLine | None]]:
+    """What :func:`iter_csv_rows` reads, each row as its list of fields: first ``(0, header,
+    None)``, then ``(line, fields, error)`` for every data row.
+
+    Given the ``header``, it reads from ``start`` (the byte offset of a row's first line, number
+    ``first_line``) and yields no header. ``starts`` is given (line, byte offset) of rows that
+    begin a block (see :func:`iter_blocks`): where a later reader can start, past quoted fields
+    that span lines.
+    """
+    bad_lines: list[int] = []
+    marks: list[tuple[int, int]] = []
+    lines = _csv_lines(path, bad_lines, marks, start, first_line)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    base = first_line - 1
+    row = first_line
+    try:
+        if header is None:
+            header = next(reader, None)
+            if header is None:
+                return
+            yield 0, header, None
+            row = base + reader.line_num + 1
+        width = len(header)
+        k = 0  # the next of ``marks`` that may start a row
+        for fields in reader:
+            end = base + reader.line_num
+            if starts is not None and k < len(marks) and marks[k][0] <= row:
+                while k < len(marks) and marks[k][0] < row:
+                    k += 1
+                if k < len(marks) and marks[k][0] == row:
+                    starts.append(marks[k])
+            if bad_lines and bad_lines[0] <= end:
+                bad = [n for n in bad_lines if n <= end]
+                del bad_lines[: len(bad)]
+                yield bad[0], None, "not UTF-8; save the file as UTF-8"
+            elif len(fields) > width:
+                yield row, None, "the row has more fields than the header"
+            elif len(fields) < width and fields:
+                yield row, None, "the row has fewer fields than the header"
+            elif fields:
+                yield row, fields, None
+            row = end + 1
+    except csv.Error as exc:
+        yield row, None, f"CSV error in the row that starts here: {exc}; the rest was not read"
+    except _LineTooLong as exc:
+        yield exc.line, None, exc.long
+
+
 def iter_csv_rows(
     path: Path, *, delimiter: str
 ) -> Iterator[tuple[int, dict[str, str] | None, str | LongLine | None]]:
@@ -191,45 +307,10 @@ def iter_csv_rows(
     does a line over :data:`MAX_LINE_BYTES`, whose error is a :class:`LongLine` (it may be
     inside a quoted field, so the rows after it cannot be told apart).
     """
-    bad_lines: list[int] = []
-    limit = MAX_LINE_BYTES
-
-    def decoded() -> Iterator[str]:
-        with path.open("rb") as f:
-            number = 0
-            while raw := f.readline(limit + 1):
-                number += 1
-                if len(raw) > limit and not raw.endswith(b"\n"):
-                    raise _LineTooLong(number, len(raw) + _rest_of_line(f), limit)
-                if number == 1:
-                    raw = raw.removeprefix(BOM)
-                try:
-                    yield raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    bad_lines.append(number)
-                    yield raw.decode("utf-8", "replace")
-
-    reader = csv.reader(decoded(), delimiter=delimiter, strict=True)
-    start = 1
-    try:
-        header = next(reader, None)
-        if header is None:
-            return
-        start = reader.line_num + 1
-        for fields in reader:
-            end = reader.line_num
-            bad = [n for n in bad_lines if n <= end]
-            if bad:
-                del bad_lines[: len(bad)]
-                yield bad[0], None, "not UTF-8; save the file as UTF-8"
-            elif len(fields) > len(header):
-                yield start, None, "the row has more fields than the header"
-            elif len(fields) < len(header) and fields:
-                yield start, None, "the row has fewer fields than the header"
-            elif fields:
-                yield start, dict(zip(header, fields, strict=True)), None
-            start = end + 1
-    except csv.Error as exc:
-        yield start, None, f"CSV error in the row that starts here: {exc}; the rest was not read"
-    except _LineTooLong as exc:
-        yield exc.line, None, exc.long
+    header: list[str] = []
+    for line, fields, error in iter_csv_fields(path, delimiter=delimiter):
+        if line == 0 and fields is not None:
+            header = fields
+        else:
+            row = None if fields is None else dict(zip(header, fields, strict=True))
+            yield line, row, error

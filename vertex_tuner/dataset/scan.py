@@ -20,23 +20,32 @@ import hashlib
 import os
 import pickle
 import re
-import subprocess
 import sys
 from array import array
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    import subprocess
 
 from vertex_tuner import models
 from vertex_tuner.dataset import fastpath, formats, keys, tokens
 from vertex_tuner.dataset.findings import Finding, FindingList
 from vertex_tuner.dataset.gemini import is_media
 from vertex_tuner.dataset.nesting import TOO_DEEP_MESSAGE, nests_deeper
-from vertex_tuner.dataset.reader import LongLine, iter_blocks, iter_csv_rows, iter_line_starts
+from vertex_tuner.dataset.reader import (
+    LongLine,
+    iter_blocks,
+    iter_csv_fields,
+    iter_line_starts,
+    split_ranges,
+)
 from vertex_tuner.dataset.rules import TRUNCATION_CODES, check_example
 
 SIDES = ("train", "validation", "holdout")
@@ -186,6 +195,9 @@ class Part:
     outputs: dict[str, DatasetFile] = field(default_factory=dict)
     #: The first part's writers, still open while later parts are appended (never pickled).
     open_writers: dict[str, Writer] | None = None
+    #: (line, byte offset) of a few lines, about one per 128 KiB, that a row starts on: where
+    #: the lines of some examples can be read again without reading all the lines before them.
+    starts: list[tuple[int, int]] = field(default_factory=list)
 
     def remember(self, line: int, digest: bytes, n_in: int, n_out: int) -> None:
         """Keep what the whole-file checks need of one accepted example (the hot loop in
@@ -228,6 +240,7 @@ class Part:
         for side in SIDES:
             self.examples[side] += other.examples[side]
             self.billable[side] += other.billable[side]
+        self.starts += [(line + offset, at) for line, at in other.starts]
         self.truncated += other.truncated
         self.multimodal += other.multimodal
         self.many_labels |= other.many_labels
@@ -288,12 +301,18 @@ class Scanner:
 
     def bad_line(self, line: int, raw: bytes, exc: orjson.JSONDecodeError) -> None:
         """A line orjson could not parse: too long to read, blank (fine), not UTF-8, nested
-        deeper than orjson parses, or not JSON."""
+        deeper than orjson parses, or not JSON. ``raw`` may end with its ``\\n``."""
         if isinstance(raw, LongLine):
             self.too_long(line, raw, "it was skipped")
             return
         if not raw.strip():
             return
+        if raw.endswith(b"\n"):
+            # The position orjson gives may count the newline: the line is read without it.
+            try:
+                orjson.loads(raw[:-1])
+            except orjson.JSONDecodeError as again:
+                exc = again
         message = str(exc)
         if "not valid UTF-8" in message:
             self.finding("not-utf8", "the line is not valid UTF-8; save the file as UTF-8", line)
@@ -410,10 +429,12 @@ class Scanner:
     ) -> None:
         """An example the fast path took (``convert`` gives its converted form, to write): what
         the hot loop in :func:`_scan` does inline."""
-        key, answer, n_in, n_out, billable = result
-        digest = keys.prompt_digest(orjson.dumps(key, option=orjson.OPT_SORT_KEYS))
+        key, answer, n_in, n_out, billable, media = result
+        digest = keys.prompt_digest(orjson.dumps(key))
         part = self.part
         part.remember(line, digest, n_in, n_out)
+        if media:
+            part.multimodal += 1
         if not part.many_labels:
             self.label(b"" if answer is None else orjson.dumps(answer, option=orjson.OPT_SORT_KEYS))
         side = self.side(digest)
@@ -461,27 +482,43 @@ def is_csv(path: Path, fmt: str) -> bool:
 def _scan_csv(job: PartJob, scanner: Scanner) -> None:
     delimiter = "\t" if job.path.suffix.lower() == ".tsv" else ","
     scanner.fmt = scanner.part.fmt = "csv"
+    header: list[str] = []
     mapping: dict[str, str | None] | None = None
-    fast = fastpath.csv_row if job.method == "supervised" else None
+    positions = None
     limit = job.model.max_tokens_per_example
-    for line, row, error in iter_csv_rows(job.path, delimiter=delimiter):
+    rows = iter_csv_fields(job.path, delimiter=delimiter, starts=scanner.part.starts)
+    for line, fields, error in rows:
+        if line == 0 and fields is not None:
+            header = fields
+            continue
         if isinstance(error, LongLine):
             scanner.too_long(line, error, "the rest of the file was not read")
             continue
-        if error is not None or row is None:
+        if error is not None or fields is None:
             scanner.finding("bad-csv", error or "unreadable row", line)
             continue
         if mapping is None:
             try:
-                mapping = formats.csv_columns(list(row), job.columns)
+                # The columns as a dict of the row has them: each name once, first place first.
+                mapping = formats.csv_columns(list(dict.fromkeys(header)), job.columns)
             except formats.ConversionError as exc:
                 scanner.finding(exc.code, exc.message, 1, "dataset.columns")
                 return
-        found = fast(row, mapping, limit) if fast is not None else None
+            if job.method == "supervised":
+                positions = fastpath.csv_positions(header, mapping)
+        found = fastpath.csv_fields(fields, *positions, limit) if positions else None
         if found is None:
+            row = dict(zip(header, fields, strict=True))
             scanner.example(line, formats.from_csv_row(row, mapping), source=row, columns=mapping)
         else:
-            scanner.accept(line, found, lambda: formats.from_csv_row(row, mapping))  # noqa: B023
+            scanner.accept(line, found, partial(_csv_example, header, fields, mapping))
+
+
+def _csv_example(
+    header: list[str], fields: list[str], mapping: Mapping[str, str | None]
+) -> dict[str, Any]:
+    """The converted example of a row the fast check took (made only when it is written)."""
+    return formats.from_csv_row(dict(zip(header, fields, strict=True)), mapping)
 
 
 def scan(job: PartJob, *, keep_open: bool = False) -> Part:
@@ -517,19 +554,22 @@ def _scan(job: PartJob, *, keep_open: bool) -> Part:
     fast = fastpath.check_for(method, scanner.fmt)
     limit = job.model.max_tokens_per_example
     loads, dumps, decode_error = orjson.loads, orjson.dumps, orjson.JSONDecodeError
-    # Keys are the sorted JSON of what the fast check hands back: a flat key (a list of strings
-    # and numbers) reads the same sorted or not, a structured one must be sorted.
+    # A prompt key reads the same sorted or not (see fastpath.FastResult); an answer may not.
     sort = orjson.OPT_SORT_KEYS
     sha1 = hashlib.sha1
-    prompts, prompt_lines = part.prompts, part.prompt_lines
-    pending_in, pending_out = part.pending_in, part.pending_out
+    prompts = part.prompts
+    add_line = [lines.append for lines in part.prompt_lines]
+    add_in, add_out = part.pending_in.append, part.pending_out.append
     long_lines, long_totals, long_tokens = part.long_lines, part.long_totals, LONG_TOKENS
     labels, examples, billable = part.labels, part.examples, part.billable
-    writers, split = scanner.writers, scanner.split
+    writers = scanner.writers
+    sided = scanner.split or writers is not None
+    counting_labels = not part.many_labels
     train_billable = 0
     start, end = job.byte_range or (0, None)
     number = 0
-    for first, block in iter_blocks(job.path, start=start, end=end):
+    blocks = iter_blocks(job.path, start=start, end=end, ends=True, marks=part.starts)
+    for first, block in blocks:
         for number, raw in enumerate(block, first):
             try:
                 obj = loads(raw)
@@ -539,29 +579,26 @@ def _scan(job: PartJob, *, keep_open: bool) -> Part:
             if fast is not None and type(obj) is dict:
                 result = fast(obj, limit)
                 if result is not None:
-                    key, texts, n_in, n_out, tokens_billable = result
-                    digest = sha1(dumps(key, option=sort)).digest()[:8]
+                    key, texts, n_in, n_out, tokens_billable, media = result
+                    digest = sha1(dumps(key)).digest()[:8]
                     bucket = digest[0]
                     prompts[bucket] += digest
-                    prompt_lines[bucket].append(number)
-                    pending_in.append(n_in)
-                    pending_out.append(n_out)
+                    add_line[bucket](number)
+                    add_in(n_in)
+                    add_out(n_out)
                     if n_in + n_out > long_tokens:
                         long_lines.append(number)
                         long_totals.append(n_in + n_out)
-                    # Only a turn that is not all text can hold a file, and its key is not flat.
-                    structured = type(key) is not list or (
-                        texts is not None and type(texts) is not list
-                    )
-                    if structured and _has_media(obj):
+                    if media:
                         part.multimodal += 1
-                    if not part.many_labels:
+                    if counting_labels:
                         answer = b"" if texts is None else dumps(texts, option=sort)
                         if answer in labels:
                             labels[answer] += 1
                         else:
                             scanner.label(answer)
-                    if split or writers is not None:
+                            counting_labels = not part.many_labels
+                    if sided:
                         side = scanner.side(digest)
                         examples[side] += 1
                         billable[side] += tokens_billable
@@ -571,11 +608,12 @@ def _scan(job: PartJob, *, keep_open: bool) -> Part:
                         train_billable += tokens_billable
                     continue
             scanner.line(number, obj)
+            counting_labels = not part.many_labels
             if fast is None and scanner.fmt is not None:
                 fast = fastpath.check_for(method, scanner.fmt)
         part.flush()
     part.lines_read = number
-    if not (split or writers is not None):
+    if not sided:
         # The fast path counted nothing per side: every example it took is a training one.
         examples["train"] = part.count
         billable["train"] += train_billable
@@ -621,10 +659,102 @@ def worker_main() -> None:
     sys.stdout.buffer.flush()
 
 
-def _start_worker(job: PartJob) -> subprocess.Popen[bytes] | None:
+class _Forked:
+    """A worker forked from this process, with what :func:`_finish_worker` and
+    :func:`run_parts` use of a ``Popen``."""
+
+    def __init__(self, pid: int, stdout: IO[bytes]) -> None:
+        self.pid = pid
+        self.stdout = stdout
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            import signal
+
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def _alone() -> bool:
+    """Whether this process runs a single thread, Python's or any library's: then a fork holds
+    no lock another thread took, and is safe."""
+    try:
+        return sum(1 for _ in Path("/proc/self/task").iterdir()) == 1
+    except OSError:
+        return False
+
+
+def _can_fork() -> bool:
+    return sys.platform.startswith("linux") and _alone()
+
+
+def _evenly(jobs: list[PartJob]) -> list[PartJob]:
+    """The jobs' file cut into ranges of one size, for workers that are forked: the caller's
+    ranges leave this process more, for the start of a new interpreter that a fork does not
+    have. The format a range starts with is settled as the caller settles it."""
+    first = jobs[0]
+    ranges = split_ranges(first.path, [1.0] * len(jobs))
+    if len(ranges) != len(jobs) or any(job.byte_range is None for job in jobs):
+        return jobs
+    found = detect_first(first.path) if first.fmt == "auto" else None
+    return [
+        replace(
+            job,
+            byte_range=byte_range,
+            detected=found[0] if found and found[1] < byte_range[0] else None,
+        )
+        for job, byte_range in zip(jobs, ranges, strict=True)
+    ]
+
+
+def _fork_worker(job: PartJob) -> _Forked | None:
+    """A copy of this process that scans ``job`` and pipes the part back: it has every module
+    loaded already, so it starts in a millisecond where a new interpreter takes a tenth of a
+    second, a good share of the time of a file of a few hundred megabytes. Only on Linux, and
+    only while this process is alone (:func:`_alone`)."""
+    if not _can_fork():
+        return None
+    read, write = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read)
+        os.close(write)
+        return None
+    if pid == 0:  # the worker: scan, send the part, and leave without running anything else
+        code = 1
+        try:
+            os.close(read)
+            with os.fdopen(write, "wb") as out:
+                pickle.dump(scan(job), out, protocol=pickle.HIGHEST_PROTOCOL)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    return _Forked(pid, os.fdopen(read, "rb"))
+
+
+def _start_worker(job: PartJob) -> subprocess.Popen[bytes] | _Forked | None:
+    forked = _fork_worker(job)
+    if forked is not None:
+        return forked
     # A plain interpreter rather than multiprocessing: it neither re-imports the caller's
     # __main__ (a CLI, a test runner) nor inherits its threads, and it starts in a tenth of a
-    # second.
+    # second. subprocess is imported only for it: it costs a few milliseconds of every run.
+    import subprocess
+
     if not sys.executable:
         return None
     try:
@@ -648,7 +778,7 @@ def _start_worker(job: PartJob) -> subprocess.Popen[bytes] | None:
     return proc
 
 
-def _finish_worker(proc: subprocess.Popen[bytes] | None, job: PartJob) -> Part:
+def _finish_worker(proc: subprocess.Popen[bytes] | _Forked | None, job: PartJob) -> Part:
     """The worker's part; if the worker could not run, the same part scanned here."""
     if proc is not None:
         assert proc.stdout is not None
@@ -672,6 +802,8 @@ def run_parts(jobs: list[PartJob]) -> Part:
     """
     if len(jobs) == 1:
         return scan(jobs[0])
+    if _can_fork():
+        jobs = _evenly(jobs)
     procs = [_start_worker(job) for job in jobs[1:]]
     try:
         merged = scan(jobs[0], keep_open=True)

@@ -77,12 +77,17 @@ def measure(example: Mapping[str, Any]) -> tuple[int, int, int]:
     last_in = system
     last_out = 0
     billable = 0
+    answered = False
     for content in contents:
         n = content_tokens(content)
         if isinstance(content, dict) and content.get("role") == "model":
             last_in, last_out = system + seen, n
             billable += system + seen + n + PADDING_PER_RECORD
+            answered = True
         seen += n
+    if not answered:
+        # A prompt with no answer yet (distillation, reinforcement): all of it is input.
+        last_in = system + seen
     return last_in, last_out, billable
 
 
