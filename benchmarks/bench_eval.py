@@ -18,12 +18,16 @@ limit is missed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +76,24 @@ def example(rng: random.Random, i: int) -> bytes:
         },
         ensure_ascii=False,
     ).encode()
+
+
+@contextlib.contextmanager
+def sandbox(latency_ms: float, state: Path) -> Iterator[Any]:
+    """``vertex-tuner sandbox serve`` in a process of its own, as a shared sandbox runs, so the
+    emulator's work does not share the evaluating process's interpreter."""
+    from vertex_tuner.sandbox import SandboxInfo
+
+    command = [sys.executable, "-m", "vertex_tuner", "sandbox", "serve"]
+    command += ["--faults", f"latency={latency_ms:g}ms", "--job-seconds", "2"]
+    command += ["--state-dir", str(state / "sandbox")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert process.stdout is not None
+        yield SandboxInfo.from_json(json.loads(process.stdout.readline()))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
 
 
 def stats(base_url: str) -> dict[str, int]:
@@ -133,7 +155,6 @@ def evaluate(
 
 def main() -> int:
     from vertex_tuner.records import DatasetRef, RunRecord
-    from vertex_tuner.sandbox import Sandbox
     from vertex_tuner.wiring.backends import sandbox_backends
 
     parser = argparse.ArgumentParser()
@@ -143,10 +164,7 @@ def main() -> int:
     args = parser.parse_args()
     latency = args.latency_ms / 1000
     ok = True
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        Sandbox(faults=f"latency={args.latency_ms:g}ms", job_seconds=2.0) as info,
-    ):
+    with tempfile.TemporaryDirectory() as tmp, sandbox(args.latency_ms, Path(tmp)) as info:
         backends = sandbox_backends(info)
         storage = backends.storage
         model, endpoint = tune(info, storage)
