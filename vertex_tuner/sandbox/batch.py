@@ -398,26 +398,28 @@ class BatchJobs:
         request = urllib.request.Request(
             url, data=data, method="POST", headers={"Content-Type": "application/jsonl"}
         )
-        try:
-            with urllib.request.urlopen(request, timeout=30):
-                return True
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return False
-            raise
+        return _answered(request)
 
     def _bucket_exists(self, uri: str) -> bool:
         bucket = uri.removeprefix("gs://").partition("/")[0]
         url = f"{self.emulator.storage_url}/storage/v1/b/{urllib.parse.quote(bucket, safe='')}"
         try:
-            with urllib.request.urlopen(url, timeout=30):
-                return True
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return False
+            return _answered(url)
+        except urllib.error.HTTPError:
             raise
         except OSError:
             return True  # no storage to ask (an emulator without one): say the object is missing
+
+
+def _answered(request: urllib.request.Request | str) -> bool:
+    """Whether fake-gcs-server answered the request (False: 404; any other error is raised)."""
+    try:
+        with urllib.request.urlopen(request, timeout=30):
+            return True
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return False
+        raise
 
 
 def _check_job(body: dict[str, Any]) -> None:
