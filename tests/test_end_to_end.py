@@ -127,6 +127,8 @@ def test_failed_gate_exits_5_and_leaves_the_alias(use_sandbox: SandboxInfo, tmp_
     )
     code, _, err = run("submit", str(spec), "--sandbox", "--evaluate", "--promote", "production")
     assert code == 5, err
+    # The evaluation's size and cost are said before its first prompt is sent.
+    assert "evaluating: " in err and " requests (online), ≈ $" in err
     code, aliases, _ = run("aliases", "e2e-gate", "--sandbox", "--json")
     assert aliases["aliases"] == {}
 
