@@ -138,7 +138,7 @@ def evaluate_run(
         against=list(against),
         json_schema=schema,
         checkpoint=checkpoint,
-        staging=staging_uri(spec),
+        staging=spec.gcp.base_uri,
         mode=mode,
         fresh=fresh,
         resume=resume,
@@ -153,11 +153,6 @@ def _evaluation_of(spec: JobSpec) -> EvaluationSpec:
             hint="add evaluation: {holdout: 0.1, metrics: [exact_match, rouge_l]}",
         )
     return spec.evaluation
-
-
-def staging_uri(spec: JobSpec) -> str:
-    """Where a spec's files go in Cloud Storage (datasets, batch evaluation requests)."""
-    return f"gs://{spec.gcp.bucket}/{spec.gcp.prefix}"
 
 
 def evaluation_estimate(
@@ -176,7 +171,7 @@ def evaluation_estimate(
         _evaluation_of(spec),
         against=list(against),
         checkpoint=checkpoint,
-        staging=staging_uri(spec),
+        staging=spec.gcp.base_uri,
         mode=mode,
         fresh=fresh,
     )

@@ -263,6 +263,11 @@ class GcpSpec(_Model):
     kms_key_name: str | None = None
     output_uri: str | None = None
 
+    @property
+    def base_uri(self) -> str:
+        """``gs://bucket/prefix``: where the spec's files go (datasets, batch requests)."""
+        return f"gs://{self.bucket}/{self.prefix}".rstrip("/")
+
     @field_validator("bucket")
     @classmethod
     def _bucket(cls, v: str) -> str:

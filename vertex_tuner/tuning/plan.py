@@ -127,7 +127,7 @@ def compute_fingerprint(spec: JobSpec, prepared: PreparedDataset, base_model: st
 
 def uploads_for(spec: JobSpec, prepared: PreparedDataset) -> dict[str, tuple[Path, str]]:
     """Role → (local file, content-addressed gs:// URI) for each file a submit uploads."""
-    base = f"gs://{spec.gcp.bucket}/{spec.gcp.prefix}".rstrip("/")
+    base = spec.gcp.base_uri
     out: dict[str, tuple[Path, str]] = {}
     for role, item, folder in (
         ("train", prepared.train, "datasets"),
