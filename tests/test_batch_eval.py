@@ -264,8 +264,10 @@ def test_retrain_stops_over_the_evaluation_budget_before_any_prompt(tmp_path: Pa
     assert outcome.error is not None and "nothing was sent" in outcome.error
     assert loop.generator.history == []
     assert loop.runs.aliases("support-tone") == {}
-    evaluate_step = next(e for e in loop.events.seen if getattr(e, "step", None) == "evaluate")
-    assert "requests (online), ≈ $" in evaluate_step.detail  # type: ignore[attr-defined]
+    from vertex_tuner.events import EvaluationPlanned
+
+    planned = next(e for e in loop.events.seen if isinstance(e, EvaluationPlanned))
+    assert "requests (online), ≈ $" in planned.summary
 
 
 def test_ctrl_c_while_following_detaches_and_says_how_to_attach(tmp_path: Path) -> None:

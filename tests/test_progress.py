@@ -59,6 +59,10 @@ SAMPLES: list[tuple[events.Event, str | None]] = [
     (events.GenerationProgress("base", 5, 5), "generated 5 answers from base (1 failed)"),
     (events.Step("support-tone", "evaluate", "r-1"), "support-tone: evaluate — r-1"),
     (
+        events.EvaluationPlanned("r-1", "80 requests (online), ≈ $0.01 (at most $0.02) [x]"),
+        "evaluating: 80 requests (online), ≈ $0.01 (at most $0.02) [x]",
+    ),
+    (
         events.BatchState("tuned", "projects/p/batchPredictionJobs/[9]", "RUNNING", 40),
         "tuned: batch job projects/p/batchPredictionJobs/[9] (40 prompts): RUNNING",
     ),

@@ -149,6 +149,15 @@ class GenerationFailed:
 
 
 @dataclass(frozen=True)
+class EvaluationPlanned:
+    """An evaluation's requests and estimated cost, said before its first prompt is sent."""
+
+    run_id: str
+    #: One line: requests, online or batch, the cost with its upper end.
+    summary: str
+
+
+@dataclass(frozen=True)
 class BatchState:
     """A target's batch prediction job was created, found, or moved to another state."""
 
@@ -190,6 +199,7 @@ Event = (
     | Retried
     | GenerationProgress
     | GenerationFailed
+    | EvaluationPlanned
     | BatchState
     | Step
 )
@@ -213,6 +223,7 @@ __all__ = [
     "CancelRequested",
     "CreateAmbiguous",
     "DatasetPrepared",
+    "EvaluationPlanned",
     "Event",
     "GenerationFailed",
     "GenerationProgress",

@@ -713,9 +713,8 @@ def retrain(
             service.runs.save(record)
             state["record"] = record
 
+        observer.notify(Step(spec.name, "evaluate", record.run_id))
         try:
-            cost = evaluation_estimate(evaluator, spec, record)
-            observer.notify(Step(spec.name, "evaluate", f"{record.run_id}: {cost.summary()}"))
             result = evaluate_run(evaluator, spec, record)
         except BudgetExceeded as exc:
             return failure("over-budget", "evaluation refused: over its budget", exc)

@@ -29,6 +29,7 @@ from vertex_tuner.events import (
     CancelRequested,
     CreateAmbiguous,
     DatasetPrepared,
+    EvaluationPlanned,
     Event,
     GenerationFailed,
     GenerationProgress,
@@ -154,6 +155,8 @@ class ConsoleObserver:
                         f"[yellow]{target}: held-out example {index} got no answer: "
                         f"{escape(error)}[/]"
                     )
+            case EvaluationPlanned(summary=summary):
+                self._say(f"evaluating: {escape(summary)}")
             case BatchState(target=target, job_name=name, state=state, requests=n, attached=a):
                 how = "attached to" if a else "batch job"
                 self._say(f"{escape(target)}: {how} {escape(name)} ({n} prompts): {escape(state)}")

@@ -232,10 +232,7 @@ def submit(
             from vertex_tuner.cli.release import render_result
 
             # The held-out set uploaded with the run: no second pass over the data.
-            evaluator = evaluator_for(ctx, observer)
-            cost = release.evaluation_estimate(evaluator, spec, result_record)
-            stderr_console().print(f"evaluating: {cost.summary()}", markup=False)
-            evaluation = release.evaluate_run(evaluator, spec, result_record)
+            evaluation = release.evaluate_run(evaluator_for(ctx, observer), spec, result_record)
             observer.close()
             result_record = ctx.runs.get(result_record.run_id)
             render_result(evaluation, as_json=False, report=None)

@@ -31,6 +31,7 @@ from vertex_tuner.errors import (
 from vertex_tuner.evaluation import verdicts
 from vertex_tuner.evaluation.holdout import HeldOutExample, parse_holdout
 from vertex_tuner.events import (
+    EvaluationPlanned,
     GenerationFailed,
     GenerationProgress,
     Observer,
@@ -641,6 +642,7 @@ class Evaluator:
         targets = self.targets(record, against, checkpoint, settings.generation.settings())
         modes = self.choose_mode(settings, targets, examples, staging=staging, mode=mode)
         cost = self.estimate(settings, targets, examples, modes, fresh=fresh)
+        self.observer.notify(EvaluationPlanned(record.run_id, cost.summary()))
         self.check_budget(settings, cost)
         batched = [t for t in targets if modes[t.role] == "batch"]
         outputs, outputs_usage = self.generate_all(
