@@ -285,3 +285,15 @@ def test_ctrl_c_while_following_detaches_and_says_how_to_attach(tmp_path: Path) 
     assert "keep running in Vertex" in caught.value.message
     assert caught.value.hint is not None and caught.value.hint.endswith("--resume")
     assert len(world.batch.created) == 3 and world.runs.get("r1").evaluations == []
+
+
+def test_a_dry_run_of_every_checkpoint_is_a_usage_error() -> None:
+    from click.testing import CliRunner
+
+    from vertex_tuner.cli import cli
+
+    result = CliRunner().invoke(
+        cli, ["evaluate", "jobs/support_tone.yaml", "--dry-run", "--checkpoints", "--sandbox"]
+    )
+    assert result.exit_code == 2
+    assert "--dry-run shows one evaluation; leave out --checkpoints" in result.stderr

@@ -183,17 +183,23 @@ def evaluate_checkpoints(
     record: RunRecord,
     *,
     against: tuple[str, ...] | list[str] = ("base", PRODUCTION),
+    mode: str | None = None,
+    fresh: bool = False,
+    resume: bool = False,
 ) -> list[tuple[str, EvaluationResult]]:
     """Evaluate every checkpoint of the run that has an endpoint, on the same held-out set
-    (the comparison targets' answers come from the generation cache after the first)."""
+    (the comparison targets' answers come from the generation cache after the first).
+    ``mode``, ``fresh`` and ``resume`` as for :func:`evaluate_run`."""
     ids = [str(c["checkpoint_id"]) for c in record.checkpoints if c.get("endpoint")]
     if not ids:
         raise NotFoundError(
             f"run {record.run_id} has no checkpoint with its own endpoint",
             hint="Vertex deploys checkpoints when export_last_checkpoint_only is false",
         )
+    options: dict[str, Any] = {"mode": mode, "fresh": fresh, "resume": resume}
     return [
-        (cid, evaluate_run(evaluator, spec, record, against=against, checkpoint=cid)) for cid in ids
+        (cid, evaluate_run(evaluator, spec, record, against=against, checkpoint=cid, **options))
+        for cid in ids
     ]
 
 

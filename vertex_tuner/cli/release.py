@@ -154,6 +154,8 @@ def evaluate(
     from vertex_tuner.wiring import evaluator_for, open_context, service_for
 
     targets = [t.strip() for t in against.split(",") if t.strip()]
+    if dry_run and checkpoints:
+        raise click.UsageError("--dry-run shows one evaluation; leave out --checkpoints")
     writable_dir(report, "--report")
     spec = load(ref, sandbox) if looks_like_spec(ref) else None
     writable_store(registry, sandbox=sandbox, spec=spec)
@@ -173,29 +175,16 @@ def evaluate(
                         hint="run evaluate with the spec file instead of the run id",
                     )
                 spec = load(record.spec_path, sandbox)
+            evaluator = evaluator_for(ctx, observer)
+            options: dict[str, Any] = {"against": targets, "mode": mode, "fresh": no_cache}
             if dry_run:
-                cost = release.evaluation_estimate(
-                    evaluator_for(ctx, observer),
-                    spec,
-                    record,
-                    against=targets,
-                    mode=mode,
-                    fresh=no_cache,
-                )
+                cost = release.evaluation_estimate(evaluator, spec, record, **options)
             elif checkpoints:
                 each = release.evaluate_checkpoints(
-                    evaluator_for(ctx, observer), spec, record, against=targets
+                    evaluator, spec, record, resume=resume, **options
                 )
             else:
-                result = release.evaluate_run(
-                    evaluator_for(ctx, observer),
-                    spec,
-                    record,
-                    against=targets,
-                    mode=mode,
-                    fresh=no_cache,
-                    resume=resume,
-                )
+                result = release.evaluate_run(evaluator, spec, record, resume=resume, **options)
             history = trend(ctx.runs, spec.name) if report else []
     finally:
         observer.close()
