@@ -13,6 +13,7 @@ from vertex_tuner.evaluation.metrics import (
     METRICS,
     NOT_JSON,
     PAIRWISE,
+    REWARD,
     MetricError,
     MetricOptions,
     check_metric_options,
@@ -44,6 +45,7 @@ def test_registry_names_and_directions() -> None:
         "macro_f1",
         "output_length",
         "judge",
+        "reward",
     ]
     directions = {name: m.higher_is_better for name, m in METRICS.items()}
     assert directions == {
@@ -55,8 +57,14 @@ def test_registry_names_and_directions() -> None:
         "macro_f1": True,
         "output_length": None,
         "judge": True,
+        "reward": True,
     }
-    assert [n for n, m in METRICS.items() if m.per_example is None] == ["macro_f1", "judge"]
+    assert [n for n, m in METRICS.items() if m.per_example is None] == [
+        "macro_f1",
+        "judge",
+        "reward",
+    ]
+    assert frozenset({"reward"}) == REWARD and METRICS["reward"].unit == "reward"
     assert frozenset({"judge"}) == PAIRWISE
     assert METRICS["output_length"].unit == "words"
 
@@ -66,7 +74,7 @@ def test_unknown_metric_names_the_known_ones() -> None:
         compute_metrics(["rouge_l", "rougel"], ["a"], ["a"])
     assert str(info.value) == (
         "unknown metric 'rougel'; did you mean rouge_l? known metrics: exact_match, rouge_l, "
-        "json_valid, json_schema, label_accuracy, macro_f1, output_length, judge"
+        "json_valid, json_schema, label_accuracy, macro_f1, output_length, judge, reward"
     )
     # The spec loader reports it against the field; the CLI shows it without a traceback.
     assert isinstance(info.value, SpecError) and isinstance(info.value, ValueError)

@@ -3,7 +3,6 @@ rules for its settings and its prompts, and the reward's test cases run before a
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from vertex_tuner.tuning import TuningService, rewards
 from vertex_tuner.tuning import plan as planning
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLE = REPO / "examples" / "ticket_priority"
+SHIPPED = REPO / "jobs" / "ticket_priority.yaml"
 
 SPEC = """\
 name: priority
@@ -74,7 +73,7 @@ def load(path: Path) -> JobSpec:
 def test_the_shipped_example_loads_and_sends_every_setting(tmp_path: Path) -> None:
     from vertex_tuner.tuning.preparation import prepare
 
-    spec = load_spec(EXAMPLE / "spec.yaml", environ={}, offline=True)
+    spec = load_spec(SHIPPED, environ={}, offline=True)
     prepared = prepare(spec, tmp_path / "work")
     uploads = planning.uploads_for(spec, prepared)
     request = planning.build_request(spec, prepared, spec.base_model, "f" * 64, uploads)
@@ -237,6 +236,31 @@ def test_prompt_rules_are_findings_with_their_lines(tmp_path: Path) -> None:
     assert not report.ok
 
 
+@pytest.mark.parametrize(("step_samples", "refused"), [(2048, True), (1024, False)])
+def test_a_media_prompt_holds_the_step_to_1024_samples(
+    tmp_path: Path, step_samples: int, refused: bool
+) -> None:
+    media = orjson.loads(prompt(3))
+    media["contents"][0]["parts"].append(
+        {"fileData": {"fileUri": "gs://b/ticket.png", "mimeType": "image/png"}}
+    )
+    data = tmp_path / "prompts.jsonl"
+    data.write_bytes(b"\n".join([prompt(1), prompt(2), orjson.dumps(media), prompt(4)]) + b"\n")
+    validator = Validator(
+        model="gemini-3.5-flash", method="reinforcement", step_samples=step_samples
+    )
+    report = validator.run(data, display="prompts.jsonl").report
+    found = [(f.code, f.line, f.field) for f in report.errors]
+    assert found == ([("media-step-limit", 3, "contents")] if refused else [])
+    if refused:
+        assert "2,048" in report.errors[0].message and "1,024" in report.errors[0].message
+
+
+def test_the_step_samples_come_from_the_spec(tmp_path: Path) -> None:
+    spec = load(write(tmp_path, hyper=", batch_size: 64, samples_per_prompt: 32"))
+    assert spec.step_samples() == 2048
+
+
 def test_more_than_5000_prompts_is_an_error(tmp_path: Path) -> None:
     report = validate(tmp_path, [prompt(i) for i in range(5001)])
     assert [f.code for f in report.errors] == ["too-many-examples"]
@@ -350,8 +374,6 @@ def test_submit_runs_the_reward_tests_and_creates_nothing_when_one_fails(tmp_pat
 
 
 def test_the_example_s_cases_pass_offline(tmp_path: Path) -> None:
-    copy = tmp_path / "ticket_priority"
-    shutil.copytree(EXAMPLE, copy)
-    spec = load_spec(copy / "spec.yaml", environ={}, offline=True)
+    spec = load_spec(SHIPPED, environ={}, offline=True)
     results = rewards.test_rewards(spec, None)
     assert results and all(r.passed and r.partial for r in results)

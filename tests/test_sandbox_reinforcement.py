@@ -166,11 +166,11 @@ def test_a_job_walks_its_steps_with_checkpoints_and_reports_its_data(
     assert stats.reinforcement_tuning_user_dataset_examples is not None
     sample = stats.reinforcement_tuning_user_dataset_examples.user_dataset_examples or []
     assert sample and sample[0].references == {"answer": "0"}
-    # The stand-in endpoint answers with the references of the nearest training prompt.
+    # The stand-in endpoint answers with the references of the nearest training prompt, as JSON.
     answer = client.models.generate_content(
         model=job.tuned_model.endpoint, contents="What is 7 plus 7?"
     )
-    assert answer.text == "14"
+    assert answer.text == '{"answer":"14"}'
 
 
 def test_a_line_that_is_no_prompt_is_dropped_and_reported(

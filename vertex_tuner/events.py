@@ -132,11 +132,13 @@ class Retried:
 
 @dataclass(frozen=True)
 class GenerationProgress:
-    """One more held-out prompt answered (or failed for good) by one target."""
+    """One more held-out prompt answered (or failed for good) by one target; or, with
+    ``scoring``, one more answer scored (by the reward: ``target`` is what scores)."""
 
     target: str
     done: int
     total: int
+    scoring: bool = False
 
 
 @dataclass(frozen=True)

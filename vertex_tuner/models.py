@@ -293,6 +293,10 @@ PREFERENCE_MAX_TOKENS = 128_000
 REINFORCEMENT_MAX_TOKENS = 32_768
 REINFORCEMENT_MAX_EXAMPLES = 5_000
 REINFORCEMENT_MAX_VALIDATION = 500
+#: Answers sampled per step (batch_size × samples_per_prompt): "divisible by 16 and ≤ 8,192 for
+#: text, or ≤ 1,024 for multimodal" (the RFT hyperparameters page).
+REINFORCEMENT_STEP_SAMPLES = 8_192
+REINFORCEMENT_MEDIA_STEP_SAMPLES = 1_024
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import hashlib
 import os
 import re
 import socket
@@ -40,6 +41,7 @@ from vertex_tuner.errors import (
     WaitTimeout,
 )
 from vertex_tuner.evaluation import verdicts
+from vertex_tuner.evaluation.reward import RewardSettings
 from vertex_tuner.evaluation.runner import checkpoint_endpoint
 from vertex_tuner.events import Observer, SilentObserver, Step
 from vertex_tuner.records import human_seconds
@@ -142,6 +144,19 @@ def evaluate_run(
         mode=mode,
         fresh=fresh,
         resume=resume,
+        reward=reward_settings(spec),
+    )
+
+
+def reward_settings(spec: JobSpec) -> RewardSettings | None:
+    """A reinforcement spec's reward as the ``reward`` metric scores with it (None without)."""
+    if spec.reward is None:
+        return None
+    fingerprint = orjson.dumps(spec.reward_fingerprint(), option=orjson.OPT_SORT_KEYS)
+    return RewardSettings(
+        payload=spec.reward_payload(),
+        sha256=hashlib.sha256(fingerprint).hexdigest(),
+        autorater=any(r.judge is not None for _, r in spec.reward.rewards()),
     )
 
 
@@ -174,6 +189,7 @@ def evaluation_estimate(
         staging=spec.gcp.base_uri,
         mode=mode,
         fresh=fresh,
+        reward=reward_settings(spec),
     )
 
 

@@ -127,6 +127,9 @@ class Hyperparameters(_Model):
     )
 
 
+#: A reinforcement spec's evaluation metrics when it names none.
+REINFORCEMENT_METRICS = ("reward",)
+
 #: Hyperparameters only reinforcement tuning takes (google-genai routes them into
 #: reinforcementTuningSpec only; for the other methods it drops them or sends them nowhere).
 REINFORCEMENT_HYPERPARAMETERS = (
@@ -598,6 +601,21 @@ class JobSpec(_Model):
             raise ValueError("at most 60 labels (Vertex allows 64 and vertex-tuner sets 3)")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _reinforcement_metrics(cls, data: Any) -> Any:
+        # A reinforcement prompt has references, not an answer: its evaluation is scored by the
+        # spec's own reward unless the spec names its metrics.
+        evaluation = data.get("evaluation") if isinstance(data, dict) else None
+        if (
+            isinstance(data, dict)
+            and data.get("method") == "reinforcement"
+            and isinstance(evaluation, dict)
+            and "metrics" not in evaluation
+        ):
+            return {**data, "evaluation": {**evaluation, "metrics": list(REINFORCEMENT_METRICS)}}
+        return data
+
     @model_validator(mode="after")
     def _method_fields(self) -> JobSpec:
         if self.method == "distillation" and self.distillation is None:
@@ -717,6 +735,14 @@ class JobSpec(_Model):
             return self.resolve_path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"{field}: cannot read {path}: {exc}") from None
+
+    def step_samples(self) -> int | None:
+        """Reinforcement: answers sampled per step, ``batch_size × samples_per_prompt`` (Vertex's
+        defaults 32 and 16); None for the other methods."""
+        if self.method != "reinforcement":
+            return None
+        hp = self.hyperparameters
+        return (hp.batch_size or 32) * (hp.samples_per_prompt or 16)
 
     def reward_references(self) -> list[str]:
         """The ``references`` keys the reward reads (``{{references.KEY}}`` in a string match
@@ -1103,6 +1129,7 @@ def _check_method_settings(
             "remove hyperparameters.beta or set method: preference",
         )
     _check_reinforcement_settings(spec, error)
+    _check_evaluation_metrics(spec, error)
     if spec.method == "distillation" and spec.budget.max_cost_usd is not None:
         # The dataset is prompts only: the teacher writes the answers during the job, so the
         # tokens the job bills are unknown before it runs and the local estimate would be $0.
@@ -1125,6 +1152,44 @@ def _check_method_settings(
             "'distillation'",
             "remove it: Vertex's distillation spec has no such setting",
         )
+
+
+def _check_evaluation_metrics(
+    spec: JobSpec, error: Callable[[tuple[str, ...], str, str | None], SpecError]
+) -> None:
+    """Metrics the method's held-out set cannot be scored by: without this the evaluation
+    would fail after the job, an hour and a bill later."""
+    from vertex_tuner.evaluation.metrics import METRICS
+
+    if spec.evaluation is None:
+        return
+    where = ("evaluation", "metrics")
+    for name in spec.evaluation.metrics:
+        metric = METRICS[name]
+        if spec.method != "reinforcement" and metric.reward:
+            raise error(
+                where,
+                f"the {name} metric scores answers with a reinforcement spec's reward; this "
+                f"spec's method is {spec.method!r}",
+                f"remove {name} from evaluation.metrics (e.g. use exact_match or rouge_l)",
+            )
+        if spec.method != "reinforcement":
+            continue
+        if metric.reads == "answer":
+            raise error(
+                where,
+                f"the {name} metric compares with a written answer, and a reinforcement "
+                "held-out prompt has references, not an answer",
+                "use reward (the spec's reward, scored by Vertex), json_valid, json_schema, "
+                "output_length, or label_accuracy with label_field naming a references key",
+            )
+        if metric.reads == "label" and not spec.evaluation.label_field:
+            raise error(
+                where,
+                f"the {name} metric of a reinforcement spec reads its label from the "
+                "prompt's references, and evaluation.label_field does not say which",
+                "set evaluation.label_field to a references key (e.g. label_field: priority)",
+            )
 
 
 def _check_reward(
@@ -1183,7 +1248,7 @@ def _check_reinforcement_settings(
         )
     batch, samples = hp.batch_size or 32, hp.samples_per_prompt or 16
     product = batch * samples
-    if product % 16 or product > 8192:
+    if product % 16 or product > models.REINFORCEMENT_STEP_SAMPLES:
         which = "batch_size" if hp.batch_size is not None else "samples_per_prompt"
         raise error(
             ("hyperparameters", which),

@@ -205,8 +205,9 @@ class ConsoleObserver:
             # One line per target when it is done, so a CI log shows what was generated.
             if event.done == event.total:
                 failed = self._failed.get(event.target, 0)
+                done = "scored {} answers with" if event.scoring else "generated {} answers from"
                 self._say(
-                    f"generated {event.total} answers from {event.target}"
+                    f"{done.format(event.total)} {event.target}"
                     + (f" ([yellow]{failed} failed[/])" if failed else "")
                 )
             return

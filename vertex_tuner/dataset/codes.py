@@ -83,6 +83,11 @@ CODES: dict[str, tuple[Kind, str]] = {
         "error",
         "the reward reads `{{references.KEY}}` and this example's references have no KEY",
     ),
+    "media-step-limit": (
+        "error",
+        "a reinforcement prompt has `fileData`, and `batch_size × samples_per_prompt` is over "
+        "1,024, Vertex's limit with media",
+    ),
     "bad-completions": (
         "error",
         "preference `completions` are not `[{score, completion: model turn}]`",

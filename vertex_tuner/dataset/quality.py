@@ -228,8 +228,11 @@ def label_text(answer: bytes) -> str:
     return answer.decode("utf-8", "replace")[:80]
 
 
-def whole_file(part: Part, findings: FindingList, display: str) -> None:
-    """Warnings about the training data as a whole."""
+def whole_file(part: Part, findings: FindingList, display: str, method: str = "supervised") -> None:
+    """Warnings about the training data as a whole. A reinforcement prompt has no answer: its
+    ``references`` stand in for one (a few distinct references is a classification too)."""
+    prompts = method == "reinforcement"
+    answers, examples = ("references", "prompts") if prompts else ("answers", "examples")
     n = part.count
     if 0 < n < MIN_RECOMMENDED_EXAMPLES:
         findings.add(
@@ -248,7 +251,7 @@ def whole_file(part: Part, findings: FindingList, display: str) -> None:
             Finding(
                 "warning",
                 "few-distinct-outputs",
-                f"only {len(ranked)} distinct answers across {n} examples ({shown}); "
+                f"only {len(ranked)} distinct {answers} across {n} {examples} ({shown}); "
                 "a classification task? check the labels are balanced",
                 file=display,
             )
@@ -259,8 +262,8 @@ def whole_file(part: Part, findings: FindingList, display: str) -> None:
                 Finding(
                     "warning",
                     "skewed-labels",
-                    f"{count / n:.0%} of examples have the answer {label_text(top)!r}; "
-                    "the tuned model may learn to always say it",
+                    f"{count / n:.0%} of {examples} have the {answers[:-1]} "
+                    f"{label_text(top)!r}; the tuned model may learn to always say it",
                     file=display,
                 )
             )

@@ -146,6 +146,7 @@ class Validator:
         calibration_sample: int = CALIBRATION_SAMPLE,
         seed: int = CALIBRATION_SEED,
         references: Collection[str] = (),
+        step_samples: int | None = None,
     ) -> None:
         info = models.model_info(model)
         if info is None:
@@ -173,6 +174,9 @@ class Validator:
         }.get(method, info.max_tokens_per_example)
         #: The ``references`` keys the reward reads: every example must have each.
         self.references = tuple(sorted(set(references)))
+        #: Reinforcement: answers sampled per step (batch_size × samples_per_prompt), which
+        #: Vertex holds to 1,024 when a prompt has media.
+        self.step_samples = step_samples
 
     def _exact_work(self, path: Path, display: str, part: Part, *, sample: bool) -> ExactWork:
         """The near-limit examples of a scanned part (and, for training, the sample's lines)."""
@@ -314,7 +318,7 @@ class Validator:
             columns=self.columns,
         )
         quality.duplicates(part, findings, display, read_answers)
-        quality.whole_file(part, findings, display)
+        quality.whole_file(part, findings, display, self.method)
         exact = [self._exact_work(train, display, part, sample=True)]
         outputs: dict[str, DatasetFile | None] = {**dict.fromkeys(SIDES), **part.outputs}
         counts = dict(part.examples)
@@ -335,8 +339,16 @@ class Validator:
             counts[role] = other.count
             exact.append(self._exact_work(value, str(value), other, sample=False))
         self._limits(counts, part, findings, display)
-        if self.references:
-            _missing_references(train, part.fmt or "", self.references, findings, display)
+        media_limited = (self.step_samples or 0) > models.REINFORCEMENT_MEDIA_STEP_SAMPLES
+        if self.method == "reinforcement" and (self.references or media_limited):
+            _reinforcement_pass(
+                train,
+                part.fmt or "",
+                self.references,
+                self.step_samples if media_limited else None,
+                findings,
+                display,
+            )
         stats = self._stats(part, counts, size, epochs, budget_usd, findings, display)
         stats.update(findings.totals())
         errors, warnings = findings.finish()
@@ -491,14 +503,21 @@ def validate_file(
     return validator.run(path, display=str(path), counter=counter).report
 
 
-def _missing_references(
-    path: Path, fmt: str, keys: Sequence[str], findings: FindingList, display: str
+def _reinforcement_pass(
+    path: Path,
+    fmt: str,
+    keys: Sequence[str],
+    step_samples: int | None,
+    findings: FindingList,
+    display: str,
 ) -> None:
-    """A finding per example whose ``references`` lack a key the reward reads. A second pass
-    over the file, affordable because reinforcement datasets hold at most 5,000 prompts; lines
-    that are not objects were reported by the scan already."""
+    """A finding per example whose ``references`` lack a key the reward reads, and one for the
+    first prompt with media when ``step_samples`` (given only when over the media limit) is too
+    many for it. A second pass over the file, affordable because reinforcement datasets hold at
+    most 5,000 prompts; lines that are not objects were reported by the scan already."""
     if fmt not in ("gemini", ""):
         return
+    media: list[int] = []
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
             if not raw.strip():
@@ -509,6 +528,8 @@ def _missing_references(
                 continue
             if not isinstance(obj, dict):
                 continue
+            if step_samples is not None and _has_file_data(obj):
+                media.append(number)
             given = obj.get("references")
             have = given if isinstance(given, dict) else {}
             for key in keys:
@@ -524,6 +545,34 @@ def _missing_references(
                             file=display,
                         )
                     )
+    if media:
+        limit = models.REINFORCEMENT_MEDIA_STEP_SAMPLES
+        findings.add(
+            Finding(
+                "error",
+                "media-step-limit",
+                f"{len(media)} prompt(s) have fileData parts (this is the first), and with media "
+                f"Vertex samples at most {limit:,} answers a step; batch_size × "
+                f"samples_per_prompt is {step_samples:,}: lower hyperparameters.batch_size or "
+                "samples_per_prompt (e.g. batch_size: 16, samples_per_prompt: 16)",
+                line=media[0],
+                field="contents",
+                file=display,
+            )
+        )
+
+
+def _has_file_data(example: Mapping[str, Any]) -> bool:
+    """Whether a prompt's system instruction or turns have a fileData part (either spelling)."""
+    system = example.get("systemInstruction", example.get("system_instruction"))
+    contents = example.get("contents")
+    turns = [system, *(contents if isinstance(contents, list) else [])]
+    for turn in turns:
+        parts = turn.get("parts") if isinstance(turn, dict) else None
+        for part in parts if isinstance(parts, list) else []:
+            if isinstance(part, dict) and ("fileData" in part or "file_data" in part):
+                return True
+    return False
 
 
 def _sample_lines(part: Part, size: int, seed: int) -> tuple[int, ...]:

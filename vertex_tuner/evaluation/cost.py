@@ -65,6 +65,10 @@ class EvaluationCost:
     judge: TargetCost | None = None
     note: str = models.INFERENCE_PRICE_SOURCE
     unpriced: list[str] = field(default_factory=list)
+    #: ``validateReinforcementTuningReward`` calls of the reward metric (one per answer).
+    #: Google publishes no price for them; a reward with an autorater is listed in
+    #: ``unpriced``, since its judge model bills.
+    reward_calls: int = 0
 
     @property
     def parts(self) -> list[TargetCost]:
@@ -89,6 +93,7 @@ class EvaluationCost:
             "targets": {t.role: t.to_json() for t in self.targets},
             "judge": self.judge.to_json() if self.judge else None,
             "requests": self.requests,
+            "reward_calls": self.reward_calls,
             "cost_usd": _round(self.cost_usd),
             "cost_high_usd": _round(self.cost_high_usd),
             "unpriced": self.unpriced,
@@ -103,7 +108,8 @@ class EvaluationCost:
         else:
             cost = f"≈ ${self.cost_usd:,.4f} (at most ${self.cost_high_usd:,.4f})"
         judge = f" + {self.judge.requests} judge" if self.judge else ""
-        return f"{self.requests} requests{judge} ({modes}), {cost}"
+        reward = f" + {self.reward_calls} reward scorings" if self.reward_calls else ""
+        return f"{self.requests} requests{judge}{reward} ({modes}), {cost}"
 
     def describe(self) -> str:
         """One line per part, for a plan or ``--dry-run``."""
@@ -119,6 +125,11 @@ class EvaluationCost:
                 f"{part.role}: {part.requests} requests{cached} ({part.mode}) to {part.model}, "
                 f"~{part.prompt_tokens:,} prompt + ~{part.output_tokens:,} answer tokens "
                 f"(at most {part.output_tokens_max:,}): {cost}"
+            )
+        if self.reward_calls:
+            lines.append(
+                f"reward: up to {self.reward_calls} validateReinforcementTuningReward calls "
+                "(one per answer; Google publishes no price for them)"
             )
         total = (
             f"total ${self.cost_usd:,.4f}, at most ${self.cost_high_usd:,.4f}"

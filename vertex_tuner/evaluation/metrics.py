@@ -42,7 +42,17 @@ tells reports which way a change is a regression; ``None`` means neither way is 
                           :func:`compute_metrics` leaves it out (its per-example scores are
                           ``None`` there) and the evaluator scores it with
                           :func:`vertex_tuner.evaluation.judge.judge_pairs`.
+``reward``                Reinforcement specs: the spec's own reward (``reward:``), scored by
+                          Vertex's ``validateReinforcementTuningReward`` for each answer exactly
+                          as the tuning job scores its samples, from -1 to 1; a target's value
+                          is its mean. Its held-out prompts have references, not answers, so
+                          the evaluator scores it (:func:`compute_metrics` leaves it ``None``).
 ========================  =====================================================================
+
+Which part of a held-out example a metric reads is its :attr:`MetricDef.reads`: the reference
+*answer* (supervised, preference and distillation sets have one), its *label* (with
+``label_field``, a reinforcement prompt's label is that key of its ``references``), or
+nothing of the reference.
 
 The ``json_valid``, ``json_schema``, ``exact_match`` and ``label_field`` parsers accept one
 Markdown code fence around the JSON (```` ```json ... ``` ````), which chat models often add.
@@ -452,6 +462,10 @@ class MetricDef:
     #: Compares two targets' outputs side by side (the LLM judge): not computable from one
     #: (reference, prediction) pair, so :func:`compute_metrics` leaves it to the evaluator.
     pairwise: bool = False
+    #: Scored by the spec's reinforcement reward, through Vertex (the evaluator does it).
+    reward: bool = False
+    #: What of the reference it reads: "answer" (a written answer), "label", or None.
+    reads: str | None = None
 
     def score(
         self,
@@ -465,6 +479,11 @@ class MetricDef:
                 f"{self.name} compares two models' outputs side by side; it has no score for "
                 "one (reference, prediction) pair"
             )
+        if self.reward:
+            raise MetricError(
+                f"{self.name} is scored by the spec's reward through Vertex, not by a local "
+                "function"
+            )
         if self.per_example is None:
             raise MetricError(f"{self.name} is computed over a whole set, not per example")
         return self.per_example(reference, prediction, MetricOptions.from_mapping(options))
@@ -473,8 +492,12 @@ class MetricDef:
 METRICS: dict[str, MetricDef] = {
     m.name: m
     for m in (
-        MetricDef("exact_match", "normalised exact match", True, "share", exact_match),
-        MetricDef("rouge_l", "ROUGE-L F-measure (no stemming)", True, "share", rouge_l),
+        MetricDef(
+            "exact_match", "normalised exact match", True, "share", exact_match, reads="answer"
+        ),
+        MetricDef(
+            "rouge_l", "ROUGE-L F-measure (no stemming)", True, "share", rouge_l, reads="answer"
+        ),
         MetricDef("json_valid", "outputs that parse as JSON", True, "share", json_valid),
         MetricDef(
             "json_schema",
@@ -484,8 +507,10 @@ METRICS: dict[str, MetricDef] = {
             json_schema,
             requires="json_schema",
         ),
-        MetricDef("label_accuracy", "label accuracy", True, "share", label_accuracy),
-        MetricDef("macro_f1", "label macro-F1", True, "share", None, _corpus(macro_f1)),
+        MetricDef("label_accuracy", "label accuracy", True, "share", label_accuracy, reads="label"),
+        MetricDef(
+            "macro_f1", "label macro-F1", True, "share", None, _corpus(macro_f1), reads="label"
+        ),
         MetricDef("output_length", "mean output length in words", None, "words", word_count),
         MetricDef(
             "judge",
@@ -494,12 +519,23 @@ METRICS: dict[str, MetricDef] = {
             "share",
             None,
             pairwise=True,
+            reads="answer",
+        ),
+        MetricDef(
+            "reward",
+            "mean reward of the spec's reward, scored by Vertex (-1 to 1)",
+            True,
+            "reward",
+            None,
+            reward=True,
         ),
     )
 }
 
 #: The metrics that compare two targets' outputs (scored by the evaluator, not compute_metrics).
 PAIRWISE: frozenset[str] = frozenset(name for name, m in METRICS.items() if m.pairwise)
+#: The metrics scored by a reinforcement spec's reward (by the evaluator, through Vertex).
+REWARD: frozenset[str] = frozenset(name for name, m in METRICS.items() if m.reward)
 
 
 def pairwise_metrics(names: Iterable[str]) -> list[str]:
@@ -557,8 +593,9 @@ def compute_metrics(
 ) -> MetricResults:
     """Score predictions against references for each named metric.
 
-    A pairwise metric (:data:`PAIRWISE`) is not computed here: each row gets ``None`` for it and
-    :attr:`MetricResults.per_metric` lacks it until the evaluator fills both in.
+    A pairwise metric (:data:`PAIRWISE`) or a reward (:data:`REWARD`) is not computed here: each
+    row gets ``None`` for it and :attr:`MetricResults.per_metric` lacks it until the evaluator
+    fills both in.
     """
     if len(references) != len(predictions):
         raise ValueError(
@@ -568,8 +605,9 @@ def compute_metrics(
     per_example: list[dict[str, Score]] = [{} for _ in references]
     per_metric: dict[str, float] = {}
     for metric in resolve_metrics(names):
-        if metric.pairwise:
-            # Scored by the evaluator from two targets' outputs; the rows keep its place.
+        if metric.pairwise or metric.reward:
+            # Scored by the evaluator (from two targets' outputs, or by the spec's reward
+            # through Vertex); the rows keep its place.
             for row in per_example:
                 row[metric.name] = None
             continue

@@ -91,7 +91,7 @@ def _metric(name: str) -> MetricDef | None:
 
 def _digits(metric: str) -> int:
     definition = _metric(metric)
-    return 1 if definition is not None and definition.unit != "share" else 3
+    return 1 if definition is not None and definition.unit not in ("share", "reward") else 3
 
 
 def format_value(metric: str, value: float | None) -> str:
@@ -878,17 +878,19 @@ def _md_trend(result: EvaluationResult, points: Sequence[TrendPoint]) -> list[st
 
 def _usage_table(result: EvaluationResult) -> tuple[list[str], list[list[str]]]:
     """The header and rows of the token table (the last row the total); empty without usage."""
-    if not result.usage:
+    # The reward's scoring calls are counted in calls, not tokens (see _scoring_words).
+    usage = {role: u for role, u in result.usage.items() if role != "reward"}
+    if not usage:
         return [], []
-    roles = [r for r in _roles(result) if r in result.usage]
-    roles += [r for r in result.usage if r not in roles]
-    kinds = [k for k in ("prompt", "output") if any(k in u for u in result.usage.values())]
-    kinds += sorted({k for u in result.usage.values() for k in u} - set(kinds))
+    roles = [r for r in _roles(result) if r in usage]
+    roles += [r for r in usage if r not in roles]
+    kinds = [k for k in ("prompt", "output") if any(k in u for u in usage.values())]
+    kinds += sorted({k for u in usage.values() for k in u} - set(kinds))
     header = ["", *(f"{k} tokens" for k in kinds), "total tokens"]
     rows = []
     totals = dict.fromkeys(kinds, 0)
     for role in roles:
-        counts = result.usage[role]
+        counts = usage[role]
         for kind in kinds:
             totals[kind] += int(counts.get(kind, 0))
         rows.append(
@@ -904,13 +906,22 @@ _NO_PRICE = (
 )
 
 
-def _judge_words(result: EvaluationResult) -> list[str]:
+def _scoring_words(result: EvaluationResult) -> list[str]:
     """One sentence per judged pair: who judged, how often, and how often it agreed with
-    itself when the two answers swapped places."""
+    itself when the two answers swapped places; and one for the reward's scoring calls."""
+    out = []
+    scored = result.usage.get("reward")
+    if scored:
+        failed = int(scored.get("failed", 0))
+        out.append(
+            f"The reward (sha256 {str(result.binding.get('reward_sha256'))[:12]}…) scored "
+            f"{int(scored.get('calls', 0)):,} answers through Vertex's "
+            "validateReinforcementTuningReward"
+            + (f"; {failed:,} could not be scored." if failed else ".")
+        )
     judge = result.binding.get("judge")
     if not isinstance(judge, Mapping):
-        return []
-    out = []
+        return out
     for pair, summary in (judge.get("pairs") or {}).items():
         if not isinstance(summary, Mapping):
             continue
@@ -925,7 +936,7 @@ def _judge_words(result: EvaluationResult) -> list[str]:
 
 
 def _md_usage(result: EvaluationResult) -> list[str]:
-    judge = [markdown_cell(line, 600) for line in _judge_words(result)]
+    judge = [markdown_cell(line, 600) for line in _scoring_words(result)]
     header, rows = _usage_table(result)
     if judge:
         return [*_md_usage_table(header, rows), *judge, ""]
@@ -1044,15 +1055,17 @@ def svg_chart(result: EvaluationResult, metric: str) -> str:
     roles = [r for r in _roles(result) if metric in result.targets[r].metrics]
     values = [result.targets[r].metrics[metric] for r in roles]
     definition = _metric(metric)
-    # Shares are drawn on their full 0-1 scale, so bars of different charts compare.
+    # Shares are drawn on their full 0-1 scale, so bars of different charts compare; a reward
+    # on its -1 to 1 scale (a bar from -1).
     share = definition is None or definition.unit == "share"
-    top = 1.0 if share else max([*values, 0.0]) or 1.0
+    bottom = -1.0 if definition is not None and definition.unit == "reward" else 0.0
+    top = 1.0 if share or bottom < 0 else max([*values, 0.0]) or 1.0
     label_width, plot, bar, gap = 100, 240, 20, 8
     width = label_width + plot + 170
     rows = []
     y = gap
     for role, value in zip(roles, values, strict=True):
-        length = plot * min(max(value, 0.0), top) / top
+        length = plot * (min(max(value, bottom), top) - bottom) / (top - bottom)
         rows.append(
             f'<text x="0" y="{y + 15}" font-size="13">{_esc(role)}</text>'
             f'<rect x="{label_width}" y="{y}" width="{length:.1f}" height="{bar}" '
@@ -1406,7 +1419,7 @@ def _html_trend(result: EvaluationResult, points: Sequence[TrendPoint]) -> str:
 
 
 def _html_usage(result: EvaluationResult) -> str:
-    judge = "".join(f"<p>{_esc(line)}</p>" for line in _judge_words(result))
+    judge = "".join(f"<p>{_esc(line)}</p>" for line in _scoring_words(result))
     return _html_usage_table(result) + judge
 
 

@@ -21,6 +21,10 @@ report's ``results.json``)::
                     "scores": {"tuned": {"rouge_l": 1.0}, "base": {"rouge_l": 0.5}}}]
     }
 
+With the ``reward`` metric, each example also has ``"rewards": {"tuned": {"NAME": 1.0, ...}}``
+(each reward's own score), the binding a ``reward_sha256`` and the usage a ``reward`` entry
+(``{"calls": N, "failed": M}``).
+
 Targets are ``tuned``, ``base`` and ``production``, each present only when it was evaluated. A
 score of ``null`` means the example could not be scored by that metric (e.g. its reference has
 no label).
@@ -63,6 +67,9 @@ class ExampleResult:
     #: The judge's verdicts on this example, by pair (``"tuned-base"``): ``{"winner":
     #: "tuned" | "base" | "tie", "consistent": bool, "reasons": [str, str]}``.
     judge: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The reward metric's parts, by target: each reward's own score (``{"exact-priority":
+    #: 1.0, "triage-code": 0.25}``); empty when the reward is not a metric.
+    rewards: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,11 @@ class EvaluationResult:
                     "outputs": dict(e.outputs),
                     "scores": {role: dict(s) for role, s in e.scores.items()},
                     "judge": {pair: dict(j) for pair, j in e.judge.items()},
+                    **(
+                        {"rewards": {role: dict(r) for role, r in e.rewards.items()}}
+                        if e.rewards
+                        else {}
+                    ),
                 }
                 for e in self.examples
             ],
@@ -153,6 +165,12 @@ class EvaluationResult:
                             for role, s in e["scores"].items()
                         },
                         {str(k): dict(v) for k, v in (e.get("judge") or {}).items()},
+                        {
+                            str(role): {
+                                str(k): None if v is None else float(v) for k, v in r.items()
+                            }
+                            for role, r in (e.get("rewards") or {}).items()
+                        },
                     )
                     for e in doc.get("examples", [])
                 ],

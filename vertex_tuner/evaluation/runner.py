@@ -30,6 +30,7 @@ from vertex_tuner.errors import (
 )
 from vertex_tuner.evaluation import verdicts
 from vertex_tuner.evaluation.holdout import HeldOutExample, parse_holdout
+from vertex_tuner.evaluation.metrics import REWARD
 from vertex_tuner.events import (
     EvaluationPlanned,
     GenerationFailed,
@@ -41,12 +42,20 @@ from vertex_tuner.events import (
 from vertex_tuner.retry import RetryOptions, retrying
 
 if TYPE_CHECKING:
-    from vertex_tuner.backends.interface import BatchPredictor, Generation, Generator, Storage
+    from vertex_tuner.backends.interface import (
+        BatchPredictor,
+        Generation,
+        Generator,
+        RewardScore,
+        RewardValidator,
+        Storage,
+    )
     from vertex_tuner.evaluation.cache import GenerationCache
     from vertex_tuner.evaluation.cost import EvaluationCost
     from vertex_tuner.evaluation.judge import JudgeResult, JudgeSettings
     from vertex_tuner.evaluation.pacing import Pacer
     from vertex_tuner.evaluation.results import EvaluationResult, TargetResult
+    from vertex_tuner.evaluation.reward import RewardScores, RewardSettings
     from vertex_tuner.records import RunRecord
     from vertex_tuner.runstore import RunStore
 
@@ -127,9 +136,11 @@ class Evaluator:
         clock: Callable[[], float] = time.time,
         observer: Observer | None = None,
         batch: BatchPredictor | None = None,
+        rewards: RewardValidator | None = None,
     ) -> None:
         self.generator = generator
         self.batch = batch
+        self.rewards = rewards
         self.runs = runs
         self.storage = storage
         self.cache = cache
@@ -462,6 +473,7 @@ class Evaluator:
         modes: Mapping[str, str],
         *,
         fresh: bool = False,
+        reward: RewardSettings | None = None,
     ) -> EvaluationCost:
         """The evaluation's tokens and cost before any prompt is sent (see
         :mod:`vertex_tuner.evaluation.cost`): what the cache answers costs nothing."""
@@ -494,7 +506,11 @@ class Evaluator:
         unpriced = sorted(
             {p.priced_as for p in [*parts, *([judge] if judge else [])] if p.cost_usd is None}
         )
-        return EvaluationCost(parts, judge, unpriced=unpriced)
+        rewarded = any(m in REWARD for m in settings.metrics)
+        if rewarded and reward is not None and reward.autorater:
+            unpriced.append("the reward's autorater")
+        calls = len(examples) * len(targets) if rewarded else 0
+        return EvaluationCost(parts, judge, unpriced=unpriced, reward_calls=calls)
 
     def dry_run(
         self,
@@ -506,6 +522,7 @@ class Evaluator:
         staging: str | None = None,
         mode: str | None = None,
         fresh: bool = False,
+        reward: RewardSettings | None = None,
     ) -> EvaluationCost:
         """What :meth:`evaluate` would send and cost, sending nothing (``evaluate --dry-run``)."""
         examples, _ = self.load_holdout(record)
@@ -513,7 +530,7 @@ class Evaluator:
             examples = examples[: settings.max_examples]
         targets = self.targets(record, against, checkpoint, settings.generation.settings())
         modes = self.choose_mode(settings, targets, examples, staging=staging, mode=mode)
-        return self.estimate(settings, targets, examples, modes, fresh=fresh)
+        return self.estimate(settings, targets, examples, modes, fresh=fresh, reward=reward)
 
     def check_budget(self, settings: EvaluationSettings, cost: EvaluationCost) -> None:
         """BudgetExceeded (exit 3) when the upper end is over ``evaluation.max_cost_usd``, or
@@ -600,6 +617,62 @@ class Evaluator:
         )
         return answer.text, {"prompt": answer.input_tokens, "output": answer.output_tokens}
 
+    def _check_reward(
+        self,
+        settings: EvaluationSettings,
+        examples: Sequence[HeldOutExample],
+        reward: RewardSettings | None,
+    ) -> bool:
+        """Whether the reward metric is evaluated; an error before any prompt is sent when it
+        cannot be (no reward, no way to score it, or a prompt without references)."""
+        from vertex_tuner.evaluation.reward import example_of
+
+        if not any(m in REWARD for m in settings.metrics):
+            return False
+        if reward is None:
+            raise VertexTunerError(
+                "the reward metric scores answers with the spec's reward, and none was given",
+                hint="the reward metric is for method: reinforcement, whose spec has reward:",
+            )
+        if self.rewards is None:
+            raise VertexTunerError(
+                "the reward metric needs Vertex's validateReinforcementTuningReward, which "
+                "this evaluator has no client for",
+                hint="evaluate with cloud access, or with --sandbox",
+            )
+        for example in examples:
+            example_of(example)
+        return True
+
+    def _score_rewards(
+        self,
+        settings: EvaluationSettings,
+        examples: Sequence[HeldOutExample],
+        outputs: Mapping[str, Sequence[str | None]],
+        reward: RewardSettings | None,
+    ) -> RewardScores:
+        """Every answer scored by the spec's reward, each call under the one retry policy."""
+        from vertex_tuner.evaluation.reward import score_rewards
+
+        assert reward is not None and self.rewards is not None
+        validator = self.rewards
+
+        def before_sleep(state: Any) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            self.observer.notify(Retried("reward", str(exc), state.attempt_number))
+
+        def call(example: Mapping[str, Any], response: Mapping[str, Any]) -> RewardScore:
+            return retrying(self.retry, sleep=self.sleep, before_sleep=before_sleep)(
+                lambda: validator.validate_reward(example, response, reward.payload)
+            )
+
+        def progress(done: int, total: int) -> None:
+            self.observer.notify(GenerationProgress("the reward", done, total, scoring=True))
+
+        return score_rewards(
+            call, examples, outputs, concurrency=settings.concurrency, on_progress=progress
+        )
+
     def evaluate(
         self,
         record: RunRecord,
@@ -613,6 +686,7 @@ class Evaluator:
         mode: str | None = None,
         fresh: bool = False,
         resume: bool = False,
+        reward: RewardSettings | None = None,
     ) -> EvaluationResult:
         """Run the held-out set, score it, judge the gate, and store the result with the run.
 
@@ -620,7 +694,8 @@ class Evaluator:
         run's final one (the verdict records which). ``staging`` (``gs://bucket/prefix``):
         where batch prediction's request files go; ``mode`` overrides ``evaluation.mode``;
         ``fresh``: generate every answer again; ``resume``: only attach to batch jobs an
-        earlier evaluation created. The cost is estimated, and held to
+        earlier evaluation created. ``reward``: a reinforcement spec's reward, which the
+        ``reward`` metric scores each answer with. The cost is estimated, and held to
         ``evaluation.max_cost_usd``, before any prompt is sent."""
         from vertex_tuner.evaluation.gate import parse_gate
         from vertex_tuner.evaluation.metrics import PAIRWISE, check_metric_options, compute_metrics
@@ -639,9 +714,10 @@ class Evaluator:
         # A metric missing an option (or given a bad schema) fails before any prompt is sent.
         options: dict[str, Any] = {"json_schema": json_schema, "label_field": settings.label_field}
         check_metric_options(settings.metrics, options)
+        rewarded = self._check_reward(settings, examples, reward)
         targets = self.targets(record, against, checkpoint, settings.generation.settings())
         modes = self.choose_mode(settings, targets, examples, staging=staging, mode=mode)
-        cost = self.estimate(settings, targets, examples, modes, fresh=fresh)
+        cost = self.estimate(settings, targets, examples, modes, fresh=fresh, reward=reward)
         self.observer.notify(EvaluationPlanned(record.run_id, cost.summary()))
         self.check_budget(settings, cost)
         batched = [t for t in targets if modes[t.role] == "batch"]
@@ -681,6 +757,15 @@ class Evaluator:
                 errors=sum(1 for p in predictions if p is None),
             )
             per_example[target.role] = list(scored.per_example)
+        rewards = self._score_rewards(settings, examples, outputs, reward) if rewarded else None
+        if rewards is not None:
+            for target in targets:
+                scored_rewards = rewards.scores[target.role]
+                for row, value in zip(per_example[target.role], scored_rewards, strict=True):
+                    row["reward"] = value
+                mean_reward = rewards.mean(target.role)
+                if mean_reward is not None:
+                    target_results[target.role].metrics["reward"] = mean_reward
         verdict = None
         gate = parse_gate(settings.promote_if) if settings.promote_if else None
         confidence = settings.confidence
@@ -725,6 +810,7 @@ class Evaluator:
             "max_examples": settings.max_examples,
             "confidence": confidence,
             "modes": modes,
+            "reward_sha256": reward.sha256 if rewarded and reward is not None else None,
             "generation": dict(targets[0].generation),
             **{
                 f"{t.role}_generation": dict(t.generation)
@@ -759,13 +845,16 @@ class Evaluator:
                         for pair, res in judged.items()
                         if (detail := res.details[e.index]) is not None
                     },
+                    rewards={}
+                    if rewards is None
+                    else {t.role: dict(rewards.details[t.role][e.index]) for t in targets},
                 )
                 for e in examples
             ],
             verdict=verdict,
             binding=binding,
             comparisons=comparisons,
-            usage=_usage(outputs_usage, judged),
+            usage=_usage(outputs_usage, judged, rewards),
             estimate=cost.to_json(),
         )
         self._keep(record, result)
@@ -823,15 +912,20 @@ def _set_judge(
 
 
 def _usage(
-    generated: Mapping[str, Mapping[str, int]], judged: Mapping[str, JudgeResult]
+    generated: Mapping[str, Mapping[str, int]],
+    judged: Mapping[str, JudgeResult],
+    rewards: RewardScores | None = None,
 ) -> dict[str, dict[str, int]]:
-    """Tokens the evaluation spent: per target, and the judge's over all its pairs."""
+    """Tokens the evaluation spent: per target, and the judge's over all its pairs; and the
+    reward's scoring calls (``{"calls": N, "failed": M}``)."""
     usage = {role: dict(u) for role, u in generated.items()}
     if judged:
         usage["judge"] = {
             key: sum(res.usage.get(key, 0) for res in judged.values())
             for key in ("prompt", "output")
         }
+    if rewards is not None:
+        usage["reward"] = {"calls": rewards.calls, "failed": sum(rewards.failed.values())}
     return usage
 
 

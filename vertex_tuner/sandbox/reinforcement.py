@@ -11,8 +11,8 @@ through ``min(500, ceil(examples × epochs / batchSize))`` steps (or ``stepCount
 checkpoint, each on its own endpoint, every ``checkpointInterval`` steps (by default once per
 epoch).
 
-Nothing is learned: the tuned endpoint answers a prompt with the reference values of the most
-similar training prompt, joined, a stand-in that makes "close to the training prompts" visible,
+Nothing is learned: the tuned endpoint answers a prompt with the references of the most similar
+training prompt as a JSON object, a stand-in that makes "close to the training prompts" visible,
 not a model (an RFT dataset has references, not answers).
 
 Rewards are scored the way the reference describes them: the optional parse step (IDENTITY or
@@ -551,8 +551,10 @@ def _failure(message: str) -> dict[str, Any]:
 
 def _answer(example: dict[str, Any]) -> str:
     """What the tuned endpoint's stand-in answers for a prompt close to this one."""
-    values = [str(v) for v in (example.get("references") or {}).values()]
-    return " ".join(values) or "(the nearest training prompt has no references)"
+    references = example.get("references") or {}
+    if not references:
+        return "(the nearest training prompt has no references)"
+    return orjson.dumps(references).decode()
 
 
 class ReinforcementTuning:

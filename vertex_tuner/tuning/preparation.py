@@ -45,6 +45,7 @@ def prepare(
         if spec.dataset.columns
         else None,
         references=spec.reward_references(),
+        step_samples=spec.step_samples(),
     )
 
     def where(value: float | str | None) -> float | Path | None:

@@ -224,4 +224,5 @@ def evaluator_for(ctx: Context, observer: Observer | None = None) -> Evaluator:
         cache=cache,
         observer=observer,
         batch=b.batch,
+        rewards=b.rewards,
     )
