@@ -377,3 +377,16 @@ def test_the_example_s_cases_pass_offline(tmp_path: Path) -> None:
     spec = load_spec(SHIPPED, environ={}, offline=True)
     results = rewards.test_rewards(spec, None)
     assert results and all(r.passed and r.partial for r in results)
+
+
+def test_validate_says_the_billed_tokens_are_not_known_before_the_job() -> None:
+    from click.testing import CliRunner
+
+    from vertex_tuner.cli import cli
+
+    result = CliRunner().invoke(cli, ["validate", str(SHIPPED)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "billable not known before the job (2 epoch(s)) on gemini-3.5-flash" in text
+    assert "~0 tokens" not in text
+    assert f"vertex-tuner submit {SHIPPED} --dry-run" in text

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     from vertex_tuner.dataset.validate import Report
 
 
+#: Methods whose training answers the job itself generates (the teacher writes them, or each
+#: step samples them): the dataset's tokens are its prompts only.
+_ANSWERS_WRITTEN_DURING_THE_JOB = frozenset({"distillation", "reinforcement"})
+
+
 def _escape_data(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
@@ -75,11 +80,18 @@ def render_text(report: Report, console: Console, *, source: str | None = None) 
             f"median {d.get('median', 0):,}, p95 {d.get('p95', 0):,}, max {d.get('max', 0):,}",
         )
     cost = s.get("estimated_cost_usd")
-    table.add_row(
-        "billable",
+    billable = (
         f"~{s.get('billable_tokens', 0):,} tokens ({s.get('epochs')} epoch(s)) on "
-        f"{s.get('model')}" + (f" ≈ ${cost:,.2f}" if cost is not None else ""),
+        f"{s.get('model')}" + (f" ≈ ${cost:,.2f}" if cost is not None else "")
     )
+    if s.get("method") in _ANSWERS_WRITTEN_DURING_THE_JOB:
+        spec = source if source.endswith((".yaml", ".yml")) else "SPEC"
+        billable = (
+            f"not known before the job ({s.get('epochs')} epoch(s)) on {s.get('model')}: "
+            f"the answers are written while it runs ({s.get('method')}); the plan's "
+            f"estimate: vertex-tuner submit {spec} --dry-run"
+        )
+    table.add_row("billable", billable)
     if "budget_usd" in s:
         table.add_row("budget", f"${s['budget_usd']:,.2f}")
     if s.get("truncated_examples_expected"):
