@@ -70,7 +70,7 @@ def test_the_spec_is_validated_tested_tuned_evaluated_and_promoted(
     assert isinstance(binding, dict) and len(str(binding["reward_sha256"])) == 64
     held_out = int(str(binding["examples"]))
     # One scoring call per answer of each target, and each reward's own score per example.
-    assert evaluated["usage"]["reward"] == {"calls": 2 * held_out, "failed": 0}  # type: ignore[index]
+    assert evaluated["usage"]["reward"] == {"calls": 2 * held_out, "cached": 0, "failed": 0}  # type: ignore[index]
     example = evaluated["examples"][0]  # type: ignore[index]
     assert set(example["rewards"]["tuned"]) == {"exact-priority", "triage-code"}
     assert set(example["scores"]["tuned"]) == {"reward", "label_accuracy", "json_valid"}

@@ -212,7 +212,7 @@ def test_the_gate_reads_the_mean_reward_with_a_paired_interval(tmp_path: Path) -
     assert comparison.ci_low > 0
     assert result.verdict is not None and result.verdict.passed
     assert result.binding["reward_sha256"] == "c" * 64
-    assert result.usage["reward"] == {"calls": 80, "failed": 0}
+    assert result.usage["reward"] == {"calls": 80, "cached": 0, "failed": 0}
     assert result.examples[5].scores["tuned"]["reward"] == -1.0  # every fifth ticket: "none"
     assert result.examples[1].rewards == {"tuned": {"reward": 1.0}, "base": {"reward": -1.0}}
     assert result.estimate["reward_calls"] == 80
@@ -343,3 +343,35 @@ def test_label_metrics_read_a_references_key(tmp_path: Path) -> None:
     path = spec_file(tmp_path, metrics)
     spec = load_spec(path)
     assert spec.evaluation is not None and spec.evaluation.label_field == "priority"
+
+
+def test_a_re_run_scores_unchanged_answers_from_the_cache(tmp_path: Path) -> None:
+    from vertex_tuner.evaluation.cache import GenerationCache
+
+    validator = FakeRewardValidator(by_priority)
+    evaluator, _, _, current = evaluator_for(tmp_path, 10, validator)
+    evaluator.cache = GenerationCache(tmp_path / "cache", "test")
+    settings = EvaluationSpec(metrics=["reward"])
+    first = evaluator.evaluate(current, settings, reward=REWARD)
+    assert len(validator.calls) == 20 and first.usage["reward"]["cached"] == 0
+    again = evaluator.evaluate(current, settings, reward=REWARD)
+    assert len(validator.calls) == 20  # no call: the same reward, examples and answers
+    assert again.usage["reward"] == {"calls": 0, "cached": 20, "failed": 0}
+    assert again.targets["tuned"].metrics == first.targets["tuned"].metrics
+    # Another reward is another score; fresh asks again.
+    other = RewardSettings(payload=REWARD.payload, sha256="d" * 64)
+    evaluator.evaluate(current, settings, reward=other)
+    assert len(validator.calls) == 40
+    evaluator.evaluate(current, settings, reward=REWARD, fresh=True)
+    assert len(validator.calls) == 60
+
+
+def test_a_failed_score_is_not_kept(tmp_path: Path) -> None:
+    from vertex_tuner.evaluation.cache import GenerationCache
+
+    cache = GenerationCache(tmp_path, "test")
+    key = cache.reward_key("c" * 64, prompt_line(0), {"role": "model", "parts": []})
+    cache.put_reward(key, RewardScore(None, {"exact": (None, "regex")}))
+    assert cache.get_reward(key) is None
+    cache.put_reward(key, RewardScore(0.5, {"exact": (0.5, "info")}))
+    assert cache.get_reward(key) == RewardScore(0.5, {"exact": (0.5, None)})

@@ -912,11 +912,12 @@ def _scoring_words(result: EvaluationResult) -> list[str]:
     out = []
     scored = result.usage.get("reward")
     if scored:
-        failed = int(scored.get("failed", 0))
+        failed, cached = int(scored.get("failed", 0)), int(scored.get("cached", 0))
         out.append(
             f"The reward (sha256 {str(result.binding.get('reward_sha256'))[:12]}…) scored "
-            f"{int(scored.get('calls', 0)):,} answers through Vertex's "
+            f"{int(scored.get('calls', 0)) + cached:,} answers through Vertex's "
             "validateReinforcementTuningReward"
+            + (f" ({cached:,} kept from an earlier run)" if cached else "")
             + (f"; {failed:,} could not be scored." if failed else ".")
         )
     judge = result.binding.get("judge")

@@ -23,7 +23,7 @@ report's ``results.json``)::
 
 With the ``reward`` metric, each example also has ``"rewards": {"tuned": {"NAME": 1.0, ...}}``
 (each reward's own score), the binding a ``reward_sha256`` and the usage a ``reward`` entry
-(``{"calls": N, "failed": M}``).
+(``{"calls": N, "cached": C, "failed": M}``).
 
 Targets are ``tuned``, ``base`` and ``production``, each present only when it was evaluated. A
 score of ``null`` means the example could not be scored by that metric (e.g. its reference has

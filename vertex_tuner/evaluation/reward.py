@@ -52,7 +52,10 @@ class RewardScores:
     failed: dict[str, int] = field(default_factory=dict)
     #: role -> the first reason an answer was not scored.
     reasons: dict[str, str] = field(default_factory=dict)
+    #: Answers scored (or tried): Vertex's calls plus the scores the cache kept.
     calls: int = 0
+    #: Of those, the scores the cache kept (no call made).
+    cached: int = 0
 
     def mean(self, role: str) -> float | None:
         values = [v for v in self.scores.get(role, []) if v is not None]

@@ -650,8 +650,12 @@ class Evaluator:
         examples: Sequence[HeldOutExample],
         outputs: Mapping[str, Sequence[str | None]],
         reward: RewardSettings | None,
+        *,
+        fresh: bool = False,
     ) -> RewardScores:
-        """Every answer scored by the spec's reward, each call under the one retry policy."""
+        """Every answer scored by the spec's reward, each call under the one retry policy; a
+        score kept in the cache for the same reward, example and answer is not asked again
+        (``fresh``: always asked)."""
         from vertex_tuner.evaluation.reward import score_rewards
 
         assert reward is not None and self.rewards is not None
@@ -661,17 +665,31 @@ class Evaluator:
             exc = state.outcome.exception() if state.outcome else None
             self.observer.notify(Retried("reward", str(exc), state.attempt_number))
 
+        cache = self.cache
+        kept_scores: list[int] = []
+
         def call(example: Mapping[str, Any], response: Mapping[str, Any]) -> RewardScore:
-            return retrying(self.retry, sleep=self.sleep, before_sleep=before_sleep)(
+            key = cache.reward_key(reward.sha256, example, response) if cache else None
+            if cache is not None and key is not None and not fresh:
+                kept = cache.get_reward(key)
+                if kept is not None:
+                    kept_scores.append(1)  # list.append is atomic across the pool's threads
+                    return kept
+            score = retrying(self.retry, sleep=self.sleep, before_sleep=before_sleep)(
                 lambda: validator.validate_reward(example, response, reward.payload)
             )
+            if cache is not None and key is not None:
+                cache.put_reward(key, score)
+            return score
 
         def progress(done: int, total: int) -> None:
             self.observer.notify(GenerationProgress("the reward", done, total, scoring=True))
 
-        return score_rewards(
+        scored = score_rewards(
             call, examples, outputs, concurrency=settings.concurrency, on_progress=progress
         )
+        scored.cached = len(kept_scores)
+        return scored
 
     def evaluate(
         self,
@@ -757,7 +775,11 @@ class Evaluator:
                 errors=sum(1 for p in predictions if p is None),
             )
             per_example[target.role] = list(scored.per_example)
-        rewards = self._score_rewards(settings, examples, outputs, reward) if rewarded else None
+        rewards = (
+            self._score_rewards(settings, examples, outputs, reward, fresh=fresh)
+            if rewarded
+            else None
+        )
         if rewards is not None:
             for target in targets:
                 scored_rewards = rewards.scores[target.role]
@@ -917,7 +939,8 @@ def _usage(
     rewards: RewardScores | None = None,
 ) -> dict[str, dict[str, int]]:
     """Tokens the evaluation spent: per target, and the judge's over all its pairs; and the
-    reward's scoring calls (``{"calls": N, "failed": M}``)."""
+    reward's scoring (``{"calls": N, "cached": C, "failed": M}``: calls made, scores the cache
+    kept, answers not scored)."""
     usage = {role: dict(u) for role, u in generated.items()}
     if judged:
         usage["judge"] = {
@@ -925,7 +948,11 @@ def _usage(
             for key in ("prompt", "output")
         }
     if rewards is not None:
-        usage["reward"] = {"calls": rewards.calls, "failed": sum(rewards.failed.values())}
+        usage["reward"] = {
+            "calls": rewards.calls - rewards.cached,
+            "cached": rewards.cached,
+            "failed": sum(rewards.failed.values()),
+        }
     return usage
 
 
