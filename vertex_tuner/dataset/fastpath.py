@@ -313,20 +313,14 @@ def _gemini_turns(obj: dict[str, Any], limit: int, *, supervised: bool) -> FastR
     it ends on a model turn, the answer; for distillation it is a prompt ending on a user turn,
     with no answer (None).
 
-    The system instruction is read inline, as :func:`vertex_tuner.dataset.gemini.system_of`
-    reads it (``systemInstruction`` unless absent or null, else ``system_instruction``): a call
-    costs more than the two lookups here. The tests hold the two together, both spellings
-    included.
+    The system instruction is read by :func:`_system_value`, as
+    :func:`vertex_tuner.dataset.gemini.system_of` reads it; the tests hold the two together,
+    both spellings included.
     """
     contents = obj.get("contents")
     if type(contents) is not list or not contents:
         return None
-    system_value = obj.get("systemInstruction")
-    if system_value is not None:
-        known = _CAMEL_LINE_KEYS
-    else:
-        system_value = obj.get("system_instruction")
-        known = _BARE_LINE_KEYS if system_value is None else _SNAKE_LINE_KEYS
+    system_value, known = _system_value(obj)
     tools = obj.get("tools")
     # Nearly every line holds contents and at most a system instruction: one comparison. A
     # shadowed spelling is written back too, so it is walked like any other key.
@@ -414,12 +408,7 @@ def gemini(obj: dict[str, Any], limit: int) -> FastResult | None:
     contents = obj.get("contents")
     if type(contents) is list and len(contents) == 2 and "tools" not in obj:
         # The system instruction as _gemini_turns reads it, and any other key walked.
-        system_value = obj.get("systemInstruction")
-        if system_value is not None:
-            known = _CAMEL_LINE_KEYS
-        else:
-            system_value = obj.get("system_instruction")
-            known = _BARE_LINE_KEYS if system_value is None else _SNAKE_LINE_KEYS
+        system_value, known = _system_value(obj)
         if len(obj) == 1 + (system_value is not None) or not _deep_beside(obj, known, 1):
             quick = _gemini_exchange(system_value, contents[0], contents[1], limit)
             if quick is not None:
@@ -427,12 +416,51 @@ def gemini(obj: dict[str, Any], limit: int) -> FastResult | None:
     return _gemini_turns(obj, limit, supervised=True)
 
 
+def _system_value(obj: dict[str, Any]) -> tuple[Any, frozenset[str]]:
+    """The system instruction as :func:`vertex_tuner.dataset.gemini.system_of` reads it
+    (``systemInstruction`` unless absent or null, else ``system_instruction``), and the line
+    keys that spelling makes known."""
+    system_value = obj.get("systemInstruction")
+    if system_value is not None:
+        return system_value, _CAMEL_LINE_KEYS
+    system_value = obj.get("system_instruction")
+    return system_value, _BARE_LINE_KEYS if system_value is None else _SNAKE_LINE_KEYS
+
+
 def prompts(obj: dict[str, Any], limit: int) -> FastResult | None:
     """A distillation prompt: a Gemini line ending on a user turn. Its answer is None: the
     teacher writes it, and every prompt has the same (empty) answer key."""
     if "completions" in obj:
         return None
+    contents = obj.get("contents")
+    if type(contents) is list and len(contents) == 1 and "tools" not in obj:
+        # The commonest prompt, one user turn of one text part, unrolled.
+        system_value, known = _system_value(obj)
+        if len(obj) == 1 + (system_value is not None) or not _deep_beside(obj, known, 1):
+            quick = _one_prompt(system_value, contents[0], limit)
+            if quick is not None:
+                return quick
     return _gemini_turns(obj, limit, supervised=False)
+
+
+def _one_prompt(system_value: Any, u: Any, limit: int) -> FastResult | None:
+    """``[user]`` with one text part, and at most a system instruction of text parts: what
+    :func:`_gemini_turns` returns for it, without its loop."""
+    prompt = _single_text(u, "user")
+    if prompt is None:
+        return None
+    key: list[Any] = [0]
+    n_in = (len(prompt) + _ROUND) // CHARS_PER_TOKEN
+    if system_value is not None:
+        read = _system_key(system_value)
+        if read is None:
+            return None
+        key, system = read
+        n_in += system
+    if n_in > limit:
+        return None
+    key += ("user", 1, prompt)
+    return key, None, n_in, 0, 0, False
 
 
 def preference(obj: dict[str, Any], limit: int) -> FastResult | None:
