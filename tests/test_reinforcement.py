@@ -256,6 +256,16 @@ def test_a_media_prompt_holds_the_step_to_1024_samples(
         assert "2,048" in report.errors[0].message and "1,024" in report.errors[0].message
 
 
+def test_media_in_a_system_instruction_is_found_as_the_rest_of_the_validator_reads_it() -> None:
+    from vertex_tuner.dataset.validate import _has_file_data
+
+    media = {"parts": [{"file_data": {"file_uri": "gs://b/a.png", "mime_type": "image/png"}}]}
+    text = {"parts": [{"text": "Triage."}]}
+    # systemInstruction null beside system_instruction: the latter is the system instruction.
+    assert _has_file_data({"systemInstruction": None, "system_instruction": media, "contents": []})
+    assert not _has_file_data({"systemInstruction": text, "system_instruction": media})
+
+
 def test_the_step_samples_come_from_the_spec(tmp_path: Path) -> None:
     spec = load(write(tmp_path, hyper=", batch_size: 64, samples_per_prompt: 32"))
     assert spec.step_samples() == 2048

@@ -736,13 +736,19 @@ class JobSpec(_Model):
         except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"{field}: cannot read {path}: {exc}") from None
 
+    def step_shape(self) -> tuple[int, int]:
+        """Reinforcement: ``(batch_size, samples_per_prompt)`` as the job runs them (Vertex's
+        defaults 32 and 16 where the spec sets none)."""
+        hp = self.hyperparameters
+        return hp.batch_size or 32, hp.samples_per_prompt or 16
+
     def step_samples(self) -> int | None:
-        """Reinforcement: answers sampled per step, ``batch_size × samples_per_prompt`` (Vertex's
-        defaults 32 and 16); None for the other methods."""
+        """Reinforcement: answers sampled per step, ``batch_size × samples_per_prompt``; None
+        for the other methods."""
         if self.method != "reinforcement":
             return None
-        hp = self.hyperparameters
-        return (hp.batch_size or 32) * (hp.samples_per_prompt or 16)
+        batch, samples = self.step_shape()
+        return batch * samples
 
     def reward_references(self) -> list[str]:
         """The ``references`` keys the reward reads (``{{references.KEY}}`` in a string match
@@ -1246,7 +1252,7 @@ def _check_reinforcement_settings(
             "price for it, so vertex-tuner has none to estimate with",
             "remove budget.max_cost_usd; cap spending with a Cloud Billing budget instead",
         )
-    batch, samples = hp.batch_size or 32, hp.samples_per_prompt or 16
+    batch, samples = spec.step_shape()
     product = batch * samples
     if product % 16 or product > models.REINFORCEMENT_STEP_SAMPLES:
         which = "batch_size" if hp.batch_size is not None else "samples_per_prompt"

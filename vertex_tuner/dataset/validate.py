@@ -32,6 +32,7 @@ import orjson
 from vertex_tuner import models
 from vertex_tuner.dataset import formats, quality, tokens
 from vertex_tuner.dataset.findings import MAX_PER_CODE, Finding, FindingList
+from vertex_tuner.dataset.gemini import FILE_DATA_KEYS, system_of
 from vertex_tuner.dataset.reader import iter_csv_rows, iter_lines, split_ranges
 from vertex_tuner.dataset.scan import (
     SIDES,
@@ -562,15 +563,17 @@ def _reinforcement_pass(
         )
 
 
+_FILE_DATA = frozenset(FILE_DATA_KEYS)
+
+
 def _has_file_data(example: Mapping[str, Any]) -> bool:
     """Whether a prompt's system instruction or turns have a fileData part (either spelling)."""
-    system = example.get("systemInstruction", example.get("system_instruction"))
     contents = example.get("contents")
-    turns = [system, *(contents if isinstance(contents, list) else [])]
+    turns = [system_of(example), *(contents if isinstance(contents, list) else [])]
     for turn in turns:
         parts = turn.get("parts") if isinstance(turn, dict) else None
         for part in parts if isinstance(parts, list) else []:
-            if isinstance(part, dict) and ("fileData" in part or "file_data" in part):
+            if isinstance(part, dict) and not _FILE_DATA.isdisjoint(part):
                 return True
     return False
 
