@@ -28,10 +28,14 @@ class HeldOutExample:
     contents: tuple[Mapping[str, Any], ...]
     system_instruction: str | None
     reference: str
-    #: A reinforcement prompt's references (None for an example with a written answer).
-    references: Mapping[str, str] | None = None
-    #: A reinforcement prompt's line as written, which the reward is given as its example.
+    #: A reinforcement prompt's line as written, which the reward is given as its example
+    #: (None for an example with a written answer).
     line: Mapping[str, Any] | None = None
+
+    @property
+    def references(self) -> Mapping[str, str] | None:
+        """A reinforcement prompt's references (None for an example with a written answer)."""
+        return None if self.line is None else self.line["references"]
 
     @property
     def prompt_text(self) -> str:
@@ -71,7 +75,6 @@ def parse_holdout(lines: Iterable[bytes], *, source: str) -> list[HeldOutExample
                 reference=content_text(contents[last])
                 if references is None
                 else orjson.dumps(references, option=orjson.OPT_SORT_KEYS).decode(),
-                references=references,
                 line=example if references is not None else None,
             )
         )

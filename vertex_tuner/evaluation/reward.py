@@ -22,6 +22,7 @@ from typing import Any
 from vertex_tuner.backends.interface import RewardScore
 from vertex_tuner.errors import BackendError, VertexTunerError
 from vertex_tuner.evaluation.holdout import HeldOutExample
+from vertex_tuner.evaluation.metrics import mean
 
 #: One scoring call: (example line, answer Content) -> Vertex's score, retried by the caller.
 RewardCall = Callable[[Mapping[str, Any], Mapping[str, Any]], RewardScore]
@@ -58,8 +59,7 @@ class RewardScores:
     cached: int = 0
 
     def mean(self, role: str) -> float | None:
-        values = [v for v in self.scores.get(role, []) if v is not None]
-        return sum(values) / len(values) if values else None
+        return mean(self.scores.get(role, []))
 
 
 def example_of(example: HeldOutExample) -> Mapping[str, Any]:
