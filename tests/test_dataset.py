@@ -225,7 +225,7 @@ def test_arbitrary_json_never_crashes(tmp_path: Path, lines: list[Any]) -> None:
 def run_both_ways(
     path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **kwargs: Any
 ) -> tuple[PreparedDataset, PreparedDataset]:
-    validator = Validator(model="gemini-2.5-flash", method="supervised")
+    validator = Validator(model="gemini-2.5-flash", method="supervised", fmt="auto")
     monkeypatch.setattr(engine, "PARALLEL_MIN_BYTES", 1 << 40)
     one = validator.run(path, display="d", workdir=tmp_path / "one", **kwargs)
     monkeypatch.setattr(engine, "PARALLEL_MIN_BYTES", 1)
@@ -267,6 +267,51 @@ def test_the_format_settles_the_same_way_in_parts(
     found = codes(many.report)
     assert found["unknown-format"] == list(range(1, 31))[:50]
     assert found["mixed-formats"] == list(range(331, 336))
+
+
+def csv_rows(n: int) -> list[str]:
+    """Rows of prompt,response with quoting of every kind: quoted fields holding newlines,
+    commas and doubled quotes, so a cut on a plain newline would fall inside a field."""
+    out = []
+    for i in range(n):
+        prompt = f'"Line one of {i}\nline two, with a comma\n""quoted"" three"' if i % 3 else f"Question {i}?"
+        out.append(f"{prompt},Answer {i % 40}.\n")
+    return out
+
+
+@pytest.mark.parametrize("fork", [True, False])
+def test_a_csv_split_across_processes_reads_as_one_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fork: bool
+) -> None:
+    rows = ["prompt,response\n", *csv_rows(400)]
+    rows[20] = "Question x?,a,b\n"  # more fields than the header
+    rows.append(rows[5])  # a duplicate, in the last part
+    path = tmp_path / "train.csv"
+    path.write_text("".join(rows), encoding="utf-8")
+    monkeypatch.setattr(scanning, "_can_fork", lambda: fork)
+    _, many = run_both_ways(path, tmp_path, monkeypatch, validation=0.1, holdout=0.1)
+    found = codes(many.report)
+    # Line numbers count physical lines: two of every three rows span three lines.
+    assert found["bad-csv"] == [2 + sum(3 if j % 3 else 1 for j in range(19))]
+    assert found["duplicate"] == ["".join(rows[:-1]).count("\n") + 1]
+    assert many.report.stats["examples"] == 400
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        'Question "odd,Answer.\n',  # a quote inside an unquoted field: the cut may fall in a field
+        '"never closed,Answer.\n',  # broken quoting: nothing after it is read
+    ],
+)
+def test_a_csv_that_quotes_oddly_is_read_in_one_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
+    rows = ["prompt,response\n", *csv_rows(300)]
+    rows[30] = broken
+    path = tmp_path / "train.csv"
+    path.write_text("".join(rows), encoding="utf-8")
+    run_both_ways(path, tmp_path, monkeypatch)
 
 
 def test_a_worker_that_cannot_start_leaves_the_work_to_this_process(

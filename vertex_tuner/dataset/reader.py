@@ -202,6 +202,53 @@ def split_ranges(path: Path, weights: list[float]) -> list[tuple[int, int]]:
     return [r for r in ranges if r[1] > r[0] or r[0] == 0]
 
 
+def split_csv_ranges(
+    path: Path, weights: list[float], quote: bytes = b'"'
+) -> list[tuple[int, int]]:
+    """:func:`split_ranges` for a CSV/TSV file: each cut is moved on to the first newline with
+    an even number of ``quote`` bytes before it, where in standard quoting no quoted field is
+    open (one may span lines). A file that quotes otherwise (a quote inside an unquoted field)
+    can still be cut inside a field: :func:`iter_csv_fields` reading the range before the cut
+    then stops, and the caller reads the file in one pass instead.
+    """
+    size = path.stat().st_size
+    total = sum(weights)
+    bounds = [0]
+    acc = 0.0
+    quotes = 0  # quote bytes before bounds[-1]
+    with path.open("rb") as f:
+        for weight in weights[:-1]:
+            acc += weight
+            at = bounds[-1]
+            cut = max(at, int(size * acc / total))
+            f.seek(at)
+            # Count the quotes up to the rough cut, a chunk at a time ...
+            while at < cut and (chunk := f.read(min(CHUNK, cut - at))):
+                quotes += chunk.count(quote)
+                at += len(chunk)
+            # ... then go on to the first newline with no field open (the end, if none).
+            found = size
+            while found == size and (chunk := f.read(CHUNK)):
+                pos = 0
+                while (newline := chunk.find(b"\n", pos)) >= 0:
+                    quotes += chunk.count(quote, pos, newline + 1)
+                    pos = newline + 1
+                    if quotes % 2 == 0:
+                        found = at + pos
+                        break
+                else:
+                    quotes += chunk.count(quote, pos)
+                    at += len(chunk)
+            bounds.append(found)
+    bounds.append(size)
+    ranges = [(bounds[k], bounds[k + 1]) for k in range(len(bounds) - 1)]
+    return [r for r in ranges if r[1] > r[0] or r[0] == 0]
+
+
+class ReadStopped(str):
+    """An error after which :func:`iter_csv_fields` read nothing more (broken quoting)."""
+
+
 class _LineTooLong(Exception):
     """Raised from inside the ``csv`` reader's input: a physical line over the limit."""
 
@@ -217,12 +264,13 @@ def _csv_lines(
     marks: list[tuple[int, int]],
     start: int,
     first_line: int,
+    end: int | None = None,
 ) -> Iterator[str]:
     """The lines of a CSV file from ``start`` (each keeps its ``\\n``, which a quoted field may
     hold), decoded a block at a time. The number of a line that is not UTF-8 goes to
     ``bad_lines`` (it is decoded with replacement characters); a line over the limit raises
     :class:`_LineTooLong`; ``marks`` is given each block's start (see :func:`iter_blocks`)."""
-    blocks = iter_blocks(path, start=start, first_line=first_line, ends=True, marks=marks)
+    blocks = iter_blocks(path, start=start, end=end, first_line=first_line, ends=True, marks=marks)
     for first, lines in blocks:
         head = lines[0]
         if isinstance(head, LongLine):
@@ -245,21 +293,26 @@ def iter_csv_fields(
     *,
     delimiter: str,
     start: int = 0,
+    end: int | None = None,
     first_line: int = 1,
     header: list[str] | None = None,
     starts: list[tuple[int, int]] | None = None,
+    read: list[int] | None = None,
 ) -> Iterator[tuple[int, list[str] | None, str | LongLine | None]]:
     """What :func:`iter_csv_rows` reads, each row as its list of fields: first ``(0, header,
     None)``, then ``(line, fields, error)`` for every data row.
 
     Given the ``header``, it reads from ``start`` (the byte offset of a row's first line, number
-    ``first_line``) and yields no header. ``starts`` is given (line, byte offset) of rows that
-    begin a block (see :func:`iter_blocks`): where a later reader can start, past quoted fields
-    that span lines.
+    ``first_line``) and yields no header; it stops at ``end`` (a row's first byte, as
+    :func:`split_csv_ranges` cuts). ``starts`` is given (line, byte offset) of rows that begin
+    a block (see :func:`iter_blocks`): where a later reader can start, past quoted fields that
+    span lines. ``read`` is given, once the reading ends without stopping, the number of the
+    last line read. An error after which nothing more was read is a :class:`ReadStopped` or a
+    :class:`LongLine`.
     """
     bad_lines: list[int] = []
     marks: list[tuple[int, int]] = []
-    lines = _csv_lines(path, bad_lines, marks, start, first_line)
+    lines = _csv_lines(path, bad_lines, marks, start, first_line, end)
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     base = first_line - 1
     row = first_line
@@ -273,14 +326,14 @@ def iter_csv_fields(
         width = len(header)
         k = 0  # the next of ``marks`` that may start a row
         for fields in reader:
-            end = base + reader.line_num
+            last = base + reader.line_num
             if starts is not None and k < len(marks) and marks[k][0] <= row:
                 while k < len(marks) and marks[k][0] < row:
                     k += 1
                 if k < len(marks) and marks[k][0] == row:
                     starts.append(marks[k])
-            if bad_lines and bad_lines[0] <= end:
-                bad = [n for n in bad_lines if n <= end]
+            if bad_lines and bad_lines[0] <= last:
+                bad = [n for n in bad_lines if n <= last]
                 del bad_lines[: len(bad)]
                 yield bad[0], None, "not UTF-8; save the file as UTF-8"
             elif len(fields) > width:
@@ -289,11 +342,15 @@ def iter_csv_fields(
                 yield row, None, "the row has fewer fields than the header"
             elif fields:
                 yield row, fields, None
-            row = end + 1
+            row = last + 1
     except csv.Error as exc:
-        yield row, None, f"CSV error in the row that starts here: {exc}; the rest was not read"
+        message = f"CSV error in the row that starts here: {exc}; the rest was not read"
+        yield row, None, ReadStopped(message)
     except _LineTooLong as exc:
         yield exc.line, None, exc.long
+    else:
+        if read is not None:
+            read.append(base + reader.line_num)
 
 
 def iter_csv_rows(

@@ -41,9 +41,11 @@ from vertex_tuner.dataset.gemini import is_media
 from vertex_tuner.dataset.nesting import TOO_DEEP_MESSAGE, nests_deeper
 from vertex_tuner.dataset.reader import (
     LongLine,
+    ReadStopped,
     iter_blocks,
     iter_csv_fields,
     iter_line_starts,
+    split_csv_ranges,
     split_ranges,
 )
 from vertex_tuner.dataset.rules import TRUNCATION_CODES, check_example
@@ -193,6 +195,9 @@ class Part:
     many_labels: bool = False
     #: The converted file of each side (empty when not writing).
     outputs: dict[str, DatasetFile] = field(default_factory=dict)
+    #: Whether the reading stopped before the range's end (a CSV's broken quoting, a line over
+    #: the limit, columns it lacks): what a single pass read after it, it never read.
+    stopped: bool = False
     #: The first part's writers, still open while later parts are appended (never pickled).
     open_writers: dict[str, Writer] | None = None
     #: (line, byte offset) of a few lines, about one per 128 KiB, that a row starts on: where
@@ -244,6 +249,7 @@ class Part:
         self.truncated += other.truncated
         self.multimodal += other.multimodal
         self.many_labels |= other.many_labels
+        self.stopped |= other.stopped
         for label, count in other.labels.items():
             if label in self.labels:
                 self.labels[label] += count
@@ -486,16 +492,36 @@ def _scan_csv(job: PartJob, scanner: Scanner) -> None:
     mapping: dict[str, str | None] | None = None
     positions = None
     limit = job.model.max_tokens_per_example
-    rows = iter_csv_fields(job.path, delimiter=delimiter, starts=scanner.part.starts)
+    part = scanner.part
+    start, end = job.byte_range or (0, None)
+    read: list[int] = []
+    if start:
+        # A later range: the header is the file's, and lines are numbered from the range's.
+        first = next(iter_csv_fields(job.path, delimiter=delimiter), None)
+        if first is None or first[1] is None:
+            part.stopped = True
+            return
+        header = first[1]
+    rows = iter_csv_fields(
+        job.path,
+        delimiter=delimiter,
+        start=start,
+        end=end,
+        header=header if start else None,
+        starts=part.starts,
+        read=read,
+    )
     for line, fields, error in rows:
         if line == 0 and fields is not None:
             header = fields
             continue
         if isinstance(error, LongLine):
             scanner.too_long(line, error, "the rest of the file was not read")
+            part.stopped = True
             continue
         if error is not None or fields is None:
             scanner.finding("bad-csv", error or "unreadable row", line)
+            part.stopped |= isinstance(error, ReadStopped)
             continue
         if mapping is None:
             try:
@@ -503,6 +529,7 @@ def _scan_csv(job: PartJob, scanner: Scanner) -> None:
                 mapping = formats.csv_columns(list(dict.fromkeys(header)), job.columns)
             except formats.ConversionError as exc:
                 scanner.finding(exc.code, exc.message, 1, "dataset.columns")
+                part.stopped = True
                 return
             if job.method == "supervised":
                 positions = fastpath.csv_positions(header, mapping)
@@ -512,6 +539,7 @@ def _scan_csv(job: PartJob, scanner: Scanner) -> None:
             scanner.example(line, formats.from_csv_row(row, mapping), source=row, columns=mapping)
         else:
             scanner.accept(line, found, partial(_csv_example, header, fields, mapping))
+    part.lines_read = read[0] if read else 0
 
 
 def _csv_example(
@@ -705,10 +733,11 @@ def _evenly(jobs: list[PartJob]) -> list[PartJob]:
     ranges leave this process more, for the start of a new interpreter that a fork does not
     have. The format a range starts with is settled as the caller settles it."""
     first = jobs[0]
-    ranges = split_ranges(first.path, [1.0] * len(jobs))
+    csv_file = is_csv(first.path, first.fmt)
+    ranges = (split_csv_ranges if csv_file else split_ranges)(first.path, [1.0] * len(jobs))
     if len(ranges) != len(jobs) or any(job.byte_range is None for job in jobs):
         return jobs
-    found = detect_first(first.path) if first.fmt == "auto" else None
+    found = detect_first(first.path) if first.fmt == "auto" and not csv_file else None
     return [
         replace(
             job,
@@ -795,6 +824,31 @@ def _finish_worker(proc: subprocess.Popen[bytes] | _Forked | None, job: PartJob)
     return scan(job)
 
 
+def _stop(procs: list[subprocess.Popen[bytes] | _Forked | None]) -> None:
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _discard(
+    procs: list[subprocess.Popen[bytes] | _Forked | None],
+    jobs: list[PartJob],
+    writers: dict[str, Writer] | None,
+) -> None:
+    """Stop the workers, remove what they wrote and close the first part's files (a single
+    pass writes them again)."""
+    _stop(procs)
+    for proc in procs:
+        if proc is not None and proc.stdout is not None:
+            proc.stdout.close()
+    for job in jobs[1:]:
+        for path in (job.outputs or {}).values():
+            path.unlink(missing_ok=True)
+    for writer in (writers or {}).values():
+        writer.close()
+
+
 def run_parts(jobs: list[PartJob]) -> Part:
     """Scan each job's range (the first here, the others in workers) and append the parts.
 
@@ -810,6 +864,12 @@ def run_parts(jobs: list[PartJob]) -> Part:
         writers = merged.open_writers
         merged.open_writers = None
         for proc, job in zip(procs, jobs[1:], strict=True):
+            if merged.stopped:
+                # A range stopped before its end: a single pass would read nothing after that
+                # point, and a CSV cut can fall inside a field that quotes oddly. Read it all
+                # in one pass, which is right whatever the reason.
+                _discard(procs, jobs, writers)
+                return scan(replace(jobs[0], byte_range=None))
             later = _finish_worker(proc, job)
             merged.extend(later)
             if writers is not None:
@@ -818,8 +878,5 @@ def run_parts(jobs: list[PartJob]) -> Part:
         if writers is not None:
             merged.outputs = {side: w.close() for side, w in writers.items()}
     finally:
-        for proc in procs:
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        _stop(procs)
     return merged

@@ -33,7 +33,12 @@ from vertex_tuner import models
 from vertex_tuner.dataset import formats, quality, tokens
 from vertex_tuner.dataset.findings import MAX_PER_CODE, Finding, FindingList
 from vertex_tuner.dataset.gemini import FILE_DATA_KEYS, system_of
-from vertex_tuner.dataset.reader import iter_csv_rows, iter_lines, split_ranges
+from vertex_tuner.dataset.reader import (
+    iter_csv_rows,
+    iter_lines,
+    split_csv_ranges,
+    split_ranges,
+)
 from vertex_tuner.dataset.scan import (
     SIDES,
     DatasetFile,
@@ -229,9 +234,12 @@ class Validator:
         size = train.stat().st_size
         count = processes()
         ranges: list[tuple[int, int] | None] = [None]
-        if count > 1 and size >= PARALLEL_MIN_BYTES and not is_csv(train, self.fmt):
-            ranges = list(split_ranges(train, [MAIN_SHARE] + [1.0] * (count - 1)))
-        found = detect_first(train) if len(ranges) > 1 and self.fmt == "auto" else None
+        csv_file = is_csv(train, self.fmt)
+        if count > 1 and size >= PARALLEL_MIN_BYTES:
+            split = split_csv_ranges if csv_file else split_ranges
+            ranges = list(split(train, [MAIN_SHARE] + [1.0] * (count - 1)))
+        auto = len(ranges) > 1 and self.fmt == "auto" and not csv_file
+        found = detect_first(train) if auto else None
         jobs = []
         for k, byte_range in enumerate(ranges):
             outputs = None
