@@ -288,10 +288,10 @@ def _turn_parts(parts: Any, role: Any) -> tuple[list[str] | None, int, str, int,
             else:
                 responses = True
             try:
-                # As tokens.measure counts them: the part's printed size.
-                n += (len(repr(part)) + _ROUND) // CHARS_PER_TOKEN
-            except RecursionError:
-                return None  # far deeper than orjson writes: the full path says so
+                # As tokens.measure counts them: the size of the part's JSON.
+                n += (len(dumps(part)) + _ROUND) // CHARS_PER_TOKEN
+            except JSONEncodeError:
+                return None  # deeper than orjson writes: the full path says so
         else:
             return None  # not text, inline data (an error) or no kind Vertex knows
     if role is None and responses:

@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 from vertex_tuner.dataset.gemini import MEDIA_PART_KEYS, system_of
 
 CHARS_PER_TOKEN = 4
@@ -43,8 +45,14 @@ def _part_tokens(part: Any) -> int:
         return text_tokens(text)
     if not MEDIA_PART_KEYS.isdisjoint(part):
         return TOKENS_PER_MEDIA_PART
-    # functionCall / functionResponse and anything else: count their JSON size.
-    return text_tokens(repr(part))
+    # functionCall / functionResponse and anything else: count their JSON's size in bytes.
+    try:
+        return -(-len(orjson.dumps(part)) // CHARS_PER_TOKEN)
+    except orjson.JSONEncodeError:  # nested deeper than JSON is written: its printed size
+        try:
+            return text_tokens(repr(part))
+        except RecursionError:
+            return 0
 
 
 def content_tokens(content: Any) -> int:
