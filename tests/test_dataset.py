@@ -274,7 +274,11 @@ def csv_rows(n: int) -> list[str]:
     commas and doubled quotes, so a cut on a plain newline would fall inside a field."""
     out = []
     for i in range(n):
-        prompt = f'"Line one of {i}\nline two, with a comma\n""quoted"" three"' if i % 3 else f"Question {i}?"
+        prompt = (
+            f'"Line one of {i}\nline two, with a comma\n""quoted"" three"'
+            if i % 3
+            else f"Question {i}?"
+        )
         out.append(f"{prompt},Answer {i % 40}.\n")
     return out
 
