@@ -662,6 +662,18 @@ def detect_first(path: Path) -> tuple[str, int] | None:
     return None
 
 
+def split_file(path: Path, fmt: str, weights: list[float]) -> list[tuple[int, int]]:
+    """Byte ranges of ``path`` sized by ``weights``: at row starts for a CSV/TSV file
+    (:func:`split_csv_ranges`), at line starts otherwise."""
+    return (split_csv_ranges if is_csv(path, fmt) else split_ranges)(path, weights)
+
+
+def settled_format(path: Path, fmt: str) -> tuple[str, int] | None:
+    """For a JSONL file read as ``auto``, where its format is settled (:func:`detect_first`);
+    None when the format is given, or for CSV, which has one."""
+    return detect_first(path) if fmt == "auto" and not is_csv(path, fmt) else None
+
+
 def processes() -> int:
     """Processes for a large file: both cores by default; VERTEX_TUNER_WORKERS=1 keeps one
     (less memory, half the speed)."""
@@ -733,11 +745,10 @@ def _evenly(jobs: list[PartJob]) -> list[PartJob]:
     ranges leave this process more, for the start of a new interpreter that a fork does not
     have. The format a range starts with is settled as the caller settles it."""
     first = jobs[0]
-    csv_file = is_csv(first.path, first.fmt)
-    ranges = (split_csv_ranges if csv_file else split_ranges)(first.path, [1.0] * len(jobs))
+    ranges = split_file(first.path, first.fmt, [1.0] * len(jobs))
     if len(ranges) != len(jobs) or any(job.byte_range is None for job in jobs):
         return jobs
-    found = detect_first(first.path) if first.fmt == "auto" and not csv_file else None
+    found = settled_format(first.path, first.fmt)
     return [
         replace(
             job,

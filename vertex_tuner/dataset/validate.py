@@ -33,22 +33,17 @@ from vertex_tuner import models
 from vertex_tuner.dataset import formats, quality, tokens
 from vertex_tuner.dataset.findings import MAX_PER_CODE, Finding, FindingList
 from vertex_tuner.dataset.gemini import FILE_DATA_KEYS, system_of
-from vertex_tuner.dataset.reader import (
-    iter_csv_rows,
-    iter_lines,
-    split_csv_ranges,
-    split_ranges,
-)
+from vertex_tuner.dataset.reader import iter_csv_rows, iter_lines
 from vertex_tuner.dataset.scan import (
     SIDES,
     DatasetFile,
     Part,
     PartJob,
-    detect_first,
-    is_csv,
     processes,
     run_parts,
     scan,
+    settled_format,
+    split_file,
     threshold,
 )
 from vertex_tuner.errors import BackendError, DatasetError, TransientBackendError
@@ -234,12 +229,9 @@ class Validator:
         size = train.stat().st_size
         count = processes()
         ranges: list[tuple[int, int] | None] = [None]
-        csv_file = is_csv(train, self.fmt)
         if count > 1 and size >= PARALLEL_MIN_BYTES:
-            split = split_csv_ranges if csv_file else split_ranges
-            ranges = list(split(train, [MAIN_SHARE] + [1.0] * (count - 1)))
-        auto = len(ranges) > 1 and self.fmt == "auto" and not csv_file
-        found = detect_first(train) if auto else None
+            ranges = list(split_file(train, self.fmt, [MAIN_SHARE] + [1.0] * (count - 1)))
+        found = settled_format(train, self.fmt) if len(ranges) > 1 else None
         jobs = []
         for k, byte_range in enumerate(ranges):
             outputs = None
