@@ -164,6 +164,12 @@ def _text_parts(parts: Any) -> tuple[list[str], int] | None:
     """(texts, tokens) of parts that are all ``{"text": non-blank str}``."""
     if type(parts) is not list or not parts:
         return None
+    if len(parts) == 1:  # the commonest, without the loop
+        part = parts[0]
+        text = part.get("text") if type(part) is dict and len(part) == 1 else None
+        if type(text) is not str or not text or text.isspace():
+            return None
+        return [text], (len(text) + _ROUND) // CHARS_PER_TOKEN
     texts = []
     n = 0
     for part in parts:
@@ -307,20 +313,26 @@ def _turn_parts(parts: Any, role: Any) -> tuple[list[str] | None, int, str, int,
     return texts, n, role, images, files
 
 
-def _gemini_turns(obj: dict[str, Any], limit: int, *, supervised: bool) -> FastResult | None:
+def _gemini_turns(
+    obj: dict[str, Any],
+    limit: int,
+    *,
+    supervised: bool,
+    read: tuple[Any, frozenset[str]] | None = None,
+) -> FastResult | None:
     """Any valid Gemini line: a system instruction of text parts in either spelling, turns of
     text, ``fileData``, ``functionCall`` and ``functionResponse`` parts, ``tools``. Supervised,
     it ends on a model turn, the answer; for distillation it is a prompt ending on a user turn,
     with no answer (None).
 
     The system instruction is read by :func:`_system_value`, as
-    :func:`vertex_tuner.dataset.gemini.system_of` reads it; the tests hold the two together,
-    both spellings included.
+    :func:`vertex_tuner.dataset.gemini.system_of` reads it (``read``: what it gave, when the
+    caller has asked already); the tests hold the two together, both spellings included.
     """
     contents = obj.get("contents")
     if type(contents) is not list or not contents:
         return None
-    system_value, known = _system_value(obj)
+    system_value, known = _system_value(obj) if read is None else read
     tools = obj.get("tools")
     # Nearly every line holds contents and at most a system instruction: one comparison. A
     # shadowed spelling is written back too, so it is walked like any other key.
@@ -333,10 +345,10 @@ def _gemini_turns(obj: dict[str, Any], limit: int, *, supervised: bool) -> FastR
     if system_value is None:
         key = [0]
     else:
-        read = _system_key(system_value)
-        if read is None:
+        found_system = _system_key(system_value)
+        if found_system is None:
             return None
-        key, system = read
+        key, system = found_system
     flat = tools is None
     seen = billable = n_out = images = files = 0
     n_in = system
@@ -351,17 +363,33 @@ def _gemini_turns(obj: dict[str, Any], limit: int, *, supervised: bool) -> FastR
             return None
         role = content.get("role")
         parts = content.get("parts")
-        text = _only_text(parts)
-        if text is not None and (role == "user" or role == "model"):
-            texts = [text]  # the commonest turn, one text part, without a call
-            n = (len(text) + _ROUND) // CHARS_PER_TOKEN
-        else:
-            found = _turn_parts(parts, role)
-            if found is None:
+        # The commonest turn, one text part of a user or model turn, is read here; any other
+        # goes to _turn_parts.
+        part = parts[0] if type(parts) is list and len(parts) == 1 else None
+        text = part.get("text") if type(part) is dict and len(part) == 1 else None
+        if type(text) is str and (role == "user" or role == "model"):
+            if not text or text.isspace():
                 return None
-            texts, n, role, here, held = found
-            images += here
-            files += held
+            n = (len(text) + _ROUND) // CHARS_PER_TOKEN
+            if role == previous:
+                return None
+            previous = role
+            if role == "model":
+                n_in = system + seen
+                n_out = n
+                billable += n_in + n + PADDING_PER_RECORD
+            if supervised and i == last:
+                answer = texts = [text]
+            elif flat:
+                key += (role, 1, text)
+            seen += n
+            continue
+        found = _turn_parts(parts, role)
+        if found is None:
+            return None
+        texts, n, role, here, held = found
+        images += here
+        files += held
         if role == previous:
             return None
         previous = role
@@ -384,7 +412,7 @@ def _gemini_turns(obj: dict[str, Any], limit: int, *, supervised: bool) -> FastR
     if n_in + n_out > limit or images > MAX_IMAGES_PER_EXAMPLE:
         return None
     try:
-        if supervised and texts is None:
+        if supervised and answer is None:
             # Inside two lists, the turn is as deep as in the line (line, contents).
             answer = Fragment(dumps([[contents[last]]], option=SORT_KEYS)[2:-2])
         if flat:
@@ -413,6 +441,7 @@ def gemini(obj: dict[str, Any], limit: int) -> FastResult | None:
             quick = _gemini_exchange(system_value, contents[0], contents[1], limit)
             if quick is not None:
                 return quick
+        return _gemini_turns(obj, limit, supervised=True, read=(system_value, known))
     return _gemini_turns(obj, limit, supervised=True)
 
 
@@ -440,6 +469,7 @@ def prompts(obj: dict[str, Any], limit: int) -> FastResult | None:
             quick = _one_prompt(system_value, contents[0], limit)
             if quick is not None:
                 return quick
+        return _gemini_turns(obj, limit, supervised=False, read=(system_value, known))
     return _gemini_turns(obj, limit, supervised=False)
 
 
