@@ -15,7 +15,7 @@ is bounded by the limit, whatever the file holds (a gigabyte with no newline, sa
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import BinaryIO
@@ -178,71 +178,73 @@ def _rest_of_line(f: BinaryIO) -> int:
     return skipped
 
 
+def _ranges(
+    path: Path, weights: list[float], cut_at: Callable[[BinaryIO, int, int], int]
+) -> list[tuple[int, int]]:
+    """(start, end) byte ranges sized by ``weights``; ``cut_at(file, previous cut, rough cut)``
+    moves each rough cut to where a range may begin. Empty ranges (a file with fewer lines than
+    parts) are left out, except the first."""
+    size = path.stat().st_size
+    total = sum(weights)
+    bounds = [0]
+    acc = 0.0
+    with path.open("rb") as f:
+        for weight in weights[:-1]:
+            acc += weight
+            rough = max(bounds[-1], int(size * acc / total))
+            bounds.append(min(max(cut_at(f, bounds[-1], rough), bounds[-1]), size))
+    bounds.append(size)
+    ranges = [(bounds[k], bounds[k + 1]) for k in range(len(bounds) - 1)]
+    return [r for r in ranges if r[1] > r[0] or r[0] == 0]
+
+
 def split_ranges(path: Path, weights: list[float]) -> list[tuple[int, int]]:
     """(start, end) byte ranges sized by ``weights``, each beginning at a line start.
 
     Empty ranges (a file with fewer lines than parts) are left out, except the first.
     """
-    size = path.stat().st_size
-    total = sum(weights)
-    bounds = [0]
-    acc = 0.0
-    with path.open("rb") as f:
-        for weight in weights[:-1]:
-            acc += weight
-            cut = max(bounds[-1], int(size * acc / total))
-            if cut > 0:
-                # Step back one byte: a cut that lands just after a newline stays where it is.
-                f.seek(cut - 1)
-                _rest_of_line(f)
-                cut = f.tell()
-            bounds.append(min(max(cut, bounds[-1]), size))
-    bounds.append(size)
-    ranges = [(bounds[k], bounds[k + 1]) for k in range(len(bounds) - 1)]
-    return [r for r in ranges if r[1] > r[0] or r[0] == 0]
+
+    def at_line_start(f: BinaryIO, previous: int, cut: int) -> int:
+        if cut == 0:
+            return 0
+        # Step back one byte: a cut that lands just after a newline stays where it is.
+        f.seek(cut - 1)
+        _rest_of_line(f)
+        return f.tell()
+
+    return _ranges(path, weights, at_line_start)
 
 
-def split_csv_ranges(
-    path: Path, weights: list[float], quote: bytes = b'"'
-) -> list[tuple[int, int]]:
+def split_csv_ranges(path: Path, weights: list[float]) -> list[tuple[int, int]]:
     """:func:`split_ranges` for a CSV/TSV file: each cut is moved on to the first newline with
-    an even number of ``quote`` bytes before it, where in standard quoting no quoted field is
+    an even number of ``"`` bytes before it, where in standard quoting no quoted field is
     open (one may span lines). A file that quotes otherwise (a quote inside an unquoted field)
     can still be cut inside a field: :func:`iter_csv_fields` reading the range before the cut
     then stops, and the caller reads the file in one pass instead.
     """
     size = path.stat().st_size
-    total = sum(weights)
-    bounds = [0]
-    acc = 0.0
-    quotes = 0  # quote bytes before bounds[-1]
-    with path.open("rb") as f:
-        for weight in weights[:-1]:
-            acc += weight
-            at = bounds[-1]
-            cut = max(at, int(size * acc / total))
-            f.seek(at)
-            # Count the quotes up to the rough cut, a chunk at a time ...
-            while at < cut and (chunk := f.read(min(CHUNK, cut - at))):
-                quotes += chunk.count(quote)
-                at += len(chunk)
-            # ... then go on to the first newline with no field open (the end, if none).
-            found = size
-            while found == size and (chunk := f.read(CHUNK)):
-                pos = 0
-                while (newline := chunk.find(b"\n", pos)) >= 0:
-                    quotes += chunk.count(quote, pos, newline + 1)
-                    pos = newline + 1
-                    if quotes % 2 == 0:
-                        found = at + pos
-                        break
-                else:
-                    quotes += chunk.count(quote, pos)
-                    at += len(chunk)
-            bounds.append(found)
-    bounds.append(size)
-    ranges = [(bounds[k], bounds[k + 1]) for k in range(len(bounds) - 1)]
-    return [r for r in ranges if r[1] > r[0] or r[0] == 0]
+    quotes = 0  # quote bytes before the previous cut
+
+    def past_open_fields(f: BinaryIO, at: int, cut: int) -> int:
+        nonlocal quotes
+        f.seek(at)
+        # Count the quotes up to the rough cut, a chunk at a time ...
+        while at < cut and (chunk := f.read(min(CHUNK, cut - at))):
+            quotes += chunk.count(b'"')
+            at += len(chunk)
+        # ... then go on to the first newline with no field open (the end, if none).
+        while chunk := f.read(CHUNK):
+            pos = 0
+            while (newline := chunk.find(b"\n", pos)) >= 0:
+                quotes += chunk.count(b'"', pos, newline + 1)
+                pos = newline + 1
+                if quotes % 2 == 0:
+                    return at + pos
+            quotes += chunk.count(b'"', pos)
+            at += len(chunk)
+        return size
+
+    return _ranges(path, weights, past_open_fields)
 
 
 class ReadStopped(str):
