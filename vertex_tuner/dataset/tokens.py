@@ -32,8 +32,8 @@ TOKENS_PER_MEDIA_PART = 258
 PADDING_PER_RECORD = 8
 
 
-def text_tokens(text: str) -> int:
-    """Estimated tokens for a piece of text."""
+def text_tokens(text: str | bytes) -> int:
+    """Estimated tokens for a piece of text (or of JSON, by its size in bytes)."""
     return -(-len(text) // CHARS_PER_TOKEN)
 
 
@@ -47,7 +47,7 @@ def _part_tokens(part: Any) -> int:
         return TOKENS_PER_MEDIA_PART
     # functionCall / functionResponse and anything else: count their JSON's size in bytes.
     try:
-        return -(-len(orjson.dumps(part)) // CHARS_PER_TOKEN)
+        return text_tokens(orjson.dumps(part))
     except orjson.JSONEncodeError:  # nested deeper than JSON is written: its printed size
         try:
             return text_tokens(repr(part))
