@@ -371,25 +371,14 @@ def _gemini_turns(
             if not text or text.isspace():
                 return None
             n = (len(text) + _ROUND) // CHARS_PER_TOKEN
-            if role == previous:
+        else:
+            text = None
+            found = _turn_parts(parts, role)
+            if found is None:
                 return None
-            previous = role
-            if role == "model":
-                n_in = system + seen
-                n_out = n
-                billable += n_in + n + PADDING_PER_RECORD
-            if supervised and i == last:
-                answer = texts = [text]
-            elif flat:
-                key += (role, 1, text)
-            seen += n
-            continue
-        found = _turn_parts(parts, role)
-        if found is None:
-            return None
-        texts, n, role, here, held = found
-        images += here
-        files += held
+            texts, n, role, here, held = found
+            images += here
+            files += held
         if role == previous:
             return None
         previous = role
@@ -398,12 +387,15 @@ def _gemini_turns(
             n_out = n
             billable += n_in + n + PADDING_PER_RECORD
         if supervised and i == last:
-            answer = texts  # the answer key: a text-only turn's texts (else the turn, below)
+            # The answer key: a text-only turn's texts (else the turn, below).
+            answer = texts if text is None else [text]
+        elif text is not None:
+            if flat:
+                key += (role, 1, text)
+        elif texts is None:
+            flat = False
         elif flat:
-            if texts is None:
-                flat = False
-            else:
-                key += (role, len(texts), *texts)
+            key += (role, len(texts), *texts)
         seen += n
     if previous != ("model" if supervised else "user"):
         return None
