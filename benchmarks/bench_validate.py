@@ -7,7 +7,8 @@ For every shape users write (see :data:`SHAPES`) it generates a dataset under be
 pool of sentences with names, numbers and some non-Latin text, never one template repeated. Each
 file is read once so every contender finds it in the page cache, vertex-tuner's modules are
 compiled to bytecode as an installed package has them, and each contender is measured in a fresh
-process (best of ``--repeat``, since other work on the machine only ever slows a run down):
+process, the contenders taking turns (best of ``--repeat``, since other work on the machine
+only ever slows a run down):
 
 - parsing every line with orjson alone (for CSV, reading every row with the ``csv`` module): the
   floor any validator pays;
@@ -386,27 +387,37 @@ def warm(path: Path) -> None:
             pass
 
 
-def measure(kind: str, path: Path, method: str, repeat: int) -> dict[str, float] | None:
-    """The fastest of ``repeat`` runs, with the largest peak RSS seen (None: together failed)."""
-    best: dict[str, float] | None = None
-    peak = worker_peak = 0.0
+def measure(kinds: list[str], path: Path, method: str, repeat: int) -> dict[str, dict[str, float]]:
+    """Per contender, the fastest of ``repeat`` runs with the largest peak RSS seen (together is
+    left out when it fails). The contenders take turns, run by run, so that a spell of other
+    work on the machine slows each of them alike rather than one."""
+    best: dict[str, dict[str, float]] = {}
+    peaks: dict[str, tuple[float, float]] = {}
+    failed: set[str] = set()
     for _ in range(repeat):
-        result = subprocess.run(
-            [sys.executable, "-c", CONTENDER, kind, str(path), method],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            if kind == "together":
-                return None
-            raise SystemExit(f"{kind} failed on {path.name}:\n{result.stderr[-2000:]}")
-        run = json.loads(result.stdout.strip().splitlines()[-1])
-        peak, worker_peak = max(peak, run["peak_mb"]), max(worker_peak, run["worker_peak_mb"])
-        if best is None or run["seconds"] < best["seconds"]:
-            best = run
-    assert best is not None
-    return {**best, "peak_mb": peak, "worker_peak_mb": worker_peak}
+        for kind in kinds:
+            if kind in failed:
+                continue
+            result = subprocess.run(
+                [sys.executable, "-c", CONTENDER, kind, str(path), method],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                if kind == "together":
+                    failed.add(kind)
+                    continue
+                raise SystemExit(f"{kind} failed on {path.name}:\n{result.stderr[-2000:]}")
+            run = json.loads(result.stdout.strip().splitlines()[-1])
+            peak, worker_peak = peaks.get(kind, (0.0, 0.0))
+            peaks[kind] = (max(peak, run["peak_mb"]), max(worker_peak, run["worker_peak_mb"]))
+            if kind not in best or run["seconds"] < best[kind]["seconds"]:
+                best[kind] = run
+    return {
+        kind: {**run, "peak_mb": peaks[kind][0], "worker_peak_mb": peaks[kind][1]}
+        for kind, run in best.items()
+    }
 
 
 def cold(command: list[str], repeat: int) -> float:
@@ -432,10 +443,8 @@ def shape_line(shape: str, examples: int, repeat: int) -> tuple[str, bool]:
     warm(path)
     mb = path.stat().st_size / 1e6
     floor_kind = "csv" if suffix == ".csv" else "orjson"
-    floor = measure(floor_kind, path, method, repeat)
-    ours = measure("vertex-tuner", path, method, repeat)
-    peer = measure("together", path, method, repeat)
-    assert floor is not None and ours is not None
+    runs = measure([floor_kind, "vertex-tuner", "together"], path, method, repeat)
+    floor, ours, peer = runs[floor_kind], runs["vertex-tuner"], runs.get("together")
     ok = True
     ours_speed = mb / ours["seconds"]
     to_floor = floor["seconds"] / ours["seconds"]
