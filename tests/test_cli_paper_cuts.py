@@ -266,3 +266,29 @@ def test_every_command_a_sandbox_failure_prints_locates_the_run(
             assert f"--registry {tmp_path / registry}" in command, command
     if result.exit_code != 0:
         assert "Traceback" not in result.output
+
+
+def test_commands_that_take_a_name_take_the_spec_file_too(tmp_path: Path) -> None:
+    from records_support import run_record
+
+    from vertex_tuner.wiring import registry_location, run_store
+
+    spec = write_spec(tmp_path / "job", name="demo")
+    store = run_store(registry_location(None, None, sandbox=True), None)
+    store.save(run_record("demo-1", spec_name="demo", display_name="demo"))
+    store.save(run_record("other-1", spec_name="other", display_name="other"))
+    listed = orjson.loads(invoke("runs", str(spec), "--sandbox", "--json").stdout)
+    assert [run["run_id"] for run in listed["runs"]] == ["demo-1"]
+    aliases = orjson.loads(invoke("aliases", str(spec), "--sandbox", "--json").stdout)
+    assert aliases["name"] == "demo"
+
+
+@pytest.mark.parametrize("command", ["promote", "rollback", "aliases", "runs"])
+def test_a_spec_file_that_is_not_there_is_named_not_searched_for(
+    command: str, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nope.yaml"
+    result = invoke(command, str(missing), "--sandbox")
+    assert result.exit_code == 2
+    assert f"{missing}: no such spec file" in result.stderr
+    assert "Traceback" not in result.output

@@ -19,6 +19,7 @@ from vertex_tuner.cli.options import (
     cloud_options,
     load,
     parse_timeout,
+    spec_name,
     spec_or_none,
     store_options,
     writable_store,
@@ -440,9 +441,11 @@ def list_(
 @store_options
 @handle_errors
 def runs(name: str | None, registry: str | None, sandbox: bool, as_json: bool) -> None:
-    """List run records (all, or one spec's), newest first."""
+    """List run records (all, or one spec's: NAME or the spec's file), newest first."""
     from vertex_tuner.wiring import open_run_store
 
+    if name is not None:
+        name = spec_name(name)
     with open_run_store(registry, sandbox=sandbox) as store:
         records = store.list(name)
     for message in store.skipped:

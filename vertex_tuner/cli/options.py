@@ -139,6 +139,22 @@ def spec_or_none(ref: str, sandbox: bool) -> JobSpec | None:
     return load(ref, sandbox) if looks_like_spec(ref) else None
 
 
+def spec_name(ref: str) -> str:
+    """NAME as given, or the name of the spec when a spec file is given instead (``promote
+    jobs/support_tone.yaml`` promotes support-tone). Only the name is read, so settings that
+    only the cloud needs may be unset."""
+    if not looks_like_spec(ref):
+        if ref.endswith((".yaml", ".yml")):
+            raise click.BadParameter(
+                f"{ref}: no such spec file; give the path of a job spec, or the spec's name",
+                param_hint="NAME",
+            )
+        return ref
+    from vertex_tuner.spec import load_spec
+
+    return load_spec(ref, offline=True).name
+
+
 def writable_dir(value: str | None, option: str) -> Path | None:
     """A folder the command will write to, made now and checked, so a bad path fails before the
     work starts (not after a whole evaluation)."""

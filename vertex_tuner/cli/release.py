@@ -29,6 +29,7 @@ from vertex_tuner.cli.options import (
     load,
     looks_like_spec,
     parse_timeout,
+    spec_name,
     store_options,
     writable_dir,
     writable_store,
@@ -299,7 +300,8 @@ def promote(
     sandbox: bool,
     as_json: bool,
 ) -> None:
-    """Point NAME@ALIAS at RUN (default: NAME's newest successful run).
+    """Point NAME@ALIAS at RUN (default: NAME's newest successful run). NAME may be the
+    spec's file.
 
     Before the alias moves, the model it would serve is called once the way a service calls
     it (the run's first held-out prompt, its evaluated generation settings, the endpoint's own
@@ -307,6 +309,7 @@ def promote(
     """
     from vertex_tuner import api
 
+    name = spec_name(name)
     if mirror_vertex and checkpoint:
         raise click.UsageError("--mirror-vertex sets the run's model version, not a checkpoint")
     if mirror_vertex:
@@ -337,9 +340,10 @@ def promote(
 @store_options
 @handle_errors
 def rollback(name: str, alias: str, registry: str | None, sandbox: bool, as_json: bool) -> None:
-    """Move NAME@ALIAS back to the run it pointed at before."""
+    """Move NAME@ALIAS back to the run it pointed at before (NAME may be the spec's file)."""
     from vertex_tuner import api
 
+    name = spec_name(name)
     writable_store(registry, sandbox=sandbox)
     _print_alias(api.rollback(name, alias=alias, registry=registry, sandbox=sandbox), as_json)
 
@@ -349,9 +353,10 @@ def rollback(name: str, alias: str, registry: str | None, sandbox: bool, as_json
 @store_options
 @handle_errors
 def aliases(name: str, registry: str | None, sandbox: bool, as_json: bool) -> None:
-    """List NAME's aliases and their history."""
+    """List NAME's aliases and their history (NAME may be the spec's file)."""
     from vertex_tuner.wiring import open_run_store
 
+    name = spec_name(name)
     with open_run_store(registry, sandbox=sandbox) as runs:
         entries = runs.aliases(name)
         refused = runs.refused_moves(name) if entries or as_json else {}
