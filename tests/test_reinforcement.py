@@ -11,6 +11,7 @@ import pytest
 
 from vertex_tuner.backends.fake import FakeRewardValidator, FakeStorage, FakeTuner
 from vertex_tuner.backends.genai import request_body
+from vertex_tuner.backends.interface import RewardScore
 from vertex_tuner.dataset import Validator
 from vertex_tuner.errors import SpecError
 from vertex_tuner.runstore import LocalBlobStore, RunStore
@@ -337,6 +338,29 @@ def test_vertex_scores_every_case_and_an_expectation_outside_fails(tmp_path: Pat
     assert [r.reward for r in results] == [1.0, 0.2]
     assert [r.passed for r in results] == [True, False]  # the second expects -1
     assert len(validator.calls) == 2 and validator.calls[0][1] == '{"priority": "high"}'
+
+
+@pytest.mark.parametrize(
+    ("score", "why"),
+    [
+        (RewardScore(None), "Vertex returned no overall reward"),
+        (RewardScore(None, {"exact": (None, None)}), "exact: failed"),
+        (RewardScore(0.5, {"exact": (None, "regex did not compile")}), "exact: regex did not"),
+        (RewardScore(None, {}, "the sample response is empty"), "the sample response is empty"),
+    ],
+)
+def test_a_case_vertex_did_not_score_fails_and_says_why(
+    score: RewardScore, why: str, tmp_path: Path
+) -> None:
+    spec = load(write(tmp_path))
+
+    class Unscored:
+        def validate_reward(self, example: Any, response: str, reward: Any) -> RewardScore:
+            return score
+
+    results = rewards.test_rewards(spec, Unscored())  # type: ignore[arg-type]
+    assert not any(r.passed for r in results)
+    assert all(r.error is not None and r.error.startswith(why) for r in results)
 
 
 @pytest.mark.parametrize(

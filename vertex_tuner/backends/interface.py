@@ -177,6 +177,19 @@ class RewardScore:
     details: Mapping[str, tuple[float | None, str | None]] = field(default_factory=dict)
     error: str | None = None
 
+    @property
+    def problem(self) -> str | None:
+        """Why this is not a score: Vertex's error, a reward that failed, or no overall; None
+        when it is one."""
+        if self.error:
+            return self.error
+        for name, (value, why) in self.details.items():
+            if value is None:
+                return f"{name}: {why or 'failed'}"
+        if self.overall is None:
+            return "Vertex returned no overall reward"
+        return None
+
 
 class Tuner(ABC):
     """Vertex AI tuning jobs: create, read, list, cancel."""

@@ -111,7 +111,7 @@ def score_rewards(
             done += 1
             if on_progress is not None:
                 on_progress(done, len(jobs))
-            problem = answer if isinstance(answer, str) else _problem(answer)
+            problem = answer if isinstance(answer, str) else answer.problem
             if isinstance(answer, RewardScore):
                 result.details[role][index] = {k: v for k, (v, _) in answer.details.items()}
             if problem is not None:
@@ -132,18 +132,3 @@ def score_rewards(
                 "evaluate again (the answers are cached)",
             )
     return result
-
-
-def _problem(score: RewardScore) -> str | None:
-    """Why Vertex's score is not a score: its error, a reward that failed, or no overall."""
-    if score.error:
-        return score.error
-    failed = next(
-        (f"{name}: {why or 'failed'}" for name, (v, why) in score.details.items() if v is None),
-        None,
-    )
-    if failed is not None:
-        return failed
-    if score.overall is None:
-        return "Vertex returned no overall reward"
-    return None

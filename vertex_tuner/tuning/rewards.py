@@ -239,9 +239,7 @@ def test_rewards(
             else:
                 result.reward = score.overall
                 result.details.update({k: v for k, (v, _) in score.details.items()})
-                result.error = score.error or next(
-                    (m for _, (v, m) in score.details.items() if v is None and m), None
-                )
+                result.error = score.problem
         elif validator is None and result.error is None:
             result.reward = local
             result.partial = local is None
