@@ -165,11 +165,8 @@ def _text_parts(parts: Any) -> tuple[list[str], int] | None:
     if type(parts) is not list or not parts:
         return None
     if len(parts) == 1:  # the commonest, without the loop
-        part = parts[0]
-        text = part.get("text") if type(part) is dict and len(part) == 1 else None
-        if type(text) is not str or not text or text.isspace():
-            return None
-        return [text], (len(text) + _ROUND) // CHARS_PER_TOKEN
+        text = _only_text(parts)
+        return None if text is None else ([text], (len(text) + _ROUND) // CHARS_PER_TOKEN)
     texts = []
     n = 0
     for part in parts:
@@ -363,8 +360,9 @@ def _gemini_turns(
             return None
         role = content.get("role")
         parts = content.get("parts")
-        # The commonest turn, one text part of a user or model turn, is read here; any other
-        # goes to _turn_parts.
+        # The commonest turn, one text part of a user or model turn, is read here (what
+        # _only_text reads, without the call: this runs for every turn); any other goes to
+        # _turn_parts.
         part = parts[0] if type(parts) is list and len(parts) == 1 else None
         text = part.get("text") if type(part) is dict and len(part) == 1 else None
         if type(text) is str and (role == "user" or role == "model"):
