@@ -222,7 +222,6 @@ def split_csv_ranges(path: Path, weights: list[float]) -> list[tuple[int, int]]:
     can still be cut inside a field: :func:`iter_csv_fields` reading the range before the cut
     then stops, and the caller reads the file in one pass instead.
     """
-    size = path.stat().st_size
     quotes = 0  # quote bytes before the previous cut
 
     def past_open_fields(f: BinaryIO, at: int, cut: int) -> int:
@@ -242,7 +241,7 @@ def split_csv_ranges(path: Path, weights: list[float]) -> list[tuple[int, int]]:
                     return at + pos
             quotes += chunk.count(b'"', pos)
             at += len(chunk)
-        return size
+        return at  # the end of the file: no such newline
 
     return _ranges(path, weights, past_open_fields)
 
