@@ -150,9 +150,7 @@ def spec_name(ref: str) -> str:
                 param_hint="NAME",
             )
         return ref
-    from vertex_tuner.spec import load_spec
-
-    return load_spec(ref, offline=True).name
+    return load(ref, sandbox=True).name  # offline: only the name is read
 
 
 def writable_dir(value: str | None, option: str) -> Path | None:
